@@ -1,0 +1,200 @@
+"""The one place that knows checkpoint keys: save (atomic), load (safe: no pickled code runs), average.
+
+A checkpoint is a dict of tensors and plain values:
+  format, version            "nmt-checkpoint", 1
+  model_config, train_config the resolved dataclasses, as dicts
+  model                      the model's state dict
+  vocab                      the SentencePiece model's bytes (uint8 tensor): a checkpoint translates on its own
+  src, tgt                   language codes
+  update, epoch              progress
+  valid                      validation metrics at this update (interval checkpoints)
+  training                   optimizer, RNG and batcher state (training checkpoints only; averaged ones drop it)
+"""
+
+from __future__ import annotations
+
+import os
+import json
+import pickle
+import re
+import shutil
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from nmt.config import ModelConfig, from_dict
+from nmt.errors import NmtError
+from nmt.model.transformer import Transformer, build_model
+from nmt.vocab import Vocab
+
+FORMAT = "nmt-checkpoint"
+VERSION = 1
+INTERVAL_CHECKPOINT = re.compile(r"^checkpoint_(\d+)\.pt$")
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: `path` is always whole or absent."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def link_checkpoint(source: Path, dest: Path) -> None:
+    """`dest` becomes the same file as `source` (hard link, atomic; a copy where links are not supported)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load without executing pickled code (weights_only=True); refuse foreign, truncated or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise NmtError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
+        raise NmtError(f"{path}: refused to load: it holds objects other than tensors and plain values "
+                       f"(a file that could run code, or not an nmt checkpoint): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise NmtError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                       f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise NmtError(f"{path}: not an nmt checkpoint")
+    if payload.get("version") != VERSION:
+        raise NmtError(f"{path}: checkpoint version {payload.get('version')}, this nmt reads version {VERSION}")
+    for key in ("model_config", "model", "vocab"):
+        if key not in payload:
+            raise NmtError(f"{path}: checkpoint lacks {key!r} (damaged?)")
+    return payload
+
+
+def make_payload(model: Transformer, vocab: Vocab, train_config, src: str, tgt: str, update: int, epoch: int,
+                 **extra) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": asdict(model.config),
+        "train_config": asdict(train_config) if train_config is not None else None,
+        "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "vocab": torch.frombuffer(bytearray(vocab.model_proto), dtype=torch.uint8),
+        "src": src,
+        "tgt": tgt,
+        "update": update,
+        "epoch": epoch,
+        **extra,
+    }
+
+
+def vocab_from_payload(payload: dict) -> Vocab:
+    return Vocab.from_bytes(payload["vocab"].numpy().tobytes())
+
+
+def model_from_payload(payload: dict, path: Path | str = "checkpoint") -> Transformer:
+    config = from_dict(ModelConfig, payload["model_config"])
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise NmtError(f"{path}: weights do not fit the architecture it names: "
+                       f"{str(error).splitlines()[0]}") from None
+    return model
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Transformer, Vocab, dict]:
+    """A checkpoint's model (in eval mode, on `device`), its vocabulary and the payload itself."""
+    payload = load_checkpoint(path)
+    model = model_from_payload(payload, path).to(device).eval()
+    vocab = vocab_from_payload(payload)
+    if len(vocab) != model.config.vocab_size:
+        raise NmtError(f"{path}: vocabulary of {len(vocab)} pieces but a model for {model.config.vocab_size}")
+    return model, vocab, payload
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """The parameter-wise mean of checkpoints of one architecture and vocabulary (section 6.1), as a model-only
+    checkpoint (no optimizer state). Accumulates in fp64 so that the order of the files does not matter."""
+    if not paths:
+        raise NmtError("no checkpoints to average")
+    first = load_checkpoint(paths[0])
+    sums = {name: tensor.double() for name, tensor in first["model"].items()}
+    for path in paths[1:]:
+        payload = load_checkpoint(path)
+        if payload["model_config"] != first["model_config"]:
+            raise NmtError(f"{path}: a different architecture from {paths[0]}; only one model's checkpoints average")
+        if not torch.equal(payload["vocab"], first["vocab"]):
+            raise NmtError(f"{path}: a different vocabulary from {paths[0]}")
+        for name, tensor in payload["model"].items():
+            sums[name] += tensor.double()
+    averaged = {name: (total / len(paths)).to(first["model"][name].dtype) for name, total in sums.items()}
+    result = {key: value for key, value in first.items() if key not in ("training", "valid", "model")}
+    result["model"] = averaged
+    result["averaged_from"] = [str(path) for path in paths]
+    return result
+
+
+def interval_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:
+    """(update, path) of the checkpoint_UPDATE.pt files in a save dir, oldest first."""
+    found = []
+    for path in Path(save_dir).glob("checkpoint_*.pt"):
+        match = INTERVAL_CHECKPOINT.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def select_checkpoints(inputs: list[Path], last: int | None = None, best: int | None = None) -> list[Path]:
+    """Checkpoint files named directly, or from one save dir its `last` N, or its `best` N by validation loss
+    (read from the save dir's metrics.jsonl: the valid split alone decides, never the test set)."""
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        save_dir = Path(inputs[0])
+        if (last is None) == (best is None):
+            raise NmtError("with a save dir, give exactly one of --last N or --best N")
+        count = last if last is not None else best
+        if count < 1:
+            raise NmtError("--last / --best must be at least 1")
+        available = interval_checkpoints(save_dir)
+        if not available:
+            raise NmtError(f"{save_dir}: no checkpoint_UPDATE.pt files")
+        if last is not None:
+            return [path for _, path in available[-count:]]
+        valid_loss = _valid_losses(save_dir / "metrics.jsonl")
+        scored = [(valid_loss[update], update, path) for update, path in available if update in valid_loss]
+        if not scored:
+            raise NmtError(f"{save_dir}: no validation results for its checkpoints in metrics.jsonl")
+        return [path for _, _, path in sorted(scored)[:count]]
+    if last is not None or best is not None:
+        raise NmtError("--last and --best take a save dir, not checkpoint files")
+    for path in inputs:
+        if not Path(path).is_file():
+            raise NmtError(f"{path}: checkpoint not found")
+    return [Path(path) for path in inputs]
+
+
+def _valid_losses(metrics_path: Path) -> dict[int, float]:
+    if not metrics_path.is_file():
+        raise NmtError(f"{metrics_path}: not found; --best reads validation losses from it")
+    losses = {}
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash mid-write
+        if "valid_loss" in record:
+            losses[int(record["update"])] = float(record["valid_loss"])
+    return losses

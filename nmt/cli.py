@@ -1,0 +1,375 @@
+"""The `nmt` command line: each command parses its options, builds a config and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.table import Table
+
+from nmt import __version__
+from nmt.config import PRESETS, SearchConfig, preset, replace_fields
+from nmt.errors import NmtError
+
+app = typer.Typer(
+    help="Neural machine translation with the Transformer (Vaswani et al., 2017): prepare, train, translate, score.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+console = Console(stderr=True)  # stdout carries translations and scores only
+
+DATA_ROOT = Path("data")
+DEFAULT_SAVE_DIR = Path("checkpoints")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app()
+    except NmtError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except BrokenPipeError:  # `nmt translate | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except OSError as error:  # disk full, permission denied, ...: say which file and why
+        where = f"{error.filename}: " if error.filename else ""
+        console.print(f"[bold red]error:[/] {where}{error.strerror or error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nmt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Neural machine translation with the Transformer (Vaswani et al., 2017)."""
+
+
+# --- prepare -------------------------------------------------------------------------------------------------------
+
+@app.command()
+def prepare(
+    corpus: Annotated[Optional[str], typer.Argument(
+        help="A recipe (see --list), or 'custom' for your own files (--src, --tgt, --train, --valid).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output DATA_DIR. Default: data/CORPUS.")] = None,
+    mirror: Annotated[Optional[str], typer.Option(
+        help="A folder or http(s) URL holding the recipe's files under their upstream names, used instead of "
+             "the upstream addresses.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="Pieces in the joint SentencePiece BPE vocabulary. Default: the recipe's (8000 for Multi30k).")] = None,
+    spm_sample: Annotated[int, typer.Option(
+        help="At most this many lines (both sides together) are sampled to train SentencePiece.")] = 2_000_000,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        help="Drop training pairs with a side longer than this many pieces. Default: 250.")] = None,
+    max_ratio: Annotated[Optional[float], typer.Option(
+        help="Drop training pairs whose length ratio (in pieces) exceeds this. Default: the recipe's.")] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Skip checksum verification (for a mirror of repackaged files).")] = False,
+    src: Annotated[Optional[str], typer.Option(help="custom: source language code (file suffix).")] = None,
+    tgt: Annotated[Optional[str], typer.Option(help="custom: target language code (file suffix).")] = None,
+    train: Annotated[Optional[str], typer.Option(
+        help="custom: training prefix; PREFIX.SRC and PREFIX.TGT (or .gz) are read.")] = None,
+    valid: Annotated[Optional[str], typer.Option(help="custom: validation prefix.")] = None,
+    test: Annotated[Optional[str], typer.Option(help="custom: test prefix (optional).")] = None,
+    list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
+) -> None:
+    """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR."""
+    from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus, prepare_recipe
+    from nmt.data.recipes import RECIPES
+    from nmt.data.text import CleaningOptions
+
+    if list_recipes or corpus is None:
+        table = Table("recipe", "description", "download")
+        for recipe in RECIPES.values():
+            size = sum(f.size or 0 for f in recipe.files.values())
+            table.add_row(recipe.name, recipe.description, f"{size / 1e6:.1f} MB")
+        table.add_row("custom", "your own files: --src, --tgt, --train, --valid [--test]", "-")
+        Console().print(table)
+        return
+    out = out or DATA_ROOT / corpus
+    if corpus == "custom":
+        for flag, value in (("--src", src), ("--tgt", tgt), ("--train", train), ("--valid", valid)):
+            if not value:
+                raise NmtError(f"prepare custom needs {flag}")
+        cleaning = CleaningOptions()
+    elif corpus in RECIPES:
+        cleaning = RECIPES[corpus].cleaning
+    else:
+        raise NmtError(f"unknown corpus {corpus!r}; `nmt prepare --list` shows the recipes")
+    cleaning = replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio})
+    default_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
+    options = PrepareOptions(vocab_size=vocab_size or default_vocab, spm_max_sentences=spm_sample,
+                             cleaning=cleaning)
+    log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
+    if corpus == "custom":
+        splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
+                  for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
+        manifest = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log)
+    else:
+        if no_verify:
+            console.print("[yellow]warning:[/] --no-verify: checksums are not checked")
+        with _download_progress() as hook:
+            manifest = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+    report = manifest["cleaning"]["train"]
+    console.print(f"[green]prepared[/] {out}: " + ", ".join(
+        f"{name} {split['sentences']:,} pairs" for name, split in manifest["splits"].items())
+        + f"; vocabulary {manifest['vocab_size']}; training pairs kept {report['kept']:,}, dropped "
+        + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
+
+
+class _download_progress:
+    """A Rich progress bar per downloaded file, as a hook for nmt.data.download."""
+
+    def __enter__(self):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), console=console, transient=False)
+        self.tasks = {}
+        self.progress.start()
+        return self.hook
+
+    def hook(self, name: str, done: int, total: int | None) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+
+# --- train ---------------------------------------------------------------------------------------------------------
+
+def _default_data_dir() -> Path:
+    prepared = sorted(path.parent for path in DATA_ROOT.glob("*/manifest.json"))
+    if len(prepared) == 1:
+        return prepared[0]
+    if not prepared:
+        raise NmtError("no DATA_DIR given and no prepared dataset under data/; run `nmt prepare CORPUS` first")
+    raise NmtError(f"several datasets under data/ ({', '.join(map(str, prepared))}); name one as DATA_DIR")
+
+
+class _RichTrainReporter:
+    """Rich progress for the trainer: refreshes on its own clock, shows what the trainer logged last."""
+
+    def start(self, first_update, total_updates, info):
+        console.print(f"[cyan]train[/] {info['parameters']:,} parameters on {info['device']}, "
+                      f"{info['train_sentences']:,} training pairs"
+                      + (f", resuming at update {first_update}" if first_update else ""))
+        self.progress = Progress(TextColumn("update {task.completed}"), BarColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[status]}"), console=console)
+        self.task = self.progress.add_task("train", total=total_updates, completed=first_update, status="")
+        self.progress.start()
+
+    def advance(self, update):
+        self.progress.update(self.task, completed=update)
+
+    def record(self, record):
+        if "valid_loss" in record:
+            bleu = f", BLEU {record['valid_bleu']:.2f}" if "valid_bleu" in record else ""
+            self.progress.console.print(f"update {record['update']}: valid loss {record['valid_loss']:.3f}{bleu}")
+        else:
+            self.progress.update(self.task, status=f"loss {record['loss']:.3f}  lr {record['lr']:.2e}  "
+                                                   f"{record['tgt_tokens_per_s']:,.0f} tgt tok/s")
+
+    def message(self, text):
+        self.progress.console.print(f"[yellow]{text}[/]")
+
+    def stop(self):
+        self.progress.stop()
+
+
+@app.command(name="train")
+def train_command(
+    data_dir: Annotated[Optional[Path], typer.Argument(
+        help="A prepared DATA_DIR. Default: the one dataset under data/.")] = None,
+    arch: Annotated[str, typer.Option(help=f"Preset: {', '.join(PRESETS)}.")] = "transformer_base",
+    save_dir: Annotated[Path, typer.Option(help="Where checkpoints and metrics.jsonl go.")] = DEFAULT_SAVE_DIR,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --save-dir from checkpoint_last.pt.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... Default: cuda if present.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+    # model (default: the preset's)
+    encoder_layers: Annotated[Optional[int], typer.Option(help="Encoder layers (N).")] = None,
+    decoder_layers: Annotated[Optional[int], typer.Option(help="Decoder layers (N).")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Model width (d_model).")] = None,
+    d_ff: Annotated[Optional[int], typer.Option(help="Feed-forward inner width (d_ff).")] = None,
+    heads: Annotated[Optional[int], typer.Option(help="Attention heads (h).")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="P_drop on embeddings and sublayer outputs.")] = None,
+    attention_dropout: Annotated[Optional[float], typer.Option(help="Dropout on attention weights.")] = None,
+    activation_dropout: Annotated[Optional[float], typer.Option(help="Dropout after the FFN's ReLU.")] = None,
+    pre_norm: Annotated[Optional[bool], typer.Option(
+        "--pre-norm/--post-norm", help="LayerNorm before each sublayer (default: after, as in the paper).")] = None,
+    learned_positions: Annotated[Optional[bool], typer.Option(
+        "--learned-positions/--sinusoidal-positions",
+        help="Learned position embeddings (Table 3 row E) instead of sinusoids.")] = None,
+    max_positions: Annotated[Optional[int], typer.Option(help="Positions for --learned-positions.")] = None,
+    # training (default: the preset's)
+    lr: Annotated[Optional[float], typer.Option(
+        help="Scale on the paper's schedule d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Warmup updates of the schedule.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch and process, padding counted.")] = None,
+    update_freq: Annotated[Optional[int], typer.Option(help="Batches accumulated into one update.")] = None,
+    max_updates: Annotated[Optional[int], typer.Option(help="Stop after this many updates (0: no limit).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs (0: no limit).")] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="Stop after this many minutes (0: no limit).")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this (0: off).")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon_ls.")] = None,
+    adam_beta1: Annotated[Optional[float], typer.Option(help="Adam beta1.")] = None,
+    adam_beta2: Annotated[Optional[float], typer.Option(help="Adam beta2.")] = None,
+    adam_eps: Annotated[Optional[float], typer.Option(help="Adam epsilon.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Adam weight decay.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (initialization, dropout, batch order).")] = None,
+    log_interval: Annotated[Optional[int], typer.Option(help="Updates between metrics.jsonl lines.")] = None,
+    save_interval_updates: Annotated[Optional[int], typer.Option(
+        help="Validate and save checkpoint_UPDATE.pt every N updates (0: at each epoch's end).")] = None,
+    keep_last: Annotated[Optional[int], typer.Option(help="Interval checkpoints to keep (0: all).")] = None,
+    valid_bleu: Annotated[Optional[bool], typer.Option(
+        "--valid-bleu/--no-valid-bleu", help="Report greedy BLEU on the valid split at each validation.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (autocast).")] = None,
+) -> None:
+    """Train a Transformer on a prepared DATA_DIR; checkpoints and metrics.jsonl go to --save-dir."""
+    from nmt.train.trainer import Trainer
+
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    chosen = preset(arch)
+    model_config = replace_fields(chosen.model, dict(
+        encoder_layers=encoder_layers, decoder_layers=decoder_layers, d_model=d_model, d_ff=d_ff, heads=heads,
+        dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
+        pre_norm=pre_norm, learned_positions=learned_positions, max_positions=max_positions))
+    train_config = replace_fields(chosen.train, dict(
+        lr=lr, warmup=warmup, max_tokens=max_tokens, update_freq=update_freq, max_updates=max_updates,
+        max_epochs=max_epochs, max_time=max_time, clip_norm=clip_norm, label_smoothing=label_smoothing,
+        adam_beta1=adam_beta1, adam_beta2=adam_beta2, adam_eps=adam_eps, weight_decay=weight_decay, seed=seed,
+        log_interval=log_interval, save_interval_updates=save_interval_updates, keep_last=keep_last,
+        valid_bleu=valid_bleu, precision=precision))
+    model_config.validate()
+    trainer = Trainer(data_dir or _default_data_dir(), save_dir, model_config, train_config, resume=resume,
+                      device=device, reporter=_RichTrainReporter())
+    summary = trainer.run()
+    console.print(f"[green]done[/] {summary['stop_reason']} at update {summary['update']}; "
+                  f"best valid loss {summary['best_valid_loss']:.3f}; checkpoints in {summary['save_dir']}")
+
+
+# --- average-checkpoints -------------------------------------------------------------------------------------------
+
+@app.command(name="average-checkpoints")
+def average_checkpoints_command(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="A save dir (with --last or --best) or checkpoint files to average.")],
+    output: Annotated[Path, typer.Option(help="Where to write the averaged checkpoint.")],
+    last: Annotated[Optional[int], typer.Option(help="Average the last N interval checkpoints of the save dir.")] = None,
+    best: Annotated[Optional[int], typer.Option(
+        help="Average the N interval checkpoints with the lowest validation loss (valid split only).")] = None,
+) -> None:
+    """Average the parameters of checkpoints (section 6.1): named files, or the last / best N of a save dir."""
+    from nmt.checkpoint import average_checkpoints, save_checkpoint, select_checkpoints
+
+    paths = select_checkpoints(inputs, last, best)
+    save_checkpoint(average_checkpoints(paths), output)
+    console.print(f"[green]averaged[/] {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {output}")
+
+
+# --- translate -----------------------------------------------------------------------------------------------------
+
+def _default_checkpoint() -> Path:
+    for candidate in (DEFAULT_SAVE_DIR / "averaged.pt", DEFAULT_SAVE_DIR / "checkpoint_best.pt"):
+        if candidate.is_file():
+            return candidate
+    raise NmtError("no --checkpoint given and neither checkpoints/averaged.pt nor checkpoints/checkpoint_best.pt "
+                   "exists")
+
+
+@app.command(name="translate")
+def translate_command(
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Model checkpoint. Default: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt.")] = None,
+    input: Annotated[Optional[Path], typer.Option(help="Read lines from this file instead of stdin.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write translations here instead of stdout.")] = None,
+    beam: Annotated[int, typer.Option(help="Beam size (1: greedy).")] = 4,
+    lenpen: Annotated[float, typer.Option(help="Length penalty alpha.")] = 0.6,
+    lenpen_style: Annotated[str, typer.Option(
+        help="gnmt: ((5 + |Y|) / 6)^alpha, as in the paper; length: |Y|^alpha.")] = "gnmt",
+    max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
+    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
+    min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
+    nbest: Annotated[int, typer.Option(help="Write the N best as `INDEX ||| TRANSLATION ||| SCORE` lines.")] = 1,
+    max_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 6000,
+    buffer_size: Annotated[Optional[int], typer.Option(
+        help="Lines read before translating (sorted by length inside). Default: 1000, or 1 on a terminal.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... Default: cuda if present.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+) -> None:
+    """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
+    from nmt.translate import Translator, format_translations, read_text_lines
+
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style, max_len_a=max_len_a,
+                          max_len_b=max_len_b, min_len=min_len, nbest=nbest)
+    search.validate()
+    if max_tokens < 1:
+        raise NmtError("--max-tokens must be at least 1")
+    translator = Translator(checkpoint or _default_checkpoint(), search, device, max_tokens)
+    source = open(input, "rb") if input else sys.stdin.buffer
+    window = buffer_size or (1 if source.isatty() else 1000)
+    if window < 1:
+        raise NmtError("--buffer-size must be at least 1")
+    target_tmp = output.with_name(f".{output.name}.tmp") if output else None
+    sink = open(target_tmp, "w", encoding="utf-8", newline="\n") if output else sys.stdout
+    try:
+        lines = read_text_lines(source, str(input or "<stdin>"))
+        for index, translations in enumerate(translator.translate_stream(lines, window)):
+            sink.write(format_translations(index, translations, nbest))
+            if index % window == window - 1 or window == 1:
+                sink.flush()
+        sink.flush()
+        if output:
+            sink.close()
+            os.replace(target_tmp, output)  # a complete file or none
+    finally:
+        if output and target_tmp.exists():
+            sink.close()
+            target_tmp.unlink()
+        if input:
+            source.close()
+    if translator.truncated:
+        console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
+                      f"{translator.max_source_tokens} pieces and were cut")
+
+
+# --- score ---------------------------------------------------------------------------------------------------------
+
+@app.command(name="score")
+def score_command(
+    ref: Annotated[list[Path], typer.Option(help="Reference file (repeat for several references).")],
+    hyp: Annotated[Optional[Path], typer.Option(help="Hypotheses file. Default: stdin.")] = None,
+    metrics: Annotated[str, typer.Option(help="Comma-separated: bleu, chrf, ter.")] = "bleu,chrf,ter",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with scores and signatures.")] = False,
+) -> None:
+    """Score translations against references with sacreBLEU (detokenized BLEU, chrF, TER) and their signatures."""
+    from nmt.data.text import read_lines
+    from nmt.score import score
+    from nmt.translate import read_text_lines
+
+    references = [list(read_lines(path)) for path in ref]
+    hypotheses = list(read_lines(hyp)) if hyp else list(read_text_lines(sys.stdin.buffer))
+    results = score(hypotheses, references, [name.strip().lower() for name in metrics.split(",") if name.strip()])
+    if as_json:
+        typer.echo(json.dumps({r.metric: {"score": r.score, "signature": r.signature} for r in results}))
+        return
+    for result in results:
+        typer.echo(f"{result.text}")
+        typer.echo(f"  signature: {result.signature}")

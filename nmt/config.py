@@ -1,0 +1,190 @@
+"""Plain dataclass configs and the named presets.
+
+A preset is a function that returns a `Preset` (model + training defaults). The resolved configs are stored in every
+checkpoint as plain dicts, so a model can be rebuilt without the command line that trained it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from nmt.errors import NmtError
+
+
+class ConfigError(NmtError, ValueError):
+    """An option value that cannot be used; the message names the flag."""
+
+
+@dataclass
+class ModelConfig:
+    """The Transformer's shape. Names follow the paper (d_model, d_ff, h, P_drop)."""
+
+    vocab_size: int = 0  # filled from the data's joint SentencePiece vocabulary
+    encoder_layers: int = 6  # N
+    decoder_layers: int = 6  # N
+    d_model: int = 512
+    d_ff: int = 2048
+    heads: int = 8  # h; d_k = d_v = d_model / h
+    dropout: float = 0.1  # P_drop: embeddings + positions, and every sublayer output before the residual add
+    attention_dropout: float = 0.0  # on attention weights; 0 as in the paper (and it keeps SDPA's fused kernel)
+    activation_dropout: float = 0.0  # inside the feed-forward, after the ReLU
+    pre_norm: bool = False  # the paper is post-norm: LayerNorm(x + Sublayer(x))
+    learned_positions: bool = False  # Table 3 row (E): learned instead of sinusoidal positions
+    max_positions: int = 1024  # only bounds learned positions; sinusoids extend to any length
+    pad_id: int = 0
+    bos_id: int = 2
+    eos_id: int = 3
+
+    def validate(self) -> None:
+        if self.d_model % self.heads != 0:
+            raise ConfigError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
+        for name in ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults are the paper's (section 5.3/5.4); presets override what suits them."""
+
+    lr: float = 1.0  # scale on the paper's schedule: lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    warmup: int = 4000
+    max_tokens: int = 4096  # per batch and per process, padding counted
+    update_freq: int = 1  # batches accumulated into one update
+    max_updates: int = 100_000  # 0: no limit
+    max_epochs: int = 0  # 0: no limit
+    max_time: float = 0.0  # minutes of training; 0: no limit
+    clip_norm: float = 0.0  # 0: no gradient clipping (the paper clips nothing)
+    label_smoothing: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    seed: int = 1
+    log_interval: int = 100  # updates between metrics.jsonl lines
+    save_interval_updates: int = 5000  # a checkpoint_UPDATE.pt (with validation) every N updates; 0: per epoch only
+    keep_last: int = 20  # interval checkpoints kept on disk; 0: keep all
+    valid_bleu: bool = True  # decode the valid split (greedy) at each validation and report BLEU
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; loss in fp32)
+
+    def validate(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.warmup < 1:
+            raise ConfigError("--warmup must be at least 1")
+        if self.max_tokens < 1:
+            raise ConfigError("--max-tokens must be at least 1")
+        if self.update_freq < 1:
+            raise ConfigError("--update-freq must be at least 1")
+        if min(self.max_updates, self.max_epochs, self.max_time) < 0:
+            raise ConfigError("--max-updates, --max-epochs and --max-time must not be negative")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("--label-smoothing must be in [0, 1)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.log_interval < 1:
+            raise ConfigError("--log-interval must be at least 1")
+
+
+@dataclass
+class SearchConfig:
+    """How to decode (section 6.1: beam 4, length penalty 0.6, maximum length input + 50)."""
+
+    beam: int = 4
+    lenpen: float = 0.6  # alpha
+    lenpen_style: str = "gnmt"  # gnmt: ((5 + |Y|) / 6)^alpha (Wu et al. 2016, as in the paper); length: |Y|^alpha
+    max_len_a: float = 1.0  # maximum output length = a * source length + b
+    max_len_b: int = 50
+    min_len: int = 1  # tokens before end-of-sentence may be chosen (end-of-sentence counted)
+    nbest: int = 1
+
+    def validate(self) -> None:
+        if self.beam < 1:
+            raise ConfigError(f"--beam must be at least 1, got {self.beam}")
+        if not math.isfinite(self.lenpen):
+            raise ConfigError(f"--lenpen must be a finite number, got {self.lenpen}")
+        if self.lenpen_style not in ("gnmt", "length"):
+            raise ConfigError(f"--lenpen-style must be gnmt or length, got {self.lenpen_style!r}")
+        if not 1 <= self.nbest <= self.beam:
+            raise ConfigError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}")
+        if self.max_len_a < 0 or self.max_len_b < 1:
+            raise ConfigError("--max-len-a must not be negative and --max-len-b must be at least 1")
+        if self.min_len < 1:
+            raise ConfigError("--min-len must be at least 1")
+
+
+@dataclass
+class Preset:
+    model: ModelConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def transformer_tiny() -> Preset:
+    """For tests: a model that trains in seconds."""
+    model = ModelConfig(encoder_layers=2, decoder_layers=2, d_model=64, d_ff=128, heads=4, dropout=0.0)
+    train = TrainConfig(lr=2.0, warmup=100, max_tokens=1024, max_updates=500, log_interval=10,
+                        save_interval_updates=0, keep_last=5)
+    return Preset(model, train)
+
+
+def transformer_small() -> Preset:
+    """The CPU preset for Multi30k (not in the paper): 3+3 layers, d_model 256, 4 heads, d_ff 1024.
+
+    A 20-minute CPU run makes ~2-3k updates, so warmup is short and the peak learning rate (about 2e-3)
+    higher than base's 7e-4.
+    """
+    model = ModelConfig(encoder_layers=3, decoder_layers=3, d_model=256, d_ff=1024, heads=4, dropout=0.1)
+    train = TrainConfig(lr=1.0, warmup=1000, max_tokens=4096, max_updates=0, max_time=20.0, clip_norm=1.0,
+                        log_interval=50, save_interval_updates=200, keep_last=10)
+    return Preset(model, train)
+
+
+def transformer_base() -> Preset:
+    """Table 3, base: N=6, d_model 512, d_ff 2048, h 8, P_drop 0.1; 100k updates of ~25k tokens, warmup 4000."""
+    model = ModelConfig(encoder_layers=6, decoder_layers=6, d_model=512, d_ff=2048, heads=8, dropout=0.1)
+    train = TrainConfig(warmup=4000, max_tokens=4096, update_freq=6, max_updates=100_000,
+                        save_interval_updates=5000, keep_last=20)
+    return Preset(model, train)
+
+
+def transformer_big() -> Preset:
+    """Table 3, big: N=6, d_model 1024, d_ff 4096, h 16, P_drop 0.3 (0.1 for en-fr); 300k updates."""
+    model = ModelConfig(encoder_layers=6, decoder_layers=6, d_model=1024, d_ff=4096, heads=16, dropout=0.3)
+    train = TrainConfig(warmup=4000, max_tokens=4096, update_freq=6, max_updates=300_000,
+                        save_interval_updates=5000, keep_last=20)
+    return Preset(model, train)
+
+
+PRESETS = {
+    "transformer_tiny": transformer_tiny,
+    "transformer_small": transformer_small,
+    "transformer_base": transformer_base,
+    "transformer_big": transformer_big,
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"--arch must be one of {', '.join(PRESETS)}; got {name!r}")
+    return PRESETS[name]()
+
+
+def replace_fields(config, overrides: dict):
+    """A copy of `config` with the non-None `overrides` applied (unknown names are a programming error)."""
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"unknown {type(config).__name__} fields: {sorted(unknown)}")
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def from_dict(cls, values: dict):
+    """Rebuild a config from a checkpoint's dict, ignoring fields a newer version added or dropped."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,120 @@
+"""Reading raw corpora (plain or gzipped, strict UTF-8, lines end at '\\n' only), normalization and cleaning."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from nmt.errors import NmtError
+
+# Any run of Unicode whitespace (tabs, no-break spaces, line/paragraph separators, '\r') becomes one space.
+_WHITESPACE = re.compile(r"\s+")
+
+
+def open_bytes(path: Path):
+    path = Path(path)
+    if not path.is_file():
+        raise NmtError(f"{path}: file not found")
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as error:
+        raise NmtError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """The lines of a text file without their '\\n'. Only '\\n' ends a line ('\\r', U+2028 are content).
+
+    Raises NmtError naming the file and line for bytes that are not UTF-8 or a corrupt gzip stream.
+    """
+    with open_bytes(path) as handle:
+        line_number = 0
+        try:
+            for line_number, raw in enumerate(handle, start=1):
+                yield decode_line(raw, path, line_number)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            raise NmtError(f"{path}: cannot read after line {line_number} ({error})") from None
+
+
+def decode_line(raw: bytes, path, line_number: int) -> str:
+    try:
+        return raw.rstrip(b"\n").decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise NmtError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
+
+
+def read_parallel(src_path: Path, tgt_path: Path) -> Iterator[tuple[str, str]]:
+    """Pairs of lines; a corpus whose sides differ in length is an error that names both files and counts."""
+    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
+    count = 0
+    for src_line in src_lines:
+        tgt_line = next(tgt_lines, None)
+        if tgt_line is None:
+            raise NmtError(f"{src_path} has more lines than {tgt_path} ({tgt_path} ends after {count} lines)")
+        count += 1
+        yield src_line, tgt_line
+    if next(tgt_lines, None) is not None:
+        raise NmtError(f"{tgt_path} has more lines than {src_path} ({src_path} ends after {count} lines)")
+
+
+def normalize(line: str) -> str:
+    """Unicode NFC, control characters removed, whitespace runs folded to one space, ends stripped."""
+    line = unicodedata.normalize("NFC", line)
+    line = "".join(ch for ch in line if not _is_control(ch))
+    return _WHITESPACE.sub(" ", line).strip()
+
+
+def _is_control(ch: str) -> bool:
+    # Cc (C0/C1 controls) and Cf other than joiners that scripts need (ZWJ/ZWNJ) are invisible noise in corpora.
+    category = unicodedata.category(ch)
+    if category == "Cc":
+        return not ch.isspace()
+    return category == "Cf" and ch not in "\u200c\u200d"
+
+
+@dataclass
+class CleaningOptions:
+    max_chars: int = 1024  # per side, after normalization (a cheap bound before tokenization)
+    max_tokens: int = 250  # per side, in SentencePiece pieces (fairseq's WMT recipe uses 250)
+    max_ratio: float = 1.5  # longer side / shorter side, in pieces (as in fairseq's clean-corpus-n with ratio 1.5)
+    ratio_min_tokens: int = 10  # the ratio applies only when the longer side has more pieces than this
+
+
+class CleaningReport:
+    """Counts of kept and dropped training pairs, per reason."""
+
+    def __init__(self):
+        self.kept = 0
+        self.dropped: Counter[str] = Counter()
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "dropped": dict(self.dropped)}
+
+
+def clean_text_pair(src: str, tgt: str, options: CleaningOptions, report: CleaningReport) -> tuple[str, str] | None:
+    """First cleaning pass, on characters: normalize, drop empty and over-long pairs."""
+    src, tgt = normalize(src), normalize(tgt)
+    if not src or not tgt:
+        report.dropped["empty"] += 1
+        return None
+    if len(src) > options.max_chars or len(tgt) > options.max_chars:
+        report.dropped["too_long"] += 1
+        return None
+    return src, tgt
+
+
+def keep_token_pair(src_len: int, tgt_len: int, options: CleaningOptions, report: CleaningReport) -> bool:
+    """Second cleaning pass, on SentencePiece pieces: the length limit and the length ratio."""
+    if src_len > options.max_tokens or tgt_len > options.max_tokens:
+        report.dropped["too_long"] += 1
+        return False
+    longer, shorter = max(src_len, tgt_len), max(min(src_len, tgt_len), 1)
+    if longer > options.ratio_min_tokens and longer / shorter > options.max_ratio:
+        report.dropped["ratio"] += 1
+        return False
+    report.kept += 1
+    return True

@@ -1,0 +1,98 @@
+"""Multi-head scaled dot-product attention (section 3.2) and its decoding cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class KVCache:
+    """Keys and values of one attention layer during incremental decoding.
+
+    Self-attention appends one position per step; cross-attention computes its keys/values from the encoder output
+    once and keeps them. `reorder` follows the beam back-pointers.
+    """
+
+    keys: Tensor | None = None  # (B, H, T, D)
+    values: Tensor | None = None  # (B, H, T, D)
+
+    def update(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = torch.cat([self.keys, keys], dim=2)
+            self.values = torch.cat([self.values, values], dim=2)
+        return self.keys, self.values
+
+    def reorder(self, index: Tensor) -> None:
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, index)
+            self.values = self.values.index_select(0, index)
+
+    def reset(self) -> None:
+        self.keys = self.values = None
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    The h projections of Q, K and V are stored as one (d_model, 3 d_model) matrix for self-attention, or a query matrix
+    and a (d_model, 2 d_model) key/value matrix for encoder-decoder attention: the same parameters as the paper's
+    (4 d_model^2 + 4 d_model), in fewer, larger matrix products.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, self_attention: bool = True):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.dropout = dropout
+        self.self_attention = self_attention
+        if self_attention:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        else:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _split_heads(self, x: Tensor, parts: int) -> list[Tensor]:
+        B, T, _ = x.shape
+        x = x.view(B, T, parts, self.heads, self.head_dim)  # (B, T, parts, H, D)
+        return list(x.permute(2, 0, 3, 1, 4).unbind(0))  # parts x (B, H, T, D)
+
+    def forward(
+        self,
+        query: Tensor,  # (B, Tq, d_model)
+        memory: Tensor | None = None,  # (B, Tk, d_model): the encoder output, for encoder-decoder attention
+        key_padding_mask: Tensor | None = None,  # (B, Tk) bool, True where the key is padding
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        B, Tq, d_model = query.shape
+        if self.self_attention:
+            q, k, v = self._split_heads(self.qkv_proj(query), 3)  # each (B, H, Tq, D)
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, H, T_so_far, D)
+        else:
+            q = self._split_heads(self.q_proj(query), 1)[0]  # (B, H, Tq, D)
+            if cache is not None and cache.keys is not None:
+                k, v = cache.keys, cache.values
+            else:
+                k, v = self._split_heads(self.kv_proj(memory), 2)  # each (B, H, Tk, D)
+                if cache is not None:
+                    cache.update(k, v)
+
+        attn_mask = None
+        if key_padding_mask is not None:
+            attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Tk), True = may attend
+        # With a cache the single new query may see every cached position, so no causal mask is needed then.
+        is_causal = causal and Tq > 1
+        dropout_p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                             is_causal=is_causal)  # (B, H, Tq, D)
+        out = out.transpose(1, 2).reshape(B, Tq, d_model)  # (B, Tq, d_model)
+        return self.out_proj(out)
+

@@ -1,0 +1,255 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), encoder-decoder, in one file.
+
+`encode()` runs the encoder once; `decode()` runs the decoder over a whole target prefix (training, re-decoding);
+`init_state()` + `decode_step()` decode one token at a time with cached keys/values (beam search).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.config import ModelConfig
+from nmt.model.attention import KVCache, MultiHeadAttention
+
+
+def sinusoid_table(length: int, d_model: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model))."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]  # (T, 1)
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(position * inv_freq)  # (T, d_model/2)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    """Sinusoidal (no parameters, any length) or learned (Table 3 row E) position embeddings."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.d_model = config.d_model
+        self.learned = nn.Embedding(config.max_positions, config.d_model) if config.learned_positions else None
+        self.register_buffer("table", sinusoid_table(256, config.d_model), persistent=False)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        end = offset + length
+        if self.learned is not None:
+            if end > self.learned.num_embeddings:
+                raise ValueError(f"sequence of {end} positions exceeds --max-positions {self.learned.num_embeddings}")
+            return self.learned.weight[offset:end]
+        if end > self.table.shape[0]:
+            # Grow by doubling so that a long input costs one recomputation, not one per step.
+            self.table = sinusoid_table(max(end, 2 * self.table.shape[0]), self.d_model).to(self.table.device)
+        return self.table[offset:end]  # (T, d_model)
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.linear1 = nn.Linear(config.d_model, config.d_ff)
+        self.linear2 = nn.Linear(config.d_ff, config.d_model)
+        self.activation_dropout = nn.Dropout(config.activation_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.activation_dropout(F.relu(self.linear1(x))))
+
+
+class Sublayer(nn.Module):
+    """Residual connection around a sublayer with LayerNorm after (post-norm, the paper) or before (pre-norm)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.pre_norm = config.pre_norm
+
+    def forward(self, x: Tensor, sublayer) -> Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))  # LayerNorm(x + Dropout(Sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.heads, config.attention_dropout)
+        self.ffn = FeedForward(config)
+        self.attn_sublayer = Sublayer(config)
+        self.ffn_sublayer = Sublayer(config)
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        x = self.attn_sublayer(x, lambda h: self.self_attn(h, key_padding_mask=padding_mask))
+        return self.ffn_sublayer(x, self.ffn)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.heads, config.attention_dropout)
+        self.cross_attn = MultiHeadAttention(config.d_model, config.heads, config.attention_dropout,
+                                             self_attention=False)
+        self.ffn = FeedForward(config)
+        self.self_attn_sublayer = Sublayer(config)
+        self.cross_attn_sublayer = Sublayer(config)
+        self.ffn_sublayer = Sublayer(config)
+
+    def forward(self, x: Tensor, memory: Tensor | None, memory_padding_mask: Tensor,
+                self_cache: KVCache | None = None, cross_cache: KVCache | None = None) -> Tensor:
+        x = self.self_attn_sublayer(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
+        x = self.cross_attn_sublayer(x, lambda h: self.cross_attn(h, memory, memory_padding_mask, cache=cross_cache))
+        return self.ffn_sublayer(x, self.ffn)
+
+
+@dataclass
+class EncoderOut:
+    memory: Tensor  # (B, S, d_model)
+    padding_mask: Tensor  # (B, S) bool, True at padding
+
+    def select(self, index: Tensor) -> "EncoderOut":
+        return EncoderOut(self.memory.index_select(0, index), self.padding_mask.index_select(0, index))
+
+
+@dataclass
+class DecoderState:
+    """Everything incremental decoding carries from one step to the next."""
+
+    self_caches: list[KVCache]
+    cross_caches: list[KVCache]
+    memory_padding_mask: Tensor  # (B, S)
+    step: int = 0  # positions decoded so far
+
+    def reorder(self, index: Tensor) -> None:
+        """Rows of the self-attention caches for the next step (beam back-pointers, finished sentences dropped)."""
+        for cache in self.self_caches:
+            cache.reorder(index)
+
+    def select_memory(self, index: Tensor) -> None:
+        """Keep the encoder-side rows in `index`. Beams of one sentence share their source, so this is needed only
+        when sentences leave the batch, not on every back-pointer reorder."""
+        for cache in self.cross_caches:
+            cache.reorder(index)
+        self.memory_padding_mask = self.memory_padding_mask.index_select(0, index)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        if config.vocab_size < 1:
+            raise ValueError("ModelConfig.vocab_size must be set from the vocabulary before building the model")
+        self.config = config
+        # One embedding matrix for source, target and the pre-softmax projection (section 3.4): the vocabulary is a
+        # joint SentencePiece model, so the three can be shared.
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.embed_scale = math.sqrt(config.d_model)
+        self.embed_positions = PositionalEncoding(config)
+        self.embed_dropout = nn.Dropout(config.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
+        # Pre-norm leaves the last residual stream unnormalized, so it needs a final LayerNorm; post-norm does not.
+        self.encoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else None
+        self.decoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """As the paper's reference implementations (tensor2tensor, fairseq): Xavier-uniform weights, zero biases,
+        embeddings ~ N(0, d_model^-0.5) with a zero padding row."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=self.config.d_model ** -0.5)
+        with torch.no_grad():
+            self.embed_tokens.weight[self.config.pad_id].zero_()
+        if self.embed_positions.learned is not None:
+            nn.init.normal_(self.embed_positions.learned.weight, mean=0.0, std=self.config.d_model ** -0.5)
+
+    def embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
+        x = self.embed_tokens(tokens) * self.embed_scale  # (B, T, d_model)
+        x = x + self.embed_positions(tokens.shape[1], offset)
+        return self.embed_dropout(x)
+
+    def encode(self, src_tokens: Tensor) -> EncoderOut:
+        """src_tokens (B, S), padded with pad_id on the right, each row ending in eos."""
+        padding_mask = src_tokens.eq(self.config.pad_id)  # (B, S)
+        x = self.embed(src_tokens)
+        for layer in self.encoder_layers:
+            x = layer(x, padding_mask)
+        if self.encoder_norm is not None:
+            x = self.encoder_norm(x)
+        return EncoderOut(x, padding_mask)
+
+    def output_projection(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.embed_tokens.weight)  # (B, T, V): tied, no bias
+
+    def decode_hidden(self, prev_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
+        """The decoder stack over a whole prefix: prev_tokens (B, T) -> (B, T, d_model)."""
+        x = self.embed(prev_tokens)
+        for layer in self.decoder_layers:
+            x = layer(x, encoder_out.memory, encoder_out.padding_mask)
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        return x
+
+    def decode(self, prev_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
+        """Teacher-forced decoding of a whole prefix: prev_tokens (B, T) -> logits (B, T, V)."""
+        return self.output_projection(self.decode_hidden(prev_tokens, encoder_out))
+
+    def forward(self, src_tokens: Tensor, prev_tokens: Tensor, output_mask: Tensor | None = None) -> Tensor:
+        """Logits (B, T, V); with `output_mask` (B, T) only those positions' (N, V): in training the projection onto
+        the vocabulary, the largest matrix product of a small model, is then not spent on padding."""
+        hidden = self.decode_hidden(prev_tokens, self.encode(src_tokens))  # (B, T, d_model)
+        if output_mask is not None:
+            hidden = hidden[output_mask]  # (N, d_model)
+        return self.output_projection(hidden)
+
+    def init_state(self, encoder_out: EncoderOut) -> DecoderState:
+        """A decoding state whose encoder-decoder keys/values are computed now, once, for every layer."""
+        cross_caches = []
+        for layer in self.decoder_layers:
+            cache = KVCache()
+            keys, values = layer.cross_attn._split_heads(layer.cross_attn.kv_proj(encoder_out.memory), 2)
+            cache.update(keys, values)  # each (B, H, S, D)
+            cross_caches.append(cache)
+        return DecoderState([KVCache() for _ in self.decoder_layers], cross_caches, encoder_out.padding_mask)
+
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """One incremental step: tokens (B,) are the last outputs; returns log-probabilities (B, V) in fp32."""
+        x = self.embed(tokens[:, None], offset=state.step)  # (B, 1, d_model)
+        for layer, self_cache, cross_cache in zip(self.decoder_layers, state.self_caches, state.cross_caches):
+            x = layer(x, None, state.memory_padding_mask, self_cache, cross_cache)
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        state.step += 1
+        return F.log_softmax(self.output_projection(x[:, 0]).float(), dim=-1)
+
+
+def build_model(config: ModelConfig) -> Transformer:
+    return Transformer(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def closed_form_parameter_count(config: ModelConfig) -> int:
+    """The parameter count of the architecture, from its shape alone (tied embeddings, no output bias)."""
+    d, f = config.d_model, config.d_ff
+    attention = 4 * d * d + 4 * d  # W^Q, W^K, W^V, W^O and their biases
+    ffn = d * f + f + f * d + d
+    norm = 2 * d
+    encoder_layer = attention + ffn + 2 * norm
+    decoder_layer = 2 * attention + ffn + 3 * norm
+    total = config.vocab_size * d + config.encoder_layers * encoder_layer + config.decoder_layers * decoder_layer
+    if config.learned_positions:
+        total += config.max_positions * d
+    if config.pre_norm:
+        total += 2 * norm
+    return total

@@ -1,0 +1,134 @@
+"""Batched beam search with incremental (cached) decoding.
+
+Small pieces, each testable: `length_penalty`, `expand_beams`, `_finalize` (ended hypotheses), and `beam_search`
+that ties them together. Sentences that have finished leave the batch, so the cost follows the unfinished ones.
+
+The model is anything with the decoding protocol of `nmt.model.transformer.Transformer`:
+`encode(src_tokens) -> EncoderOut`, `init_state(EncoderOut) -> DecoderState`,
+`decode_step(tokens, state) -> log-probabilities`, and `decode(prev_tokens, EncoderOut) -> logits` (uncached).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nmt.config import SearchConfig
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without bos and eos
+    score: float  # log-probability / length penalty: what the beam ranks by
+    logprob: float  # sum of token log-probabilities, eos included
+
+
+def length_penalty(length: int | Tensor, alpha: float, style: str = "gnmt"):
+    """gnmt: ((5 + |Y|) / 6)^alpha (Wu et al. 2016, used by the paper); length: |Y|^alpha. |Y| counts eos."""
+    if style == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    return length ** alpha
+
+
+def expand_beams(batch_size: int, beam: int, device) -> Tensor:
+    """Row index that repeats each sentence `beam` times: [0,0,0,0,1,1,1,1,...]."""
+    return torch.arange(batch_size, device=device).repeat_interleave(beam)
+
+
+@torch.no_grad()
+def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool = True) -> list[list[Hypothesis]]:
+    """The best `config.nbest` hypotheses of each source row, best first.
+
+    src_tokens (B, S): padded with the model's pad id, each row ending in eos.
+    With use_cache=False every step re-decodes the whole prefix (the reference the cache is tested against).
+    """
+    model_config = model.config
+    pad, bos, eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
+    device = src_tokens.device
+    batch_size, beam = src_tokens.shape[0], config.beam
+    src_lengths = src_tokens.ne(pad).sum(dim=1)  # (B,)
+    max_lengths = (src_lengths.float() * config.max_len_a + config.max_len_b).long()  # (B,) eos included
+    if model_config.learned_positions:
+        max_lengths = max_lengths.clamp(max=model_config.max_positions)
+
+    encoder_out = model.encode(src_tokens).select(expand_beams(batch_size, beam, device))  # (B*k, S, d)
+    state = None
+    if use_cache:
+        state = model.init_state(encoder_out)
+        encoder_out = None  # the state holds what decoding needs of it
+
+    sentence_ids = torch.arange(batch_size, device=device)  # which input sentence each active group is
+    tokens = torch.full((batch_size * beam, 1), bos, dtype=torch.long, device=device)  # (n*k, t)
+    scores = torch.full((batch_size, beam), float("-inf"), device=device)  # (n, k) cumulative log-probabilities
+    scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+
+    step = 0
+    while len(sentence_ids) > 0:
+        if use_cache:
+            logprobs = model.decode_step(tokens[:, -1], state)  # (n*k, V)
+        else:
+            logits = model.decode(tokens, encoder_out)[:, -1]  # (n*k, V)
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+        active = len(sentence_ids)
+        vocab_size = logprobs.shape[-1]
+        logprobs[:, pad] = float("-inf")
+        logprobs[:, bos] = float("-inf")
+        length = step + 1  # of a hypothesis that ends at this step, eos included
+        if length < config.min_len:
+            logprobs[:, eos] = float("-inf")
+        at_limit = (max_lengths <= length).repeat_interleave(beam)  # (n*k,) must end now
+        if at_limit.any():
+            eos_logprob = logprobs[at_limit, eos]
+            logprobs[at_limit] = float("-inf")
+            logprobs[at_limit, eos] = eos_logprob
+
+        candidates = scores.view(active, beam, 1) + logprobs.view(active, beam, vocab_size)  # (n, k, V)
+        cand_scores, cand_index = candidates.view(active, -1).topk(2 * beam, dim=1)  # (n, 2k) best first
+        cand_beams, cand_tokens = cand_index // vocab_size, cand_index % vocab_size  # (n, 2k)
+
+        done = _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length)
+
+        # The k best candidates that do not end the sentence go on.
+        continuing = cand_scores.masked_fill(cand_tokens.eq(eos), float("-inf"))
+        scores, chosen = continuing.topk(beam, dim=1)  # (n, k)
+        rows = torch.arange(active, device=device)[:, None] * beam + cand_beams.gather(1, chosen)  # (n, k)
+        next_tokens = cand_tokens.gather(1, chosen)  # (n, k)
+
+        keep = ~done  # (n,)
+        if not keep.all():  # finished sentences leave the batch
+            rows, next_tokens, scores = rows[keep], next_tokens[keep], scores[keep]
+            sentence_ids, max_lengths = sentence_ids[keep], max_lengths[keep]
+            kept_rows = (torch.nonzero(keep)[:, 0, None] * beam + torch.arange(beam, device=device)).view(-1)
+            if use_cache:
+                state.select_memory(kept_rows)
+            else:
+                encoder_out = encoder_out.select(kept_rows)
+        rows = rows.view(-1)  # (n*k,) rows of the previous step each new beam extends
+        tokens = torch.cat([tokens.index_select(0, rows), next_tokens.view(-1, 1)], dim=1)  # (n*k, t+1)
+        if use_cache:
+            state.reorder(rows)  # follow the back-pointers
+        step += 1
+
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[: config.nbest] for hyps in finished]
+
+
+def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length) -> Tensor:
+    """Record candidates among the first k that end in eos; return which sentences now have k hypotheses."""
+    beam = config.beam
+    top = slice(0, beam)
+    ends = cand_tokens[:, top].eq(eos) & cand_scores[:, top].isfinite()  # (n, k)
+    done = torch.zeros(len(sentence_ids), dtype=torch.bool)
+    if ends.any():
+        penalty = length_penalty(length, config.lenpen, config.lenpen_style)
+        for group, position in ends.nonzero().tolist():  # .tolist() once: a handful of items per step
+            sentence = int(sentence_ids[group])
+            if len(finished[sentence]) >= beam:
+                continue
+            row = group * beam + int(cand_beams[group, position])
+            logprob = float(cand_scores[group, position])
+            finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), logprob / penalty, logprob))
+        done = torch.tensor([len(finished[int(s)]) >= beam for s in sentence_ids.tolist()])
+    return done.to(cand_scores.device)
