@@ -16,6 +16,7 @@ def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, ma
                         seed_sentencepiece_size: int = 1_000_000) -> Path:
     """Train one BPE model on `text_path` (source and target lines together); returns the .model path.
 
+    `vocab_size` is an upper bound: a corpus too small to yield that many pieces gets fewer.
     SentencePiece samples at most `max_sentences` lines, which bounds its memory on large corpora.
     """
     spm.SentencePieceTrainer.train(
@@ -25,6 +26,7 @@ def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, ma
         vocab_size=vocab_size,
         character_coverage=1.0,
         byte_fallback=True,  # characters unseen in training become bytes, not <unk>: nothing is lost in translation
+        hard_vocab_limit=False,  # a small corpus gets the pieces it has rather than an error: vocab_size is a cap
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         input_sentence_size=max_sentences,
         shuffle_input_sentence=True,

@@ -53,7 +53,7 @@ class NullReporter:
 
 
 @dataclass
-class Progress:
+class TrainProgress:
     """Where training stands; saved in every checkpoint so that a resume continues exactly."""
 
     update: int = 0
@@ -79,7 +79,7 @@ class Trainer:
             encoding="utf-8").split("\n")[: len(self.valid_data)]
 
         model_config.vocab_size = len(self.vocab)
-        self.progress = Progress()
+        self.progress = TrainProgress()
         resume_payload = self._resume_payload(resume, model_config)
         if resume_payload is not None:
             model_config = from_dict(ModelConfig, resume_payload["model_config"])
@@ -125,8 +125,9 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         training = payload["training"]
         self.optimizer.load_state_dict(training["optimizer"])
-        self.scaler.load_state_dict(training["scaler"]) if training.get("scaler") else None
-        self.progress = Progress(**training["progress"])
+        if training.get("scaler"):
+            self.scaler.load_state_dict(training["scaler"])
+        self.progress = TrainProgress(**training["progress"])
         torch.set_rng_state(training["rng"]["torch"])
         if self.device.type == "cuda" and training["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(training["rng"]["cuda"])
@@ -139,10 +140,10 @@ class Trainer:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         (self.save_dir / "config.json").write_text(json.dumps(
             {"model": asdict(self.model.config), "train": asdict(config), "data_dir": str(self.data_dir)}, indent=2))
-        self.stop_reason = None
-        self.last_saved_update = -1
-        previous_handlers = self._install_signal_handlers()
         self.started = time.monotonic()
+        self.stop_reason = self._limit_reached()  # a resumed run may already be done
+        self.last_saved_update = progress.update if progress.update else -1  # resumed: that update is on disk
+        previous_handlers = self._install_signal_handlers()
         total = config.max_updates or None
         self.reporter.start(progress.update, total, {
             "parameters": count_parameters(self.model), "device": str(self.device),
@@ -164,8 +165,7 @@ class Trainer:
                 if progress.batch_position >= len(plan.batches):
                     progress.epoch += 1
                     progress.batch_position = 0
-                    if config.max_epochs and progress.epoch > config.max_epochs:
-                        self.stop_reason = self.stop_reason or f"reached --max-epochs {config.max_epochs}"
+                    self.stop_reason = self.stop_reason or self._limit_reached()
             if self.last_saved_update != progress.update:
                 # A stop by signal saves at once; validation could outlast the grace period of a scheduler.
                 self._save(validate=not self.stop_reason.startswith("stopped by"))
@@ -181,9 +181,8 @@ class Trainer:
         model.train()
         batches = [self.train_data.collate(indices).to(self.device) for indices in group]
         update_tokens = sum(batch.tgt_count for batch in batches)
-        autocast = self._autocast()
         for batch in batches:
-            with autocast:
+            with self._autocast():
                 output_mask = batch.target.ne(model.config.pad_id)  # (B, T)
                 logits = model(batch.src_tokens, batch.prev_tokens, output_mask)  # (N, V)
             loss, nll = label_smoothed_nll_loss(logits, batch.target[output_mask], config.label_smoothing,
@@ -219,15 +218,22 @@ class Trainer:
         self.reporter.advance(progress.update)
         if progress.update % config.log_interval == 0:
             self._log_window()
-        if config.max_updates and progress.update >= config.max_updates:
-            self.stop_reason = f"reached --max-updates {config.max_updates}"
-        elif config.max_time and self.elapsed() >= config.max_time * 60:
-            self.stop_reason = f"reached --max-time {config.max_time:g} minutes"
+        self.stop_reason = self.stop_reason or self._limit_reached()
         if self.stop_reason:
             return  # run() saves once, after the loop
         interval = config.save_interval_updates
         if (interval and progress.update % interval == 0) or (not interval and epoch_done):
             self._save(validate=True)
+
+    def _limit_reached(self) -> str | None:
+        config, progress = self.config, self.progress
+        if config.max_updates and progress.update >= config.max_updates:
+            return f"reached --max-updates {config.max_updates}"
+        if config.max_time and self.elapsed() >= config.max_time * 60:
+            return f"reached --max-time {config.max_time:g} minutes"
+        if config.max_epochs and progress.epoch > config.max_epochs:
+            return f"reached --max-epochs {config.max_epochs}"
+        return None
 
     def elapsed(self) -> float:
         return self.progress.elapsed + time.monotonic() - self.started
@@ -307,7 +313,7 @@ class Trainer:
         is_best = bool(valid) and valid["valid_loss"] < progress.best_valid_loss
         if is_best:
             progress.best_valid_loss = valid["valid_loss"]
-        progress_now = Progress(**asdict(progress))
+        progress_now = TrainProgress(**asdict(progress))
         progress_now.elapsed = self.elapsed()
         training = {
             "optimizer": self.optimizer.state_dict(),

@@ -1,0 +1,91 @@
+"""BLEU of the README's main job (examples/multi30k/run.sh) over several seeds, with its training throughput.
+
+    python benchmarks/multi30k_bleu.py --seeds 1 2 3 --minutes 20      # the 20-minute figure and its spread
+    python benchmarks/multi30k_bleu.py --seeds 1 --minutes 90          # the long run
+
+Each seed runs the example script as a user would (prepare -> train -> average the best 5 by valid loss -> translate
+test_2016_flickr -> sacreBLEU) in benchmarks/work/seedN. A longer --minutes on an existing work dir resumes that run
+(the schedule is a function of the update number and resume restores optimizer, RNG and batch position, so this is the
+trajectory of one uninterrupted run). Figures go to benchmarks/results/multi30k_small_{MINUTES}min.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_seed(seed: int, minutes: float, work: Path) -> dict:
+    started = time.time()
+    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work)}
+    subprocess.run(["bash", str(REPO / "examples" / "multi30k" / "run.sh")], check=True, env=env, cwd=REPO)
+    wall = time.time() - started
+    return summarize(seed, minutes, work, wall)
+
+
+def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) -> dict:
+    python = REPO / ".venv" / "bin" / "python"
+    scored = subprocess.run([str(python), "-m", "nmt", "score", "--ref", str(work / "data" / "test.de"), "--hyp",
+                             str(work / "test.hyp.de"), "--json"], check=True, capture_output=True, text=True)
+    scores = json.loads(scored.stdout)
+    records = [json.loads(line) for line in (work / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "tgt_tokens_per_s" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    return {
+        "seed": seed,
+        "minutes": minutes,
+        "test_bleu": scores["bleu"]["score"],
+        "test_chrf": scores["chrf"]["score"],
+        "bleu_signature": scores["bleu"]["signature"],
+        "updates": train[-1]["update"] if train else 0,
+        "epochs": train[-1]["epoch"] if train else 0,
+        "train_tgt_tokens_per_s_median": statistics.median(r["tgt_tokens_per_s"] for r in train),
+        "train_src_tokens_per_s_median": statistics.median(r["src_tokens_per_s"] for r in train),
+        "best_valid_loss": min(r["valid_loss"] for r in valid),
+        "last_valid_bleu_greedy": valid[-1].get("valid_bleu"),
+        "training_wall_s": train[-1]["wall"] if train else None,
+        "pipeline_wall_s": round(wall, 1) if wall else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--work-root", type=Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--summarize-only", action="store_true", help="Score existing work dirs, train nothing.")
+    args = parser.parse_args()
+
+    results = []
+    for seed in args.seeds:
+        work = args.work_root / f"seed{seed}"
+        result = summarize(seed, args.minutes, work) if args.summarize_only else run_seed(seed, args.minutes, work)
+        results.append(result)
+        print(json.dumps(result))
+    bleus = [r["test_bleu"] for r in results]
+    summary = {
+        "benchmark": "examples/multi30k/run.sh: Multi30k en-de, transformer_small, test_2016_flickr",
+        "machine": f"{os.cpu_count()} CPU cores",
+        "peak_rss_mb_children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "bleu_mean": round(statistics.mean(bleus), 2),
+        "bleu_min": min(bleus),
+        "bleu_max": max(bleus),
+        "bleu_stdev": round(statistics.stdev(bleus), 2) if len(bleus) > 1 else 0.0,
+        "runs": results,
+    }
+    out = REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"BLEU {summary['bleu_mean']} (min {summary['bleu_min']}, max {summary['bleu_max']}, "
+          f"stdev {summary['bleu_stdev']}) over seeds {args.seeds}; written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Shared fixtures: a synthetic copy-task corpus, its prepared DATA_DIR, and a tiny model trained on it."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+requires_multi30k = pytest.mark.skipif(
+    not SHARED_MULTI30K.is_dir(),
+    reason=f"{SHARED_MULTI30K} is absent (a user's clone without ../shared); CI has it")
+
+WORDS = ["red", "blue", "green", "dog", "cat", "runs", "jumps", "a", "the", "big", "small", "man", "woman", "bike",
+         "street", "water", "ball", "plays", "with", "near"]
+
+
+def write_copy_corpus(folder: Path, seed: int = 0, sizes=(("train", 3000), ("valid", 100), ("test", 100))) -> Path:
+    """PREFIX.src/.tgt files where each target line repeats its source line: a task a tiny model learns fast."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in sizes:
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))) for _ in range(count)]
+        (folder / f"{split}.src").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (folder / f"{split}.tgt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def run_nmt(*args: str, input: str | bytes | None = None, cwd: Path | None = None, check: bool = True,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would (`python -m nmt ...`), capturing text output."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    data = input.encode("utf-8") if isinstance(input, str) else input
+    result = subprocess.run([sys.executable, "-m", "nmt", *args], input=data, capture_output=True, cwd=cwd, env=env,
+                            timeout=timeout)
+    result.stdout, result.stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+    if check and result.returncode != 0:
+        raise AssertionError(f"nmt {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def copy_corpus(tmp_path_factory) -> Path:
+    return write_copy_corpus(tmp_path_factory.mktemp("copy-corpus"))
+
+
+@pytest.fixture(scope="session")
+def copy_data(copy_corpus, tmp_path_factory) -> Path:
+    from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus
+
+    out = tmp_path_factory.mktemp("copy-data")
+    splits = {split: (find_side(str(copy_corpus / split), "src"), find_side(str(copy_corpus / split), "tgt"))
+              for split in ("train", "valid", "test")}
+    prepare_corpus(out, "src", "tgt", splits, PrepareOptions(vocab_size=400), {"recipe": "test"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(copy_data, tmp_path_factory) -> Path:
+    """A transformer_tiny that has learned the copy task (a few hundred updates, seconds)."""
+    from nmt.config import transformer_tiny, replace_fields
+    from nmt.train.trainer import Trainer
+
+    tiny = transformer_tiny()
+    train = replace_fields(tiny.train, {"max_updates": 300, "save_interval_updates": 100, "valid_bleu": False})
+    save_dir = tmp_path_factory.mktemp("copy-run")
+    torch.set_num_threads(2)
+    Trainer(copy_data, save_dir, tiny.model, train).run()
+    return save_dir / "checkpoint_last.pt"

@@ -1,0 +1,87 @@
+"""Multi-head attention against a plain softmax(QK^T / sqrt(d_k)) V written here."""
+
+import math
+
+import torch
+
+from nmt.model.attention import KVCache, MultiHeadAttention
+
+
+def reference_attention(attn: MultiHeadAttention, query, memory, key_padding_mask=None, causal=False):
+    """The paper's equations, head by head, with explicit weight matrices taken from the module."""
+    d_model = query.shape[-1]
+    heads, d_k = attn.heads, d_model // attn.heads
+    if attn.self_attention:
+        w_q, w_k, w_v = attn.qkv_proj.weight.split(d_model)
+        b_q, b_k, b_v = attn.qkv_proj.bias.split(d_model)
+        memory = query
+    else:
+        w_q, b_q = attn.q_proj.weight, attn.q_proj.bias
+        w_k, w_v = attn.kv_proj.weight.split(d_model)
+        b_k, b_v = attn.kv_proj.bias.split(d_model)
+    outputs = []
+    for b in range(query.shape[0]):
+        head_outputs = []
+        for h in range(heads):
+            rows = slice(h * d_k, (h + 1) * d_k)
+            q = query[b] @ w_q[rows].T + b_q[rows]
+            k = memory[b] @ w_k[rows].T + b_k[rows]
+            v = memory[b] @ w_v[rows].T + b_v[rows]
+            scores = q @ k.T / math.sqrt(d_k)
+            if key_padding_mask is not None:
+                scores = scores.masked_fill(key_padding_mask[b][None, :], float("-inf"))
+            if causal:
+                future = torch.ones_like(scores, dtype=torch.bool).triu(1)
+                scores = scores.masked_fill(future, float("-inf"))
+            head_outputs.append(torch.softmax(scores, dim=-1) @ v)
+        outputs.append(torch.cat(head_outputs, dim=-1) @ attn.out_proj.weight.T + attn.out_proj.bias)
+    return torch.stack(outputs)
+
+
+def test_self_attention_with_padding_mask_matches_reference():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d_model=32, heads=4).eval()
+    x = torch.randn(3, 7, 32)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    mask[2, 2:] = True
+    ours = attn(x, key_padding_mask=mask)
+    torch.testing.assert_close(ours, reference_attention(attn, x, x, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_causal_self_attention_matches_reference():
+    torch.manual_seed(1)
+    attn = MultiHeadAttention(d_model=24, heads=3).eval()
+    x = torch.randn(2, 6, 24)
+    torch.testing.assert_close(attn(x, causal=True), reference_attention(attn, x, x, causal=True),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_with_memory_mask_matches_reference():
+    torch.manual_seed(2)
+    attn = MultiHeadAttention(d_model=16, heads=2, self_attention=False).eval()
+    query, memory = torch.randn(2, 4, 16), torch.randn(2, 9, 16)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 6:] = True
+    torch.testing.assert_close(attn(query, memory, mask), reference_attention(attn, query, memory, mask),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_cached_self_attention_one_step_at_a_time_equals_causal_attention():
+    torch.manual_seed(3)
+    attn = MultiHeadAttention(d_model=16, heads=4).eval()
+    x = torch.randn(2, 5, 16)
+    cache = KVCache()
+    steps = [attn(x[:, t:t + 1], causal=True, cache=cache) for t in range(5)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), attn(x, causal=True), rtol=1e-5, atol=1e-5)
+    assert cache.keys.shape == (2, 4, 5, 4)  # (B, H, T, D)
+
+
+def test_cache_reorder_follows_index():
+    cache = KVCache()
+    keys = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 1)
+    cache.update(keys, keys.clone())
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.keys[:, 0, 0, 0].tolist() == [2.0, 2.0, 0.0]
+    cache.reset()
+    assert cache.keys is None

@@ -1,0 +1,93 @@
+"""The Transformer: parameter counts from Table 3, decoding paths that must agree, presets and overrides."""
+
+import pytest
+import torch
+
+from nmt.config import ConfigError, ModelConfig, preset, transformer_tiny
+from nmt.model.transformer import build_model, closed_form_parameter_count, count_parameters, sinusoid_table
+
+
+@pytest.mark.parametrize("arch, vocab_size, expected", [
+    ("transformer_small", 8000, 7_577_600),
+    ("transformer_base", 37000, 63_082_496),  # paper: 65M
+    ("transformer_big", 37000, 214_245_376),  # paper: 213M
+])
+def test_parameter_counts_equal_the_closed_form_and_the_integers(arch, vocab_size, expected):
+    config = preset(arch).model
+    config.vocab_size = vocab_size
+    model = build_model(config)
+    assert count_parameters(model) == expected
+    assert closed_form_parameter_count(config) == expected
+
+
+@pytest.mark.parametrize("overrides", [{"pre_norm": True}, {"learned_positions": True, "max_positions": 64}])
+def test_variants_count_their_extra_parameters(overrides):
+    config = ModelConfig(vocab_size=100, encoder_layers=2, decoder_layers=1, d_model=32, d_ff=64, heads=4,
+                         **overrides)
+    assert count_parameters(build_model(config)) == closed_form_parameter_count(config)
+
+
+def test_paper_presets_carry_table3_and_section5_values():
+    base, big = preset("transformer_base"), preset("transformer_big")
+    assert (base.model.d_model, base.model.d_ff, base.model.heads, base.model.dropout) == (512, 2048, 8, 0.1)
+    assert (big.model.d_model, big.model.d_ff, big.model.heads, big.model.dropout) == (1024, 4096, 16, 0.3)
+    for p in (base, big):
+        assert (p.train.warmup, p.train.adam_beta1, p.train.adam_beta2, p.train.adam_eps) == (4000, 0.9, 0.98, 1e-9)
+        assert p.train.label_smoothing == 0.1
+        assert p.model.attention_dropout == 0.0 and not p.model.pre_norm
+    assert base.train.max_updates == 100_000 and big.train.max_updates == 300_000
+
+
+def test_sinusoids_follow_the_formula():
+    table = sinusoid_table(50, 8)
+    pos, i = 17, 1
+    assert table[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos / 10000 ** (2 * i / 8))).item(),
+                                                     abs=1e-6)
+    assert table[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 8))).item(),
+                                                         abs=1e-6)
+
+
+def test_embeddings_are_tied_and_scaled():
+    config = transformer_tiny().model
+    config.vocab_size = 50
+    model = build_model(config)
+    assert model.embed_tokens.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
+    std = model.embed_tokens.weight[1:].std().item()
+    assert std == pytest.approx(config.d_model ** -0.5, rel=0.15)  # N(0, d_model^-0.5)
+    assert model.embed_tokens.weight[config.pad_id].abs().sum() == 0
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_decode_step_with_cache_equals_full_prefix_decoding(pre_norm):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=30, encoder_layers=2, decoder_layers=2, d_model=32, d_ff=64, heads=4,
+                         pre_norm=pre_norm)
+    model = build_model(config).eval()
+    src = torch.randint(4, 30, (3, 6))
+    src[:, -1] = config.eos_id
+    src[0, 3:] = config.pad_id
+    src[0, 2] = config.eos_id
+    prefix = torch.randint(4, 30, (3, 5))
+    prefix[:, 0] = config.bos_id
+    with torch.no_grad():
+        encoder_out = model.encode(src)
+        full = torch.log_softmax(model.decode(prefix, encoder_out), dim=-1)  # (B, T, V)
+        state = model.init_state(encoder_out)
+        steps = torch.stack([model.decode_step(prefix[:, t], state) for t in range(5)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+
+
+def test_output_mask_selects_positions():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=30, encoder_layers=1, decoder_layers=1, d_model=16, d_ff=32, heads=2)
+    model = build_model(config).eval()
+    src, prev = torch.randint(4, 30, (2, 5)), torch.randint(4, 30, (2, 4))
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    torch.testing.assert_close(model(src, prev, mask), model(src, prev)[mask])
+
+
+def test_invalid_shapes_name_the_flag():
+    with pytest.raises(ConfigError, match="--heads"):
+        build_model(ModelConfig(vocab_size=10, d_model=30, heads=4))
+    with pytest.raises(ConfigError, match="--dropout"):
+        ModelConfig(dropout=1.5).validate()

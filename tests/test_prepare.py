@@ -1,0 +1,106 @@
+"""`nmt prepare` as a library: cleaning, SentencePiece, binarized splits and the manifest, and bad corpora."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from nmt.data.dataset import ParallelDataset, load_manifest
+from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus
+from nmt.data.text import normalize, read_lines
+from nmt.errors import NmtError
+from nmt.vocab import EOS_ID, Vocab
+
+
+def splits_of(folder, names=("train", "valid", "test")):
+    return {name: (find_side(str(folder / name), "src"), find_side(str(folder / name), "tgt")) for name in names}
+
+
+def test_prepared_dataset_round_trips_through_the_vocabulary(copy_corpus, copy_data):
+    manifest = load_manifest(copy_data)
+    assert manifest["src"] == "src" and manifest["tgt"] == "tgt"
+    assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert manifest["token_dtype"] == "uint16"
+    vocab = Vocab.from_file(copy_data / "spm.model")
+    assert len(vocab) == manifest["vocab_size"] <= 400
+    test = ParallelDataset(copy_data, "test")
+    raw = (copy_corpus / "test.tgt").read_text().splitlines()
+    assert len(test) == len(raw) == manifest["splits"]["test"]["sentences"]
+    for index in (0, 17, len(raw) - 1):
+        ids = test.tgt[index]
+        assert ids[-1] == EOS_ID
+        assert vocab.decode([ids[:-1].tolist()])[0] == raw[index]
+    assert isinstance(test.src.tokens, np.memmap)  # memory-mapped, not read whole
+    assert manifest["splits"]["train"]["src"]["tokens"] == int(ParallelDataset(copy_data, "train").src_lengths.sum())
+
+
+def test_valid_and_test_are_kept_verbatim_while_train_is_cleaned(tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    train_src = ["a  dog\u00a0runs", "", "the cat", "x", "  ", "big red ball"] * 50
+    train_tgt = ["ein Hund läuft", "leer", "die Katze", "", "nichts", "großer roter Ball"] * 50
+    (corpus / "train.src").write_text("\n".join(train_src) + "\n")
+    (corpus / "train.tgt").write_text("\n".join(train_tgt) + "\n")
+    valid_src = ["  spaced   line ", "", "cafe\u0301"]  # odd spacing, an empty line, a decomposed é
+    valid_tgt = ["x", "empty source", "Café"]
+    (corpus / "valid.src").write_text("\n".join(valid_src) + "\n")
+    (corpus / "valid.tgt").write_text("\n".join(valid_tgt) + "\n")
+    out = tmp_path / "out"
+    manifest = prepare_corpus(out, "src", "tgt", splits_of(corpus, ("train", "valid")), PrepareOptions(vocab_size=300),
+                              {})
+    report = manifest["cleaning"]["train"]
+    assert report["dropped"]["empty"] == 150 and report["kept"] == 150
+    assert (out / "valid.src").read_text().split("\n")[:3] == valid_src  # byte for byte
+    assert manifest["splits"]["valid"]["sentences"] == 3
+    assert normalize("a  dog\u00a0runs\r") == "a dog runs"
+    assert normalize("cafe\u0301") == "caf\u00e9"
+
+
+def test_gzipped_input_is_read(tmp_path, copy_corpus):
+    corpus = tmp_path / "gz"
+    corpus.mkdir()
+    for name in ("train", "valid"):
+        for side in ("src", "tgt"):
+            data = (copy_corpus / f"{name}.{side}").read_bytes()
+            with gzip.open(corpus / f"{name}.{side}.gz", "wb") as handle:
+                handle.write(data)
+    manifest = prepare_corpus(tmp_path / "out", "src", "tgt", splits_of(corpus, ("train", "valid")),
+                              PrepareOptions(vocab_size=300), {})
+    assert manifest["splits"]["valid"]["sentences"] == 100
+
+
+def test_sides_of_different_lengths_are_an_error_naming_both_files(tmp_path, copy_corpus):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "train.src").write_text("a\nb\nc\n")
+    (corpus / "train.tgt").write_text("a\nb\n")
+    (corpus / "valid.src").write_text("a\n")
+    (corpus / "valid.tgt").write_text("a\n")
+    with pytest.raises(NmtError, match=r"train\.src has more lines than .*train\.tgt"):
+        prepare_corpus(tmp_path / "out", "src", "tgt", splits_of(corpus, ("train", "valid")), PrepareOptions(300), {})
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.src"
+    bad.write_bytes(b"fine\nalso fine\nbroken \xff\xfe here\n")
+    with pytest.raises(NmtError, match=r"bad\.src:3: not valid UTF-8"):
+        list(read_lines(bad))
+
+
+def test_only_newline_ends_a_line(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_bytes("one\rstill one\u2028and still\r\ntwo\n".encode())
+    assert list(read_lines(path)) == ["one\rstill one\u2028and still\r", "two"]
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(NmtError, match="nope.src: file not found"):
+        find_side(str(tmp_path / "nope"), "src")
+
+
+def test_a_manifest_from_another_version_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "nmt-data", "version": 99}))
+    with pytest.raises(NmtError, match="version 99"):
+        load_manifest(tmp_path)

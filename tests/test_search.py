@@ -1,0 +1,96 @@
+"""Beam search: cache against re-decoding, beam 1 against a greedy loop written here, and the small pieces."""
+
+import pytest
+import torch
+
+from nmt.config import ModelConfig, SearchConfig
+from nmt.model.transformer import build_model
+from nmt.search.beam import beam_search, expand_beams, length_penalty
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=40, encoder_layers=2, decoder_layers=2, d_model=32, d_ff=64, heads=4)
+    return build_model(config).eval()
+
+
+def sources(config, lengths, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lengths), max(lengths)), config.pad_id)
+    for row, length in enumerate(lengths):
+        src[row, :length - 1] = torch.randint(4, config.vocab_size, (length - 1,), generator=generator)
+        src[row, length - 1] = config.eos_id
+    return src
+
+
+def test_cached_decoding_gives_the_same_tokens_and_scores_as_redecoding_the_prefix(model):
+    src = sources(model.config, [5, 9, 3, 7])
+    search = SearchConfig(beam=4, nbest=4, max_len_b=8)
+    cached, uncached = beam_search(model, src, search), beam_search(model, src, search, use_cache=False)
+    for with_cache, without in zip(cached, uncached):
+        assert [h.tokens for h in with_cache] == [h.tokens for h in without]
+        for a, b in zip(with_cache, without):
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+def greedy_reference(model, src_row, max_len):
+    """Argmax at every step, re-running the whole decoder on the prefix: no cache, no beam."""
+    config = model.config
+    prefix = [config.bos_id]
+    with torch.no_grad():
+        encoder_out = model.encode(src_row[None])
+        for _ in range(max_len):
+            logits = model.decode(torch.tensor([prefix]), encoder_out)[0, -1]
+            logits[[config.pad_id, config.bos_id]] = float("-inf")
+            token = int(logits.argmax())
+            if token == config.eos_id:
+                return prefix[1:]
+            prefix.append(token)
+    return prefix[1:]
+
+
+def test_beam_one_equals_a_plain_greedy_loop(model):
+    lengths = [4, 8, 6]
+    src = sources(model.config, lengths, seed=3)
+    search = SearchConfig(beam=1, max_len_a=0.0, max_len_b=12)
+    results = beam_search(model, src, search)
+    for row, hyps in enumerate(results):
+        reference = greedy_reference(model, src[row, :lengths[row]], max_len=12)
+        assert hyps[0].tokens == reference[:11]  # the search ends with eos by step 12 at the latest
+
+
+def test_nbest_is_sorted_and_outputs_respect_the_length_limit(model):
+    src = sources(model.config, [6, 3])
+    search = SearchConfig(beam=5, nbest=5, max_len_a=1.0, max_len_b=4)
+    for row, hyps in enumerate(beam_search(model, src, search)):
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True) and len(hyps) == 5
+        src_len = int(src[row].ne(model.config.pad_id).sum())
+        assert all(len(h.tokens) + 1 <= src_len + 4 for h in hyps)  # + 1: the eos
+
+
+def test_a_batch_decodes_each_sentence_as_it_would_alone(model):
+    src = sources(model.config, [7, 4, 9], seed=5)
+    search = SearchConfig(beam=3, max_len_b=6)
+    together = beam_search(model, src, search)
+    for row in range(3):
+        alone = beam_search(model, src[row:row + 1, : int(src[row].ne(0).sum())], search)
+        assert alone[0][0].tokens == together[row][0].tokens
+        assert alone[0][0].score == pytest.approx(together[row][0].score, abs=1e-5)
+
+
+def test_min_len_forbids_early_end(model):
+    src = sources(model.config, [5])
+    hyps = beam_search(model, src, SearchConfig(beam=2, min_len=6, max_len_b=10))
+    assert len(hyps[0][0].tokens) + 1 >= 6
+
+
+def test_length_penalties():
+    assert length_penalty(7, 0.6, "gnmt") == pytest.approx(((5 + 7) / 6) ** 0.6)
+    assert length_penalty(7, 0.6, "length") == pytest.approx(7 ** 0.6)
+    assert length_penalty(7, 0.0, "gnmt") == 1.0
+
+
+def test_expand_beams_repeats_each_row():
+    assert expand_beams(3, 2, "cpu").tolist() == [0, 0, 1, 1, 2, 2]
