@@ -7,10 +7,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nmt"
 LEVELS = [
     {"errors"},
     {"config"},
-    {"vocab", "device", "data", "model"},
+    {"vocab", "device"},
+    {"data", "model"},
     {"search", "checkpoint"},
     {"train", "translate", "score"},
-    {"cli", "__main__"},
+    {"cli"},
+    {"__main__"},
 ]
 
 

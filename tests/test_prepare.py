@@ -8,7 +8,7 @@ import pytest
 
 from nmt.data.dataset import ParallelDataset, load_manifest
 from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus
-from nmt.data.text import normalize, read_lines
+from nmt.data.text import CleaningOptions, normalize, read_lines
 from nmt.errors import NmtError
 from nmt.vocab import EOS_ID, Vocab
 
@@ -47,10 +47,10 @@ def test_valid_and_test_are_kept_verbatim_while_train_is_cleaned(tmp_path):
     (corpus / "valid.src").write_text("\n".join(valid_src) + "\n")
     (corpus / "valid.tgt").write_text("\n".join(valid_tgt) + "\n")
     out = tmp_path / "out"
-    manifest = prepare_corpus(out, "src", "tgt", splits_of(corpus, ("train", "valid")), PrepareOptions(vocab_size=300),
-                              {})
+    options = PrepareOptions(vocab_size=300, cleaning=CleaningOptions(max_ratio=3.0))
+    manifest = prepare_corpus(out, "src", "tgt", splits_of(corpus, ("train", "valid")), options, {})
     report = manifest["cleaning"]["train"]
-    assert report["dropped"]["empty"] == 150 and report["kept"] == 150
+    assert report["dropped"] == {"empty": 150} and report["kept"] == 150, report
     assert (out / "valid.src").read_text().split("\n")[:3] == valid_src  # byte for byte
     assert manifest["splits"]["valid"]["sentences"] == 3
     assert normalize("a  dog\u00a0runs\r") == "a dog runs"
@@ -87,6 +87,18 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
     bad.write_bytes(b"fine\nalso fine\nbroken \xff\xfe here\n")
     with pytest.raises(NmtError, match=r"bad\.src:3: not valid UTF-8"):
         list(read_lines(bad))
+
+
+def test_pairs_over_the_length_ratio_are_dropped_and_counted(tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "train.src").write_text("one two three four five six seven eight nine ten eleven twelve\nhi there\n" * 20)
+    (corpus / "train.tgt").write_text("eins\nhallo da\n" * 20)
+    (corpus / "valid.src").write_text("hi\n")
+    (corpus / "valid.tgt").write_text("hallo\n")
+    manifest = prepare_corpus(tmp_path / "out", "src", "tgt", splits_of(corpus, ("train", "valid")),
+                              PrepareOptions(vocab_size=300), {})
+    assert manifest["cleaning"]["train"] == {"kept": 20, "dropped": {"ratio": 20}}
 
 
 def test_only_newline_ends_a_line(tmp_path):

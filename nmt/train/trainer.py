@@ -21,7 +21,7 @@ import sacrebleu
 import torch
 
 from nmt.checkpoint import interval_checkpoints, link_checkpoint, load_checkpoint, make_payload, save_checkpoint
-from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict
+from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict, replace_fields
 from nmt.data.batching import make_batches
 from nmt.data.dataset import ParallelDataset, load_manifest
 from nmt.device import pick_device
@@ -78,7 +78,7 @@ class Trainer:
         self.valid_refs = (self.data_dir / self.manifest["splits"]["valid"]["text"]["tgt"]).read_text(
             encoding="utf-8").split("\n")[: len(self.valid_data)]
 
-        model_config.vocab_size = len(self.vocab)
+        model_config = replace_fields(model_config, {"vocab_size": len(self.vocab)})
         self.progress = TrainProgress()
         resume_payload = self._resume_payload(resume, model_config)
         if resume_payload is not None:
@@ -116,7 +116,7 @@ class Trainer:
         config = self.config
         kwargs = dict(lr=0.0, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
                       weight_decay=config.weight_decay)
-        try:  # the fused kernel does the whole update in one pass (measured ~5% faster per step on CPU)
+        try:  # one fused kernel for all parameters instead of several small ones per tensor
             return torch.optim.Adam(self.model.parameters(), fused=True, **kwargs)
         except (RuntimeError, TypeError):
             return torch.optim.Adam(self.model.parameters(), **kwargs)
