@@ -96,14 +96,18 @@ def one_line_error(result, *fragments):
         assert fragment in message, message
 
 
+def prepare_custom(folder, train_src: bytes, train_tgt: bytes):
+    """`nmt prepare custom` on a training pair as given and a one-line valid split."""
+    (folder / "train.src").write_bytes(train_src)
+    (folder / "train.tgt").write_bytes(train_tgt)
+    (folder / "valid.src").write_text("a\n")
+    (folder / "valid.tgt").write_text("a\n")
+    return run_nmt("prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(folder / "train"),
+                   "--valid", str(folder / "valid"), "--out", str(folder / "out"), check=False)
+
+
 def test_corpus_sides_of_different_length(tmp_path):
-    (tmp_path / "train.src").write_text("a\nb\nc\n")
-    (tmp_path / "train.tgt").write_text("a\nb\n")
-    (tmp_path / "valid.src").write_text("a\n")
-    (tmp_path / "valid.tgt").write_text("a\n")
-    result = run_nmt("prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(tmp_path / "train"),
-                     "--valid", str(tmp_path / "valid"), "--out", str(tmp_path / "out"), check=False)
-    one_line_error(result, "train.src", "train.tgt")
+    one_line_error(prepare_custom(tmp_path, b"a\nb\nc\n", b"a\nb\n"), "train.src", "train.tgt")
 
 
 def test_missing_file(tmp_path):
@@ -115,13 +119,7 @@ def test_missing_file(tmp_path):
 
 
 def test_invalid_utf8_names_file_and_line(tmp_path, trained_checkpoint):
-    (tmp_path / "train.src").write_bytes(b"ok\nok\nbad \xc3\x28 byte\n")
-    (tmp_path / "train.tgt").write_text("a\nb\nc\n")
-    (tmp_path / "valid.src").write_text("a\n")
-    (tmp_path / "valid.tgt").write_text("a\n")
-    result = run_nmt("prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(tmp_path / "train"),
-                     "--valid", str(tmp_path / "valid"), "--out", str(tmp_path / "out"), check=False)
-    one_line_error(result, "train.src:3", "UTF-8")
+    one_line_error(prepare_custom(tmp_path, b"ok\nok\nbad \xc3\x28 byte\n", b"a\nb\nc\n"), "train.src:3", "UTF-8")
     result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), input=b"red dog\n\xff\n", check=False)
     one_line_error(result, "<stdin>:2", "UTF-8")
 
