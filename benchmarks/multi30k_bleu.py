@@ -58,18 +58,25 @@ def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--work-root", type=Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--summarize-only", action="store_true", help="Score existing work dirs, train nothing.")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="Results files whose runs (of other seeds) join these, e.g. from an earlier invocation.")
     args = parser.parse_args()
 
-    results = []
+    out = REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min.json"
+    runs = {}
+    for path in args.merge:
+        for run in json.loads(path.read_text())["runs"]:
+            runs[run["seed"]] = run
     for seed in args.seeds:
         work = args.work_root / f"seed{seed}"
         result = summarize(seed, args.minutes, work) if args.summarize_only else run_seed(seed, args.minutes, work)
-        results.append(result)
+        runs[seed] = result
         print(json.dumps(result))
+    results = [runs[seed] for seed in sorted(runs)]
     bleus = [r["test_bleu"] for r in results]
     summary = {
         "benchmark": "examples/multi30k/run.sh: Multi30k en-de, transformer_small, test_2016_flickr",
@@ -81,10 +88,9 @@ def main() -> None:
         "bleu_stdev": round(statistics.stdev(bleus), 2) if len(bleus) > 1 else 0.0,
         "runs": results,
     }
-    out = REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"BLEU {summary['bleu_mean']} (min {summary['bleu_min']}, max {summary['bleu_max']}, "
-          f"stdev {summary['bleu_stdev']}) over seeds {args.seeds}; written to {out}")
+          f"stdev {summary['bleu_stdev']}) over seeds {sorted(runs)}; written to {out}")
 
 
 if __name__ == "__main__":
