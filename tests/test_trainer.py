@@ -53,3 +53,11 @@ def test_resume_with_another_architecture_is_refused(copy_data, tmp_path):
     wider = replace_fields(model, {"d_ff": 256})
     with pytest.raises(NmtError, match="d_ff"):
         Trainer(copy_data, tmp_path / "run", wider, train, resume=True)
+
+
+def test_bf16_autocast_trains_on_the_cpu(copy_data, tmp_path):
+    """The GPU's mixed-precision path, exercised where CI runs: autocast to bf16, loss kept in fp32."""
+    model, train = tiny(max_updates=20, precision="bf16", save_interval_updates=0, max_epochs=0)
+    Trainer(copy_data, tmp_path / "bf16", model, train).run()
+    recorded = losses(tmp_path / "bf16")
+    assert recorded[20] < recorded[10] and all(value == value for value in recorded.values())  # falls, no NaN
