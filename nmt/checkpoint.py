@@ -186,6 +186,19 @@ def select_checkpoints(inputs: list[Path], last: int | None = None, best: int | 
     return [Path(path) for path in inputs]
 
 
+def prune_checkpoints(save_dir: Path, keep: int) -> None:
+    """Delete interval checkpoints except the newest `keep` and the `keep` best by validation loss: once a run
+    overfits, its best checkpoints are old ones, and `average-checkpoints --best N` must still find them."""
+    available = interval_checkpoints(save_dir)
+    metrics = Path(save_dir) / "metrics.jsonl"
+    valid_loss = _valid_losses(metrics) if metrics.is_file() else {}
+    best = sorted((valid_loss[update], update) for update, _ in available if update in valid_loss)[:keep]
+    kept = {update for update, _ in available[-keep:]} | {update for _, update in best}
+    for update, path in available:
+        if update not in kept:
+            path.unlink(missing_ok=True)
+
+
 def _valid_losses(metrics_path: Path) -> dict[int, float]:
     if not metrics_path.is_file():
         raise NmtError(f"{metrics_path}: not found; --best reads validation losses from it")

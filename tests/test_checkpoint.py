@@ -6,7 +6,8 @@ import pickle
 import pytest
 import torch
 
-from nmt.checkpoint import average_checkpoints, load_checkpoint, load_model, save_checkpoint, select_checkpoints
+from nmt.checkpoint import (average_checkpoints, load_checkpoint, load_model, prune_checkpoints, save_checkpoint,
+                            select_checkpoints)
 from nmt.errors import NmtError
 
 
@@ -89,3 +90,15 @@ def test_selection_by_last_and_by_valid_loss(trained_checkpoint):
         os.path.samefile(best[0], save_dir / "checkpoint_best.pt")
     with pytest.raises(NmtError, match="exactly one"):
         select_checkpoints([save_dir])
+
+
+def test_pruning_keeps_the_newest_and_the_best(tmp_path):
+    import json
+    losses = {100: 3.0, 200: 2.5, 300: 2.7, 400: 2.9, 500: 3.1}
+    for update in losses:
+        (tmp_path / f"checkpoint_{update}.pt").write_bytes(b"x")
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"update": u, "valid_loss": v}) + "\n"
+                                                    for u, v in losses.items()))
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == [
+        "checkpoint_200.pt", "checkpoint_300.pt", "checkpoint_400.pt", "checkpoint_500.pt"]

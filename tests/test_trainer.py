@@ -42,7 +42,7 @@ def test_limits_and_checkpoint_rotation(copy_data, tmp_path):
     summary = Trainer(copy_data, tmp_path / "run", model, train).run()
     assert summary["stop_reason"] == "reached --max-epochs 1"
     interval = sorted((tmp_path / "run").glob("checkpoint_[0-9]*.pt"))
-    assert len(interval) == 2
+    assert 2 <= len(interval) <= 4  # the newest 2 and the best 2 by validation loss (often the same)
     assert (tmp_path / "run" / "checkpoint_last.pt").samefile(
         max(interval, key=lambda p: int(p.stem.split("_")[1])))
 

@@ -20,7 +20,7 @@ import numpy as np
 import sacrebleu
 import torch
 
-from nmt.checkpoint import interval_checkpoints, link_checkpoint, load_checkpoint, make_payload, save_checkpoint
+from nmt.checkpoint import link_checkpoint, load_checkpoint, make_payload, prune_checkpoints, save_checkpoint
 from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict, replace_fields
 from nmt.data.batching import make_batches
 from nmt.data.dataset import ParallelDataset, load_manifest
@@ -334,11 +334,8 @@ class Trainer:
         self._reset_log_window()  # validation time is not training throughput
 
     def _prune(self) -> None:
-        keep = self.config.keep_last
-        if keep <= 0:
-            return
-        for _, path in interval_checkpoints(self.save_dir)[:-keep]:
-            path.unlink(missing_ok=True)
+        if self.config.keep_last > 0:
+            prune_checkpoints(self.save_dir, self.config.keep_last)
 
     # --- stopping --------------------------------------------------------------------------------------------
 
