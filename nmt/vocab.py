@@ -69,8 +69,5 @@ class Vocab:
         """Token ids of each line, without end-of-sentence (the dataset adds it). One batched call: far faster."""
         return self.processor.encode(lines, out_type=int, num_threads=1)
 
-    def encode_pieces(self, line: str) -> list[str]:
-        return self.processor.encode(line, out_type=str)
-
     def decode(self, ids_per_line: Iterable[list[int]]) -> list[str]:
         return [self.processor.decode(list(ids)) for ids in ids_per_line]
