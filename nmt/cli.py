@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from nmt import __version__
@@ -70,7 +70,10 @@ def prepare(
     vocab_size: Annotated[Optional[int], typer.Option(
         help="Pieces in the joint SentencePiece BPE vocabulary. Default: the recipe's (8000 for Multi30k).")] = None,
     spm_sample: Annotated[int, typer.Option(
-        help="At most this many lines (both sides together) are sampled to train SentencePiece.")] = 2_000_000,
+        help="Sentences (both sides together) sampled from the training data to learn SentencePiece; bounds its "
+             "memory and time.")] = 2_000_000,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes that clean, encode and binarize the training data. Default: the CPU count, at most 8.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(
         help="Drop training pairs with a side longer than this many pieces. Default: 250.")] = None,
     max_ratio: Annotated[Optional[float], typer.Option(
@@ -91,11 +94,14 @@ def prepare(
     from nmt.data.text import CleaningOptions
 
     if list_recipes or corpus is None:
-        table = Table("recipe", "description", "download")
+        table = Table("recipe", "description", "download", "from")
         for recipe in RECIPES.values():
-            size = sum(f.size or 0 for f in recipe.files.values())
-            table.add_row(recipe.name, recipe.description, f"{size / 1e6:.1f} MB")
-        table.add_row("custom", "your own files: --src, --tgt, --train, --valid [--test]", "-")
+            size, unknown = recipe.download_size()
+            hosts = sorted({remote.url.split("/")[2] for remote in recipe.files.values()})
+            table.add_row(recipe.name, recipe.description,
+                          f"{size / 1e6:,.1f} MB" + (f" + {unknown} file(s) of unpublished size" if unknown else ""),
+                          ", ".join(hosts))
+        table.add_row("custom", "your own files: --src, --tgt, --train, --valid [--test]", "-", "-")
         Console().print(table)
         return
     out = out or DATA_ROOT / corpus
@@ -111,17 +117,20 @@ def prepare(
     cleaning = replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio})
     default_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
     options = PrepareOptions(vocab_size=vocab_size or default_vocab, spm_max_sentences=spm_sample,
-                             cleaning=cleaning)
+                             workers=workers or min(os.cpu_count() or 1, 8), cleaning=cleaning)
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
-    if corpus == "custom":
-        splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
-                  for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
-        manifest = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log)
-    else:
-        if no_verify:
-            console.print("[yellow]warning:[/] --no-verify: checksums are not checked")
-        with _download_progress() as hook:
-            manifest = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+    if no_verify and corpus != "custom":
+        console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
+    with _progress_bars() as hook:
+        if corpus == "custom":
+            splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
+                      for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
+            prepared = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
+        else:
+            prepared = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+    manifest = prepared.manifest
+    if all(step["status"] == "skipped" for step in prepared.steps.values()):
+        console.print(f"[green]up to date[/] {out}: every step was done already with these options")
     report = manifest["cleaning"]["train"]
     console.print(f"[green]prepared[/] {out}: " + ", ".join(
         f"{name} {split['sentences']:,} pairs" for name, split in manifest["splits"].items())
@@ -129,20 +138,24 @@ def prepare(
         + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
 
 
-class _download_progress:
-    """A Rich progress bar per downloaded file, as a hook for nmt.data.download."""
+class _progress_bars:
+    """A Rich progress bar per download, extraction (bytes) and binarization (pairs): a hook for nmt.data."""
 
     def __enter__(self):
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), console=console, transient=False)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                                 TimeRemainingColumn(), console=console, transient=False)
         self.tasks = {}
         self.progress.start()
         return self.hook
 
-    def hook(self, name: str, done: int, total: int | None) -> None:
+    def hook(self, name: str, done: int, total: int | None, unit: str = "B") -> None:
+        if unit == "B":
+            amount = f"{done / 1e6:,.1f}" + (f"/{total / 1e6:,.1f}" if total else "") + " MB"
+        else:
+            amount = f"{done:,}" + (f"/{total:,}" if total else "") + f" {unit}"
         if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=total)
-        self.progress.update(self.tasks[name], completed=done, total=total)
+            self.tasks[name] = self.progress.add_task(name, total=total, amount=amount)
+        self.progress.update(self.tasks[name], completed=done, total=total, amount=amount)
 
     def __exit__(self, *exc):
         self.progress.stop()

@@ -13,7 +13,7 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, max_sentences: int,
-                        seed_sentencepiece_size: int = 1_000_000) -> Path:
+                        seed_sentencepiece_size: int = 1_000_000, threads: int = 2) -> Path:
     """Train one BPE model on `text_path` (source and target lines together); returns the .model path.
 
     `vocab_size` is an upper bound: a corpus too small to yield that many pieces gets fewer.
@@ -28,10 +28,10 @@ def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, ma
         byte_fallback=True,  # characters unseen in training become bytes, not <unk>: nothing is lost in translation
         hard_vocab_limit=False,  # a small corpus gets the pieces it has rather than an error: vocab_size is a cap
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-        input_sentence_size=max_sentences,
+        input_sentence_size=max_sentences if max_sentences > 100 else 0,  # 0: all (it refuses 1-100)
         shuffle_input_sentence=True,
         seed_sentencepiece_size=seed_sentencepiece_size,
-        num_threads=2,
+        num_threads=threads,
         minloglevel=2,
     )
     return model_prefix.with_suffix(".model")

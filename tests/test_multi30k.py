@@ -2,7 +2,7 @@
 
 from conftest import SHARED_MULTI30K, requires_multi30k, run_nmt
 
-from nmt.data.dataset import load_manifest
+from nmt.data.binary import load_manifest
 from nmt.data.recipes import RECIPES
 
 

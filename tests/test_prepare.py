@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from nmt.data.dataset import ParallelDataset, load_manifest
+from nmt.data.binary import load_manifest
+from nmt.data.dataset import ParallelDataset
 from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus
 from nmt.data.text import CleaningOptions, normalize, read_lines
 from nmt.errors import NmtError
@@ -48,7 +49,7 @@ def test_valid_and_test_are_kept_verbatim_while_train_is_cleaned(tmp_path):
     (corpus / "valid.tgt").write_text("\n".join(valid_tgt) + "\n")
     out = tmp_path / "out"
     options = PrepareOptions(vocab_size=300, cleaning=CleaningOptions(max_ratio=3.0))
-    manifest = prepare_corpus(out, "src", "tgt", splits_of(corpus, ("train", "valid")), options, {})
+    manifest = prepare_corpus(out, "src", "tgt", splits_of(corpus, ("train", "valid")), options, {}).manifest
     report = manifest["cleaning"]["train"]
     assert report["dropped"] == {"empty": 150} and report["kept"] == 150, report
     assert (out / "valid.src").read_text().split("\n")[:3] == valid_src  # byte for byte
@@ -66,7 +67,7 @@ def test_gzipped_input_is_read(tmp_path, copy_corpus):
             with gzip.open(corpus / f"{name}.{side}.gz", "wb") as handle:
                 handle.write(data)
     manifest = prepare_corpus(tmp_path / "out", "src", "tgt", splits_of(corpus, ("train", "valid")),
-                              PrepareOptions(vocab_size=300), {})
+                              PrepareOptions(vocab_size=300), {}).manifest
     assert manifest["splits"]["valid"]["sentences"] == 100
 
 
@@ -77,7 +78,7 @@ def test_sides_of_different_lengths_are_an_error_naming_both_files(tmp_path, cop
     (corpus / "train.tgt").write_text("a\nb\n")
     (corpus / "valid.src").write_text("a\n")
     (corpus / "valid.tgt").write_text("a\n")
-    with pytest.raises(NmtError, match=r"train\.src has more lines than .*train\.tgt"):
+    with pytest.raises(NmtError, match=r"train\.src has 3 lines but .*train\.tgt has 2"):
         prepare_corpus(tmp_path / "out", "src", "tgt", splits_of(corpus, ("train", "valid")), PrepareOptions(300), {})
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -97,7 +98,7 @@ def test_pairs_over_the_length_ratio_are_dropped_and_counted(tmp_path):
     (corpus / "valid.src").write_text("hi\n")
     (corpus / "valid.tgt").write_text("hallo\n")
     manifest = prepare_corpus(tmp_path / "out", "src", "tgt", splits_of(corpus, ("train", "valid")),
-                              PrepareOptions(vocab_size=300), {})
+                              PrepareOptions(vocab_size=300), {}).manifest
     assert manifest["cleaning"]["train"] == {"kept": 20, "dropped": {"ratio": 20}}
 
 

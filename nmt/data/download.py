@@ -30,61 +30,74 @@ class RemoteFile:
     url: str
     sha256: str | None = None
     size: int | None = None
+    md5: str | None = None  # where only an MD5 is published (sacreBLEU's list of WMT test sets)
+
+
+def digests_of(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file, in one read."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha256.update(block)
+            md5.update(block)
+    return sha256.hexdigest(), md5.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return digests_of(path)[0]
 
 
-def verify(path: Path, remote: RemoteFile, source: str) -> None:
-    """Raise NmtError if `path` does not have the published size and checksum."""
+def verify(path: Path, remote: RemoteFile, source: str) -> str:
+    """Raise NmtError if `path` does not have the published size and checksums; return its SHA-256."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
         raise NmtError(f"{remote.name} from {source}: size {size} bytes, expected {remote.size}")
-    if remote.sha256 is not None:
-        actual = sha256_of(path)
-        if actual != remote.sha256:
-            raise NmtError(f"{remote.name} from {source}: SHA-256 {actual[:16]}..., expected {remote.sha256[:16]}... "
+    sha256, md5 = digests_of(path)
+    for kind, actual, expected in (("SHA-256", sha256, remote.sha256), ("MD5", md5, remote.md5)):
+        if expected is not None and actual != expected:
+            raise NmtError(f"{remote.name} from {source}: {kind} {actual[:16]}..., expected {expected[:16]}... "
                            "(a corrupt or different file; use --no-verify only for a mirror of repackaged files)")
+    return sha256
 
 
 def fetch(remote: RemoteFile, dest_dir: Path, mirror: str | None = None, verify_checksum: bool = True,
           progress: ProgressHook | None = None, retries: int = 5, backoff: float = 1.0) -> Path:
-    """Return a local, verified copy of `remote`, downloading it into `dest_dir` unless it is already there.
+    """Return a local, verified copy of `remote`, downloading it into `dest_dir` unless it is already there."""
+    return fetch_verified(remote, dest_dir, mirror, verify_checksum, progress, retries, backoff)[0]
+
+
+def fetch_verified(remote: RemoteFile, dest_dir: Path, mirror: str | None = None, verify_checksum: bool = True,
+                   progress: ProgressHook | None = None, retries: int = 5,
+                   backoff: float = 1.0) -> tuple[Path, str]:
+    """`fetch`, also returning the file's SHA-256 (computed while verifying, so the file is read once).
 
     `mirror` replaces the upstream address: a folder is read in place (after verification), a URL gets the same
     file name appended.
     """
-    checked = remote if verify_checksum else RemoteFile(remote.name, remote.url)
+    checked = remote if verify_checksum else RemoteFile(remote.name, remote.url)  # sizes and sums skipped
     if mirror and not _is_url(mirror):
         local = Path(mirror).expanduser() / remote.name
         if not local.is_file():
             raise NmtError(f"mirror {mirror}: {remote.name} not found there")
-        verify(local, checked, str(local))
-        return local
+        return local, verify(local, checked, str(local))
 
     url = f"{mirror.rstrip('/')}/{remote.name}" if mirror else remote.url
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / remote.name
     if dest.is_file():
         try:
-            verify(dest, checked, str(dest))
-            return dest
+            return dest, verify(dest, checked, str(dest))
         except NmtError:
             dest.unlink()  # a stale or foreign file under the name: fetch it anew
     partial = dest_dir / (remote.name + ".part")
     _download_with_retries(url, partial, remote, progress, retries, backoff)
     try:
-        verify(partial, checked, url)
+        sha256 = verify(partial, checked, url)
     except NmtError:
         partial.unlink(missing_ok=True)  # never keep a corrupt file to be resumed from
         raise
     os.replace(partial, dest)
-    return dest
+    return dest, sha256
 
 
 def _is_url(location: str) -> bool:

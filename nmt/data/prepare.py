@@ -1,36 +1,57 @@
-"""raw corpora -> normalized, cleaned text -> joint SentencePiece BPE -> binarized splits + manifest.json.
+"""raw corpora -> plain text -> index -> joint SentencePiece BPE -> cleaned, binarized shards -> splits + manifest.
 
-Only the training split is cleaned. Valid and test are never filtered or altered: their raw lines are copied to
-DATA_DIR/{split}.{lang} as the references to score against, and binarized line for line.
-The manifest is written last: a DATA_DIR with a manifest.json is complete.
+Steps, each skipped when its stamp says it is done with the same inputs and options (`nmt.data.stamps`):
+
+  download/NAME    fetch and verify each recipe file (or check it in a --mirror folder)
+  extract/NAME     stream each archive once, writing the wanted members as plain text (gunzipped, SGML parsed)
+  index            count the lines of each training corpus (both sides must agree) and cut it into shards
+  references       copy valid/test lines verbatim to DATA_DIR/{split}.{lang}: the references to score against
+  spm              sample --spm-sample sentences of normalized training text and train SentencePiece on them
+  binarize/train   clean + encode + filter + write each shard in --workers processes, then merge the shards
+  binarize/SPLIT   encode valid/test line for line (never filtered)
+
+Nothing holds a corpus in memory: corpora are streamed, shards are a bounded number of lines, SentencePiece sees a
+sample. Every file is written under a temporary name and renamed when complete, and the manifest is written last:
+a DATA_DIR with a manifest.json is complete, and an interrupted run picks up at the step it was in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import random
+import resource
 import shutil
-import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
 from nmt.config import ConfigError
-from nmt.data.dataset import MANIFEST_FORMAT, MANIFEST_VERSION, TokenArrayWriter, token_dtype
-from nmt.data.download import ProgressHook, fetch
-from nmt.data.recipes import Recipe
-from nmt.data.text import (CleaningOptions, CleaningReport, clean_text_pair, keep_token_pair, normalize,
-                           read_lines, read_parallel)
+from nmt.data.binarize import ShardTask, binarize_shard, merge_shards, peak_rss_mb
+from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, TokenArrayWriter, token_dtype
+from nmt.data.download import fetch_verified
+from nmt.data.recipes import Corpus, Recipe
+from nmt.data.sources import Progress, Source, extract
+from nmt.data.stamps import Stamps, digest, file_fingerprint
+from nmt.data.text import CleaningOptions, CleaningReport, clean_text_pair, normalize, read_parallel
 from nmt.errors import NmtError
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, train_sentencepiece
 
-ENCODE_CHUNK = 20_000  # lines per SentencePiece batch call
+SHARD_LINES = 100_000  # lines per binarization shard: the unit of parallel work and of resumption
+ENCODE_BATCH = 10_000
 
 
 @dataclass
 class PrepareOptions:
     vocab_size: int = 8000
-    spm_max_sentences: int = 2_000_000  # SentencePiece samples at most this many lines (bounds its memory)
+    spm_max_sentences: int = 2_000_000  # sentences (both sides together) sampled to train SentencePiece
+    workers: int = 1  # processes that clean, encode and binarize the training shards
+    seed: int = 1  # of the SentencePiece sample
     cleaning: CleaningOptions = field(default_factory=CleaningOptions)
 
     def validate(self) -> None:
@@ -38,21 +59,63 @@ class PrepareOptions:
             raise ConfigError(f"--vocab-size must be at least 300 (256 byte pieces + specials), got {self.vocab_size}")
         if self.spm_max_sentences < 1:
             raise ConfigError("--spm-sample must be at least 1")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.cleaning.invalid_utf8 not in ("error", "drop"):
+            raise ConfigError(f"invalid_utf8 must be 'error' or 'drop', got {self.cleaning.invalid_utf8!r}")
 
 
 Log = Callable[[str], None]
 
 
+@dataclass
+class Prepared:
+    manifest: dict
+    steps: dict[str, dict]  # step -> {"status": "ran" | "skipped", "seconds", "peak_rss_mb", ...}
+
+
 def prepare_recipe(recipe: Recipe, out_dir: Path, options: PrepareOptions, mirror: str | None = None,
-                   verify_checksum: bool = True, progress: ProgressHook | None = None,
-                   log: Log = lambda message: None) -> dict:
+                   verify_checksum: bool = True, progress: Progress | None = None,
+                   log: Log = lambda message: None) -> Prepared:
     """Fetch a recipe's files (or take them from `mirror`) and prepare them into `out_dir`."""
-    raw_dir = Path(out_dir) / "raw"
-    local = {name: fetch(remote, raw_dir, mirror, verify_checksum, progress) for name, remote in recipe.files.items()}
-    split_paths = {split: (local[src], local[tgt]) for split, (src, tgt) in recipe.splits.items()}
-    sources = {name: (mirror or remote.url) for name, remote in recipe.files.items()}
-    return prepare_corpus(out_dir, recipe.src, recipe.tgt, split_paths, options, {"recipe": recipe.name,
-                                                                                "sources": sources}, log)
+    options.validate()
+    pipeline = _Pipeline(Path(out_dir), log, progress)
+    files = {}
+    for name, remote in recipe.files.items():
+        params = {"name": name, "url": mirror or remote.url, "sha256": remote.sha256, "md5": remote.md5,
+                  "size": remote.size, "verify": verify_checksum}
+
+        def download(remote=remote) -> tuple[list[Path], dict]:
+            path, sha256 = fetch_verified(remote, pipeline.out_dir / "downloads", mirror, verify_checksum,
+                                          progress)
+            return [path], {"path": str(path.resolve()), "sha256": sha256}
+
+        result = pipeline.step(f"download/{name}", params, download, quiet=True)
+        files[name] = (Path(result["path"]), result["sha256"])
+    provenance = {"recipe": recipe.name,
+                  "sources": {name: {"url": remote.url, "sha256": files[name][1]}
+                              for name, remote in recipe.files.items()}}
+    if mirror:
+        provenance["mirror"] = mirror
+    return pipeline.run(recipe.src, recipe.tgt, recipe.splits, files, options, provenance)
+
+
+def prepare_corpus(out_dir: Path, src: str, tgt: str, split_paths: dict[str, tuple[Path, Path]],
+                   options: PrepareOptions, provenance: dict, log: Log = lambda message: None,
+                   progress: Progress | None = None) -> Prepared:
+    """Prepare your own files: `split_paths` is {"train": (src_file, tgt_file), "valid": ..., "test": ...}."""
+    options.validate()
+    for paths in split_paths.values():
+        for path in paths:
+            if not Path(path).is_file():
+                raise NmtError(f"{path}: file not found")
+    splits = {split: [Corpus(split, Source(str(Path(s).resolve())), Source(str(Path(t).resolve())))]
+              for split, (s, t) in split_paths.items()}
+    # Your own files are fingerprinted by size and modification time: an edited file is prepared again.
+    files = {str(Path(p).resolve()): (Path(p).resolve(), file_fingerprint(Path(p)))
+             for paths in split_paths.values() for p in paths}
+    provenance = {**provenance, "inputs": {split: [str(p) for p in paths] for split, paths in split_paths.items()}}
+    return _Pipeline(Path(out_dir), log, progress).run(src, tgt, splits, files, options, provenance)
 
 
 def find_side(prefix: str, lang: str) -> Path:
@@ -63,125 +126,324 @@ def find_side(prefix: str, lang: str) -> Path:
     raise NmtError(f"{prefix}.{lang}: file not found (nor {prefix}.{lang}.gz)")
 
 
-def prepare_corpus(out_dir: Path, src: str, tgt: str, split_paths: dict[str, tuple[Path, Path]],
-                   options: PrepareOptions, provenance: dict, log: Log = lambda message: None) -> dict:
-    """Prepare `split_paths` ({"train": (src_file, tgt_file), "valid": ..., "test": ...}) into `out_dir`."""
-    options.validate()
-    if src == tgt:
-        raise NmtError(f"--src and --tgt are both {src!r}")
-    for split in ("train", "valid"):
-        if split not in split_paths:
-            raise NmtError(f"a {split} split is required")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # incomplete until the new one is written
+class _Pipeline:
+    def __init__(self, out_dir: Path, log: Log, progress: Progress | None):
+        self.out_dir = out_dir
+        self.work = out_dir / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.stamps = Stamps(self.work / "stamps", out_dir)
+        self.log, self.progress = log, progress
+        self.steps: dict[str, dict] = {}
 
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as work:
-        work = Path(work)
-        log("cleaning the training data")
-        report = CleaningReport()
-        clean_src, clean_tgt = work / f"train.{src}", work / f"train.{tgt}"
-        with open(clean_src, "w", encoding="utf-8") as src_out, open(clean_tgt, "w", encoding="utf-8") as tgt_out:
-            for src_line, tgt_line in read_parallel(*split_paths["train"]):
-                pair = clean_text_pair(src_line, tgt_line, options.cleaning, report)
-                if pair:
-                    src_out.write(pair[0] + "\n")
-                    tgt_out.write(pair[1] + "\n")
-        for split, (src_path, tgt_path) in split_paths.items():
-            if split != "train":  # read every file once before the slow steps: bad input fails early
-                for _ in read_parallel(src_path, tgt_path):
-                    pass
+    # -- the step runner ----------------------------------------------------------------------------------------
 
-        log(f"training a joint SentencePiece BPE model ({options.vocab_size} pieces)")
-        corpus = work / "spm-input.txt"
-        with open(corpus, "wb") as out:
-            for path in (clean_src, clean_tgt):
-                with open(path, "rb") as handle:
-                    shutil.copyfileobj(handle, out)
-        if corpus.stat().st_size == 0:
-            raise NmtError(f"{split_paths['train'][0]}: no training pairs left after cleaning ({report.as_dict()})")
-        try:
-            model_path = train_sentencepiece(corpus, work / "spm", options.vocab_size, options.spm_max_sentences)
-        except RuntimeError as error:
-            raise NmtError(f"SentencePiece training failed: {str(error).strip().splitlines()[-1]}") from None
-        os.replace(model_path, out_dir / "spm.model")
-        vocab = Vocab.from_file(out_dir / "spm.model")
-        dtype = token_dtype(len(vocab))
+    def step(self, name: str, params: dict, work: Callable[[], tuple[list[Path], dict]], quiet: bool = False) -> dict:
+        result = self.stamps.done(name, params)
+        if result is not None:
+            self.steps[name] = {"status": "skipped"}
+            if not quiet:
+                self.log(f"{name}: done already, skipped")
+            return result
+        (self.out_dir / "manifest.json").unlink(missing_ok=True)  # incomplete until the new one is written
+        self.log(f"{name}")
+        started = time.perf_counter()
+        outputs, result = work()
+        self.stamps.record(name, params, outputs, result)
+        record = {"status": "ran", "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb(),
+                  **{key: value for key, value in result.items() if key.endswith("peak_rss_mb")}}
+        self.steps[name] = record
+        with open(self.out_dir / "prepare.jsonl", "a", encoding="utf-8") as handle:  # a log of what ran, and cost
+            handle.write(json.dumps({"step": name, **record}) + "\n")
+        return result
 
-        splits = {}
-        log("encoding and binarizing")
-        splits["train"] = _binarize_pairs(
-            _chunks(zip(read_lines(clean_src), read_lines(clean_tgt))), vocab, out_dir, "train", src, tgt, dtype,
-            keep=lambda s, t: keep_token_pair(s, t, options.cleaning, report))
-        for split, (src_path, tgt_path) in split_paths.items():
-            if split == "train":
-                continue
-            _copy_text(read_parallel(src_path, tgt_path), out_dir / f"{split}.{src}", out_dir / f"{split}.{tgt}")
-            pairs = ((normalize(s), normalize(t)) for s, t in read_parallel(src_path, tgt_path))
-            splits[split] = _binarize_pairs(_chunks(pairs), vocab, out_dir, split, src, tgt, dtype)
-            splits[split]["text"] = {"src": f"{split}.{src}", "tgt": f"{split}.{tgt}"}
-        if splits["train"]["sentences"] == 0:
-            raise NmtError(f"no training pairs left after cleaning ({report.as_dict()})")
+    # -- the pipeline ---------------------------------------------------------------------------------------------
 
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "src": src,
-        "tgt": tgt,
-        "spm_model": "spm.model",
-        "vocab_size": len(vocab),
-        "token_dtype": dtype.name,
-        "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
-        "splits": splits,
-        "cleaning": {"options": asdict(options.cleaning), "train": report.as_dict()},
-        "spm": {"vocab_size": options.vocab_size, "max_sentences": options.spm_max_sentences, "model_type": "bpe"},
-        "inputs": {split: [str(p) for p in paths] for split, paths in split_paths.items()},
-        **provenance,
-    }
-    _write_json_atomic(out_dir / "manifest.json", manifest)
-    return manifest
+    def run(self, src: str, tgt: str, splits: dict[str, list[Corpus]], files: dict[str, tuple[Path, str]],
+            options: PrepareOptions, provenance: dict) -> Prepared:
+        if src == tgt:
+            raise NmtError(f"--src and --tgt are both {src!r}")
+        for split in ("train", "valid"):
+            if not splits.get(split):
+                raise NmtError(f"a {split} split is required")
+        texts = self._extract(splits, files)  # Source -> (plain text path, fingerprint)
+        index = self._index(splits["train"], texts)
+        references = {split: self._references(split, corpora, texts, src, tgt)
+                      for split, corpora in splits.items() if split != "train"}
+        spm = self._spm(index, options)
+        vocab = Vocab.from_file(self.out_dir / "spm.model")
+        dtype = token_dtype(len(vocab)).name
+        entries = {"train": self._binarize_train(index, spm, options, src, tgt, dtype)}
+        for split, reference in references.items():
+            entries[split] = self._binarize_reference(split, reference, spm, vocab, src, tgt, dtype)
+        train_report = entries["train"].pop("report")
+        if entries["train"]["sentences"] == 0:
+            raise NmtError(f"no training pairs left after cleaning ({train_report})")
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "src": src,
+            "tgt": tgt,
+            "spm_model": "spm.model",
+            "vocab_size": len(vocab),
+            "token_dtype": dtype,
+            "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
+            "splits": entries,
+            "cleaning": {"options": asdict(options.cleaning), "train": train_report},
+            "spm": {"vocab_size": options.vocab_size, "max_sentences": options.spm_max_sentences,
+                    "sampled_sentences": spm["sample_sentences"], "seed": options.seed, "model_type": "bpe",
+                    "sha256": spm["sha256"]},
+            "corpora": {split: [corpus.name for corpus in corpora] for split, corpora in splits.items()},
+            **provenance,
+        }
+        path = self.out_dir / "manifest.json"
+        if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(manifest)):
+            _write_json_atomic(path, manifest)
+        return Prepared(manifest, self.steps)
+
+    def _extract(self, splits: dict[str, list[Corpus]], files: dict[str, tuple[Path, str]]) -> dict:
+        sources = {source for corpora in splits.values() for corpus in corpora for source in (corpus.src, corpus.tgt)}
+        texts = {}
+        by_file: dict[str, list[Source]] = {}
+        for source in sources:
+            if source.file not in files:
+                raise NmtError(f"{source.file}: not among the recipe's files")
+            if source.needs_extraction:
+                by_file.setdefault(source.file, []).append(source)
+            else:
+                path, fingerprint = files[source.file]
+                texts[source] = (path, fingerprint)
+        for name, wanted in sorted(by_file.items()):
+            wanted.sort(key=lambda source: source.inner_name)
+            path, fingerprint = files[name]
+            folder = self.work / "extracted"
+            params = {"file": name, "fingerprint": fingerprint, "members": [s.inner_name for s in wanted]}
+
+            def run(path=path, wanted=wanted, folder=folder) -> tuple[list[Path], dict]:
+                outputs = extract(path, wanted, folder, self.progress)
+                return list(outputs.values()), {}
+
+            self.step(f"extract/{Path(name).name}", params, run)
+            for source in wanted:
+                texts[source] = (folder / source.extracted_name(), f"{fingerprint}:{source.inner_name}")
+        return texts
+
+    def _index(self, corpora: list[Corpus], texts: dict) -> dict:
+        params = {"corpora": [[corpus.name, texts[corpus.src][1], texts[corpus.tgt][1]] for corpus in corpora],
+                  "shard_lines": SHARD_LINES}
+
+        def run() -> tuple[list[Path], dict]:
+            indexed = []
+            for corpus in corpora:
+                src_path, tgt_path = texts[corpus.src][0], texts[corpus.tgt][0]
+                src_offsets, src_lines = _shard_offsets(src_path)
+                tgt_offsets, tgt_lines = _shard_offsets(tgt_path)
+                if src_lines != tgt_lines:
+                    raise NmtError(f"{corpus.name}: {_describe(corpus.src, src_path)} has {src_lines:,} lines but "
+                                   f"{_describe(corpus.tgt, tgt_path)} has {tgt_lines:,}; the sides must pair up")
+                indexed.append({"name": corpus.name, "src": str(src_path), "tgt": str(tgt_path), "lines": src_lines,
+                                "shards": [[s, t] for s, t in zip(src_offsets, tgt_offsets)]})
+            return [], {"corpora": indexed, "pairs": sum(c["lines"] for c in indexed)}
+
+        result = self.step("index", params, run)
+        result["digest"] = digest(params)
+        return result
+
+    def _references(self, split: str, corpora: list[Corpus], texts: dict, src: str, tgt: str) -> dict:
+        """Valid/test lines exactly as they were (checked UTF-8), concatenated over the split's corpora."""
+        outputs = [self.out_dir / f"{split}.{src}", self.out_dir / f"{split}.{tgt}"]
+        params = {"inputs": [[texts[c.src][1], texts[c.tgt][1]] for c in corpora], "outputs": [p.name for p in outputs]}
+
+        def run() -> tuple[list[Path], dict]:
+            temporary = [path.with_name(path.name + ".tmp") for path in outputs]
+            lines = 0
+            with open(temporary[0], "w", encoding="utf-8", newline="") as src_out, \
+                    open(temporary[1], "w", encoding="utf-8", newline="") as tgt_out:
+                for corpus in corpora:
+                    for src_line, tgt_line in read_parallel(texts[corpus.src][0], texts[corpus.tgt][0]):
+                        src_out.write(src_line + "\n")
+                        tgt_out.write(tgt_line + "\n")
+                        lines += 1
+            for tmp, path in zip(temporary, outputs):
+                os.replace(tmp, path)
+            return outputs, {"lines": lines}
+
+        result = self.step(f"references/{split}", params, run)
+        return {"paths": outputs, "fingerprints": [file_fingerprint(p) for p in outputs], **result}
+
+    def _spm(self, index: dict, options: PrepareOptions) -> dict:
+        cleaning = options.cleaning
+        params = {"index": index["digest"], "vocab_size": options.vocab_size, "sample": options.spm_max_sentences,
+                  "seed": options.seed, "max_chars": cleaning.max_chars, "invalid_utf8": cleaning.invalid_utf8}
+        model = self.out_dir / "spm.model"
+
+        def run() -> tuple[list[Path], dict]:
+            sample_path = self.work / "spm-sample.txt"
+            sentences = _write_sample(index, options, sample_path)
+            if sentences == 0:
+                raise NmtError("no training text left after cleaning to learn a vocabulary from")
+            self.log(f"spm: training a {options.vocab_size}-piece BPE model on {sentences:,} sentences")
+            # In a process of its own: its memory (which the sample size bounds) is returned when it ends, and
+            # measured apart from the streaming steps'.
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                trained, child_peak = pool.submit(_train_spm, str(sample_path), str(self.work / "spm"),
+                                                  options.vocab_size, sentences, os.cpu_count() or 1).result()
+            os.replace(trained, model)
+            sample_path.unlink()
+            sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+            return [model], {"sha256": sha256, "sample_sentences": sentences, "spm_peak_rss_mb": child_peak}
+
+        return self.step("spm", params, run)
+
+    def _binarize_train(self, index: dict, spm: dict, options: PrepareOptions, src: str, tgt: str,
+                        dtype: str) -> dict:
+        params = {"index": index["digest"], "spm": spm["sha256"], "cleaning": asdict(options.cleaning)}
+        outputs = [self.out_dir / f"train.{lang}.{ext}" for lang in (src, tgt) for ext in ("bin", "idx")]
+        shard_dir = self.work / f"shards-{digest(params)}"
+
+        def run() -> tuple[list[Path], dict]:
+            for stale in self.work.glob("shards-*"):  # shards of other options: of no further use
+                if stale != shard_dir:
+                    shutil.rmtree(stale, ignore_errors=True)
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            tasks = []
+            for corpus_number, corpus in enumerate(index["corpora"]):
+                for shard_number, (src_offset, tgt_offset) in enumerate(corpus["shards"]):
+                    first = shard_number * SHARD_LINES
+                    tasks.append(ShardTask(
+                        prefix=str(shard_dir / f"{corpus_number:03d}-{shard_number:06d}"),
+                        src_path=corpus["src"], tgt_path=corpus["tgt"], src_offset=src_offset,
+                        tgt_offset=tgt_offset, first_line=first + 1, lines=min(SHARD_LINES, corpus["lines"] - first),
+                        spm_model=str(self.out_dir / "spm.model"), dtype=dtype, cleaning=options.cleaning))
+            results = self._run_shards(tasks, options.workers, index["pairs"])
+            report = {"kept": 0, "dropped": {}}
+            for result in results:
+                report["kept"] += result["kept"]
+                for reason, count in result["dropped"].items():
+                    report["dropped"][reason] = report["dropped"].get(reason, 0) + count
+            prefixes = [task.prefix for task in tasks]
+            src_entry = merge_shards(prefixes, "src", self.out_dir / f"train.{src}", dtype)
+            tgt_entry = merge_shards(prefixes, "tgt", self.out_dir / f"train.{tgt}", dtype)
+            shutil.rmtree(shard_dir)
+            entry = {"sentences": src_entry["sentences"], "src": src_entry, "tgt": tgt_entry, "report": report,
+                     "workers_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in results), default=0)}
+            return outputs, entry
+
+        result = dict(self.step("binarize/train", params, run))
+        result.pop("workers_peak_rss_mb", None)
+        return result
+
+    def _run_shards(self, tasks: list[ShardTask], workers: int, pairs: int) -> list[dict]:
+        done_pairs = 0
+        results = []
+
+        def advance(task: ShardTask, result: dict) -> None:
+            nonlocal done_pairs
+            done_pairs += task.lines
+            results.append(result)
+            if self.progress:
+                self.progress("binarize train", done_pairs, pairs, "pairs")
+
+        if workers == 1:
+            for task in tasks:
+                advance(task, binarize_shard(task))
+            return results
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            try:
+                for task, result in zip(tasks, pool.map(binarize_shard, tasks)):
+                    advance(task, result)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return results
+
+    def _binarize_reference(self, split: str, reference: dict, spm: dict, vocab: Vocab, src: str, tgt: str,
+                            dtype: str) -> dict:
+        params = {"spm": spm["sha256"], "references": reference["fingerprints"]}
+        outputs = [self.out_dir / f"{split}.{lang}.{ext}" for lang in (src, tgt) for ext in ("bin", "idx")]
+
+        def run() -> tuple[list[Path], dict]:
+            # Line for line and unfiltered (an empty line becomes end-of-sentence alone): the references must keep
+            # their count and order. Normalized as the training text was, so the model sees the same kind of input.
+            entry = {}
+            for lang, path in zip((src, tgt), reference["paths"]):
+                writer = TokenArrayWriter(self.out_dir / f"{split}.{lang}", token_dtype(len(vocab)))
+                try:
+                    batch = []
+                    for line in _read_text(path):
+                        batch.append(normalize(line))
+                        if len(batch) == ENCODE_BATCH:
+                            writer.add_many(vocab.encode(batch))
+                            batch = []
+                    writer.add_many(vocab.encode(batch))
+                except BaseException:
+                    writer.abort()
+                    raise
+                entry["src" if lang == src else "tgt"] = writer.close()
+            return outputs, {"sentences": entry["src"]["sentences"], **entry,
+                             "text": {"src": f"{split}.{src}", "tgt": f"{split}.{tgt}"}}
+
+        return self.step(f"binarize/{split}", params, run)
 
 
-def _chunks(pairs, size: int = ENCODE_CHUNK):
-    chunk = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _read_text(path: Path):
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        for line in handle:
+            yield line[:-1] if line.endswith("\n") else line
 
 
-def _binarize_pairs(chunks, vocab: Vocab, out_dir: Path, split: str, src: str, tgt: str, dtype, keep=None) -> dict:
-    src_writer = TokenArrayWriter(out_dir / f"{split}.{src}", dtype)
-    tgt_writer = TokenArrayWriter(out_dir / f"{split}.{tgt}", dtype)
+def _shard_offsets(path: Path) -> tuple[list[int], int]:
+    """Byte offsets of lines 0, SHARD_LINES, 2 * SHARD_LINES, ... and the number of lines ('\\n' ends a line)."""
+    offsets, lines, position = [], 0, 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if lines % SHARD_LINES == 0:
+                offsets.append(position)
+            position += len(line)
+            lines += 1
+    return offsets, lines
+
+
+def _describe(source: Source, path: Path) -> str:
+    return f"{source.file}:{source.member}" if source.member else str(path)
+
+
+def _write_sample(index: dict, options: PrepareOptions, sample_path: Path) -> int:
+    """A seeded uniform sample of training pairs, normalized and cleaned as binarization will, both sides."""
+    total = index["pairs"]
+    wanted_pairs = min(total, math.ceil(options.spm_max_sentences / 2))
+    chosen = sorted(random.Random(options.seed).sample(range(total), wanted_pairs))
+    cleaning = CleaningOptions(**{**asdict(options.cleaning), "invalid_utf8": "drop"})
+    sentences, base, cursor = 0, 0, 0
+    tmp = sample_path.with_name(sample_path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for corpus in index["corpora"]:
+            end = base + corpus["lines"]
+            with open(corpus["src"], "rb") as src_file, open(corpus["tgt"], "rb") as tgt_file:
+                for number, (src_bytes, tgt_bytes) in enumerate(zip(src_file, tgt_file), start=base):
+                    if cursor == len(chosen) or chosen[cursor] >= end:
+                        break
+                    if number != chosen[cursor]:
+                        continue
+                    cursor += 1
+                    try:
+                        pair = clean_text_pair(src_bytes.rstrip(b"\n").decode("utf-8"),
+                                               tgt_bytes.rstrip(b"\n").decode("utf-8"), cleaning, CleaningReport())
+                    except UnicodeDecodeError:
+                        continue
+                    if pair:
+                        out.write(f"{pair[0]}\n{pair[1]}\n")
+                        sentences += 2
+            base = end
+    os.replace(tmp, sample_path)
+    return sentences
+
+
+def _train_spm(sample: str, prefix: str, vocab_size: int, sentences: int, threads: int) -> tuple[str, float]:
     try:
-        for chunk in chunks:
-            src_ids = vocab.encode([s for s, _ in chunk])
-            tgt_ids = vocab.encode([t for _, t in chunk])
-            for s, t in zip(src_ids, tgt_ids):
-                if keep is None or keep(len(s), len(t)):
-                    src_writer.add(s)
-                    tgt_writer.add(t)
-    except BaseException:
-        src_writer.abort()
-        tgt_writer.abort()
-        raise
-    src_entry, tgt_entry = src_writer.close(), tgt_writer.close()
-    return {"sentences": src_entry["sentences"], "src": src_entry, "tgt": tgt_entry}
-
-
-def _copy_text(pairs, src_path: Path, tgt_path: Path) -> None:
-    """The lines exactly as they were (decoded and checked UTF-8), one per line."""
-    src_tmp, tgt_tmp = src_path.with_name(src_path.name + ".tmp"), tgt_path.with_name(tgt_path.name + ".tmp")
-    with open(src_tmp, "w", encoding="utf-8", newline="") as src_out, \
-            open(tgt_tmp, "w", encoding="utf-8", newline="") as tgt_out:
-        for src_line, tgt_line in pairs:
-            src_out.write(src_line + "\n")
-            tgt_out.write(tgt_line + "\n")
-    os.replace(src_tmp, src_path)
-    os.replace(tgt_tmp, tgt_path)
+        model = train_sentencepiece(Path(sample), Path(prefix), vocab_size, sentences, threads=threads)
+    except RuntimeError as error:
+        raise NmtError(f"SentencePiece training failed: {str(error).strip().splitlines()[-1]}") from None
+    return str(model), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _write_json_atomic(path: Path, value) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
+import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -63,17 +65,29 @@ def read_parallel(src_path: Path, tgt_path: Path) -> Iterator[tuple[str, str]]:
 
 def normalize(line: str) -> str:
     """Unicode NFC, control characters removed, whitespace runs folded to one space, ends stripped."""
-    line = unicodedata.normalize("NFC", line)
-    line = "".join(ch for ch in line if not _is_control(ch))
+    if not line.isascii():
+        line = unicodedata.normalize("NFC", line)  # a no-op check, fast, on text already in NFC
+        line = _control_characters().sub("", line)
+    elif not line.isprintable():
+        line = _control_characters().sub("", line)
     return _WHITESPACE.sub(" ", line).strip()
 
 
-def _is_control(ch: str) -> bool:
-    # Cc (C0/C1 controls) and Cf other than joiners that scripts need (ZWJ/ZWNJ) are invisible noise in corpora.
-    category = unicodedata.category(ch)
-    if category == "Cc":
-        return not ch.isspace()
-    return category == "Cf" and ch not in "\u200c\u200d"
+@functools.cache
+def _control_characters() -> re.Pattern:
+    """A character class of the invisible noise in corpora: Cc controls that are not whitespace (whitespace is folded
+    instead), and Cf format characters other than the joiners scripts need (ZWNJ, ZWJ). Built once, from the
+    running Python's Unicode tables (a regex is ~50x faster than testing each character in Python)."""
+    ranges: list[list[int]] = []
+    for code_point in range(sys.maxunicode + 1):
+        ch = chr(code_point)
+        category = unicodedata.category(ch)
+        if (category == "Cc" and not ch.isspace()) or (category == "Cf" and ch not in "\u200c\u200d"):
+            if ranges and ranges[-1][1] == code_point - 1:
+                ranges[-1][1] = code_point
+            else:
+                ranges.append([code_point, code_point])
+    return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges) + "]")
 
 
 @dataclass
@@ -82,6 +96,9 @@ class CleaningOptions:
     max_tokens: int = 250  # per side, in SentencePiece pieces (fairseq's WMT recipe uses 250)
     max_ratio: float = 1.5  # longer side / shorter side, in pieces (as in fairseq's clean-corpus-n with ratio 1.5)
     ratio_min_tokens: int = 10  # the ratio applies only when the longer side has more pieces than this
+    # A training line that is not UTF-8: "error" stops with file:line (your own corpus: fix it), "drop" drops the
+    # pair and counts it (downloaded web-crawled corpora, where one bad byte must not stop a 4.5M-pair run).
+    invalid_utf8: str = "error"
 
 
 class CleaningReport:

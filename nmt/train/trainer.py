@@ -23,7 +23,8 @@ import torch
 from nmt.checkpoint import link_checkpoint, load_checkpoint, make_payload, prune_checkpoints, save_checkpoint
 from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict, replace_fields
 from nmt.data.batching import make_batches
-from nmt.data.dataset import ParallelDataset, load_manifest
+from nmt.data.binary import load_manifest
+from nmt.data.dataset import ParallelDataset
 from nmt.device import pick_device
 from nmt.errors import NmtError
 from nmt.model.transformer import build_model, count_parameters

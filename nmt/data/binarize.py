@@ -1,0 +1,160 @@
+"""Cleaning, encoding and binarizing the training data in shards, in worker processes, and merging the shards.
+
+The index step cuts each training corpus into shards of a fixed number of lines and records where each shard starts
+in both files. A worker takes a shard: it reads its lines (seeking, not scanning), normalizes and cleans them,
+encodes them with SentencePiece, drops pairs outside the token limits, and writes the shard's .bin/.idx and a small
+JSON of its counts. Shards are independent, so they run in any order on any number of processes, and a shard that
+finished before an interruption is not redone. Merging concatenates the shards in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmt.data.binary import TokenArrayWriter
+from nmt.data.text import CleaningOptions, CleaningReport, clean_text_pair, keep_token_pair
+from nmt.errors import NmtError
+from nmt.vocab import Vocab
+
+ENCODE_BATCH = 10_000  # lines per SentencePiece call: large enough to be fast, small enough to bound memory
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    prefix: str  # the shard writes PREFIX.src.bin/.idx, PREFIX.tgt.bin/.idx and PREFIX.json
+    src_path: str
+    tgt_path: str
+    src_offset: int  # byte offsets of the shard's first line
+    tgt_offset: int
+    first_line: int  # its line number (from 1), for messages
+    lines: int
+    spm_model: str
+    dtype: str
+    cleaning: CleaningOptions
+
+    def done(self) -> dict | None:
+        try:
+            return json.loads(Path(self.prefix + ".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+
+_VOCABS: dict[str, Vocab] = {}  # one per worker process and model file
+
+
+def _vocab(path: str) -> Vocab:
+    if path not in _VOCABS:
+        _VOCABS[path] = Vocab.from_file(Path(path))
+    return _VOCABS[path]
+
+
+def _read_lines(handle, count: int, path: str, first_line: int) -> list[bytes]:
+    lines = []
+    for number in range(first_line, first_line + count):
+        line = handle.readline()
+        if not line:
+            raise NmtError(f"{path}: ends at line {number - 1}, before the indexed {first_line + count - 1} "
+                           "(changed since it was indexed? run prepare again)")
+        lines.append(line)
+    return lines
+
+
+def binarize_shard(task: ShardTask) -> dict:
+    """Clean, encode, filter and write one shard; returns its counts (also left in PREFIX.json)."""
+    done = task.done()
+    if done is not None:
+        return done
+    cleaning, report = task.cleaning, CleaningReport()
+    with open(task.src_path, "rb") as src_file, open(task.tgt_path, "rb") as tgt_file:
+        src_file.seek(task.src_offset)
+        tgt_file.seek(task.tgt_offset)
+        src_raw = _read_lines(src_file, task.lines, task.src_path, task.first_line)
+        tgt_raw = _read_lines(tgt_file, task.lines, task.tgt_path, task.first_line)
+
+    pairs = []
+    for number, (src_bytes, tgt_bytes) in enumerate(zip(src_raw, tgt_raw), start=task.first_line):
+        try:
+            src_line = src_bytes.rstrip(b"\n").decode("utf-8")
+            tgt_line = tgt_bytes.rstrip(b"\n").decode("utf-8")
+        except UnicodeDecodeError:
+            if cleaning.invalid_utf8 == "drop":
+                report.dropped["invalid_utf8"] += 1
+                continue
+            bad = task.src_path if not _is_utf8(src_bytes) else task.tgt_path
+            raise NmtError(f"{bad}:{number}: not valid UTF-8") from None
+        pair = clean_text_pair(src_line, tgt_line, cleaning, report)
+        if pair:
+            pairs.append(pair)
+    del src_raw, tgt_raw
+
+    vocab = _vocab(task.spm_model)
+    src_writer = TokenArrayWriter(Path(task.prefix + ".src"), np.dtype(task.dtype))
+    tgt_writer = TokenArrayWriter(Path(task.prefix + ".tgt"), np.dtype(task.dtype))
+    try:
+        for start in range(0, len(pairs), ENCODE_BATCH):
+            batch = pairs[start:start + ENCODE_BATCH]
+            src_ids = vocab.encode([src for src, _ in batch])
+            tgt_ids = vocab.encode([tgt for _, tgt in batch])
+            keep = [keep_token_pair(len(s), len(t), cleaning, report) for s, t in zip(src_ids, tgt_ids)]
+            src_writer.add_many([ids for ids, kept in zip(src_ids, keep) if kept])
+            tgt_writer.add_many([ids for ids, kept in zip(tgt_ids, keep) if kept])
+    except BaseException:
+        src_writer.abort()
+        tgt_writer.abort()
+        raise
+    src_entry, tgt_entry = src_writer.close(), tgt_writer.close()
+    result = {**report.as_dict(), "src_tokens": src_entry["tokens"], "tgt_tokens": tgt_entry["tokens"],
+              "peak_rss_mb": peak_rss_mb()}
+    tmp = Path(task.prefix + ".json.tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, task.prefix + ".json")
+    return result
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kibibytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def merge_shards(prefixes: list[str], side: str, out_prefix: Path, dtype: np.dtype) -> dict:
+    """Concatenate the shards' `side` ("src" or "tgt") into OUT_PREFIX.bin/.idx, atomically."""
+    out_prefix = Path(out_prefix)
+    bin_tmp = out_prefix.with_name(out_prefix.name + ".bin.tmp")
+    idx_tmp = out_prefix.with_name(out_prefix.name + ".idx.tmp")
+    base = 0
+    sentences = 0
+    try:
+        with open(bin_tmp, "wb") as bin_out, open(idx_tmp, "wb") as idx_out:
+            np.zeros(1, dtype=np.int64).tofile(idx_out)
+            for prefix in prefixes:
+                with open(f"{prefix}.{side}.bin", "rb") as shard:
+                    shutil.copyfileobj(shard, bin_out, 1 << 22)
+                offsets = np.fromfile(f"{prefix}.{side}.idx", dtype=np.int64)
+                (offsets[1:] + base).tofile(idx_out)
+                base += int(offsets[-1])
+                sentences += len(offsets) - 1
+        if bin_tmp.stat().st_size != base * np.dtype(dtype).itemsize:
+            raise NmtError(f"{out_prefix}: merged shards do not match their indexes (a damaged shard)")
+    except BaseException:
+        bin_tmp.unlink(missing_ok=True)
+        idx_tmp.unlink(missing_ok=True)
+        raise
+    bin_name, idx_name = out_prefix.name + ".bin", out_prefix.name + ".idx"
+    os.replace(bin_tmp, out_prefix.with_name(bin_name))
+    os.replace(idx_tmp, out_prefix.with_name(idx_name))
+    return {"sentences": sentences, "tokens": base, "bin": bin_name, "idx": idx_name}

@@ -1,0 +1,98 @@
+"""The binarized format on disk: token arrays and the manifest. No torch here: prepare's workers import this.
+
+A side of a split is two files: NAME.bin, every sentence's token ids (end-of-sentence included) one after another
+(uint16 when the vocabulary fits, else int32), and NAME.idx, the int64 offsets of the sentences (n + 1 of them).
+Both are memory-mapped: a WMT-sized corpus is never read whole into memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nmt.errors import NmtError
+from nmt.vocab import EOS_ID
+
+MANIFEST_FORMAT = "nmt-data"
+MANIFEST_VERSION = 1
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+class TokenArrayWriter:
+    """Appends sentences to PREFIX.bin/.idx under temporary names; `close()` renames them into place."""
+
+    def __init__(self, prefix: Path, dtype: np.dtype):
+        self.prefix, self.dtype = Path(prefix), np.dtype(dtype)
+        self.lengths: list[int] = []
+        self._bin_tmp = self.prefix.with_name(self.prefix.name + ".bin.tmp")
+        self._handle = open(self._bin_tmp, "wb")
+
+    def add(self, token_ids: list[int]) -> None:
+        """One sentence; end-of-sentence is appended here."""
+        self.add_many([token_ids])
+
+    def add_many(self, sentences: list[list[int]]) -> None:
+        """Sentences written with one array conversion: far faster than one per sentence."""
+        flat: list[int] = []
+        for ids in sentences:
+            flat.extend(ids)
+            flat.append(EOS_ID)
+            self.lengths.append(len(ids) + 1)
+        self._handle.write(np.asarray(flat, dtype=self.dtype).tobytes())
+
+    def close(self) -> dict:
+        self._handle.close()
+        offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=offsets[1:])
+        idx_tmp = self.prefix.with_name(self.prefix.name + ".idx.tmp")
+        offsets.tofile(idx_tmp)
+        bin_name, idx_name = self.prefix.name + ".bin", self.prefix.name + ".idx"
+        os.replace(self._bin_tmp, self.prefix.with_name(bin_name))
+        os.replace(idx_tmp, self.prefix.with_name(idx_name))
+        return {"sentences": len(self.lengths), "tokens": int(offsets[-1]), "bin": bin_name, "idx": idx_name}
+
+    def abort(self) -> None:
+        self._handle.close()
+        self._bin_tmp.unlink(missing_ok=True)
+
+
+class TokenArray:
+    """The sentences of one side of one split, memory-mapped."""
+
+    def __init__(self, bin_path: Path, idx_path: Path, dtype: np.dtype):
+        for path in (bin_path, idx_path):
+            if not path.is_file():
+                raise NmtError(f"{path}: file not found (prepare the data again with `nmt prepare`)")
+        self.offsets = np.fromfile(idx_path, dtype=np.int64)
+        expected = int(self.offsets[-1]) * dtype.itemsize if len(self.offsets) else 0
+        if len(self.offsets) == 0 or bin_path.stat().st_size != expected:
+            raise NmtError(f"{bin_path}: size does not match its index {idx_path.name} (a damaged dataset)")
+        # np.memmap cannot map an empty file; an empty split has nothing to map.
+        self.tokens = np.memmap(bin_path, dtype=dtype, mode="r") if expected else np.zeros(0, dtype=dtype)
+        self.lengths = np.diff(self.offsets).astype(np.int64)  # end-of-sentence included
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.tokens[self.offsets[index]:self.offsets[index + 1]]
+
+
+def load_manifest(data_dir: Path) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise NmtError(f"{data_dir}: no manifest.json; prepare a dataset there with `nmt prepare`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise NmtError(f"{path}: not a valid JSON manifest") from None
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
+        raise NmtError(f"{path}: data format {manifest.get('format')!r} version {manifest.get('version')!r}; "
+                       f"this nmt reads {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}: prepare the data again")
+    return manifest
