@@ -114,10 +114,9 @@ def prepare(
         cleaning = RECIPES[corpus].cleaning
     else:
         raise NmtError(f"unknown corpus {corpus!r}; `nmt prepare --list` shows the recipes")
-    cleaning = replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio})
-    default_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
-    options = PrepareOptions(vocab_size=vocab_size or default_vocab, spm_max_sentences=spm_sample,
-                             workers=workers or min(os.cpu_count() or 1, 8), cleaning=cleaning)
+    options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample,
+                             workers=workers or min(os.cpu_count() or 1, 8),
+                             cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
         console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")

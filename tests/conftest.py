@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,59 @@ def trained_checkpoint(copy_data, tmp_path_factory) -> Path:
     torch.set_num_threads(2)
     Trainer(copy_data, save_dir, tiny.model, train).run()
     return save_dir / "checkpoint_last.pt"
+
+
+class FileServer(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder on 127.0.0.1 with HTTP Range support, as statmt.org and GitHub do. The first full request of
+    each path in `drop_once` is cut a third of the way in (the connection drops); `requests` records
+    (path, Range header) of every request."""
+
+    drop_once: set = set()
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = Path(self.directory) / self.path.lstrip("/")
+        type(self).requests.append((self.path, self.headers.get("Range")))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if self.path in type(self).drop_once and not self.headers.get("Range"):
+            type(self).drop_once.discard(self.path)
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+class _Served:
+    def __init__(self, url: str, root: Path):
+        self.url, self.root = url, root
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/served."""
+    root = tmp_path / "served"
+    root.mkdir()
+    FileServer.requests, FileServer.drop_once = [], set()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FileServer(*a, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield _Served(f"http://127.0.0.1:{httpd.server_address[1]}", root)
+    httpd.shutdown()
+    httpd.server_close()

@@ -1,11 +1,10 @@
 """Downloads against a real HTTP server on 127.0.0.1: checksums, resume after a dropped connection, mirrors."""
 
 import hashlib
-import http.server
-import threading
-from pathlib import Path
 
 import pytest
+
+from conftest import FileServer
 
 from nmt.data.download import RemoteFile, fetch
 from nmt.errors import NmtError
@@ -13,52 +12,10 @@ from nmt.errors import NmtError
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 
 
-class FlakyHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder with Range support; the first full request of `drop_once` files is cut mid-body."""
-
-    drop_once: set = set()
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        path = Path(self.directory) / self.path.lstrip("/")
-        type(self).requests.append((self.path, self.headers.get("Range")))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        body = data[start:]
-        if self.path in type(self).drop_once and not self.headers.get("Range"):
-            type(self).drop_once.discard(self.path)
-            self.wfile.write(body[: len(body) // 3])
-            self.wfile.flush()
-            self.connection.shutdown(2)  # the connection drops a third of the way in
-            return
-        self.wfile.write(body)
-
-
 @pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    (root / "corpus.bin").write_bytes(PAYLOAD)
-    FlakyHandler.requests = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FlakyHandler(*a, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
+def server(file_server):
+    (file_server.root / "corpus.bin").write_bytes(PAYLOAD)
+    return file_server.url, file_server.root
 
 
 def remote(url, payload=PAYLOAD, sha256=None):
@@ -69,17 +26,17 @@ def test_download_verifies_and_lands_under_its_name(server, tmp_path):
     url, _ = server
     path = fetch(remote(url), tmp_path / "dl")
     assert path.read_bytes() == PAYLOAD and not (tmp_path / "dl" / "corpus.bin.part").exists()
-    before = len(FlakyHandler.requests)
+    before = len(FileServer.requests)
     assert fetch(remote(url), tmp_path / "dl") == path  # already there and verified: no request
-    assert len(FlakyHandler.requests) == before
+    assert len(FileServer.requests) == before
 
 
 def test_a_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
     url, _ = server
-    FlakyHandler.drop_once = {"/corpus.bin"}
+    FileServer.drop_once = {"/corpus.bin"}
     path = fetch(remote(url), tmp_path / "dl", backoff=0.01)
     assert path.read_bytes() == PAYLOAD
-    ranges = [r for _, r in FlakyHandler.requests if r]
+    ranges = [r for _, r in FileServer.requests if r]
     assert ranges and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
 
 

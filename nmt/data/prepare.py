@@ -26,7 +26,7 @@ import resource
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
@@ -48,11 +48,17 @@ ENCODE_BATCH = 10_000
 
 @dataclass
 class PrepareOptions:
-    vocab_size: int = 8000
+    vocab_size: int | None = None  # None: the recipe's (8000 for your own corpora)
     spm_max_sentences: int = 2_000_000  # sentences (both sides together) sampled to train SentencePiece
     workers: int = 1  # processes that clean, encode and binarize the training shards
     seed: int = 1  # of the SentencePiece sample
-    cleaning: CleaningOptions = field(default_factory=CleaningOptions)
+    cleaning: CleaningOptions | None = None  # None: the recipe's (the defaults for your own corpora)
+
+    def resolved(self, vocab_size: int, cleaning: CleaningOptions) -> "PrepareOptions":
+        """These options with the recipe's values where they are None, validated."""
+        options = replace(self, vocab_size=self.vocab_size or vocab_size, cleaning=self.cleaning or cleaning)
+        options.validate()
+        return options
 
     def validate(self) -> None:
         if self.vocab_size < 300:
@@ -78,7 +84,7 @@ def prepare_recipe(recipe: Recipe, out_dir: Path, options: PrepareOptions, mirro
                    verify_checksum: bool = True, progress: Progress | None = None,
                    log: Log = lambda message: None) -> Prepared:
     """Fetch a recipe's files (or take them from `mirror`) and prepare them into `out_dir`."""
-    options.validate()
+    options = options.resolved(recipe.vocab_size, recipe.cleaning)
     pipeline = _Pipeline(Path(out_dir), log, progress)
     files = {}
     for name, remote in recipe.files.items():
@@ -104,7 +110,7 @@ def prepare_corpus(out_dir: Path, src: str, tgt: str, split_paths: dict[str, tup
                    options: PrepareOptions, provenance: dict, log: Log = lambda message: None,
                    progress: Progress | None = None) -> Prepared:
     """Prepare your own files: `split_paths` is {"train": (src_file, tgt_file), "valid": ..., "test": ...}."""
-    options.validate()
+    options = options.resolved(8000, CleaningOptions())
     for paths in split_paths.values():
         for path in paths:
             if not Path(path).is_file():
