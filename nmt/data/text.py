@@ -14,8 +14,6 @@ from typing import Iterator
 
 from nmt.errors import NmtError
 
-# Any run of Unicode whitespace (tabs, no-break spaces, line/paragraph separators, '\r') becomes one space.
-_WHITESPACE = re.compile(r"\s+")
 
 
 def open_bytes(path: Path):
@@ -70,7 +68,8 @@ def normalize(line: str) -> str:
         line = _control_characters().sub("", line)
     elif not line.isprintable():
         line = _control_characters().sub("", line)
-    return _WHITESPACE.sub(" ", line).strip()
+    # str.split() splits at exactly the characters regex \s matches (str.isspace()), and is several times faster.
+    return " ".join(line.split())
 
 
 @functools.cache
