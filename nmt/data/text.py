@@ -15,7 +15,6 @@ from typing import Iterator
 from nmt.errors import NmtError
 
 
-
 def open_bytes(path: Path):
     path = Path(path)
     if not path.is_file():
