@@ -2,10 +2,16 @@
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+from conftest import REPO, run_nmt, write_copy_corpus
 from nmt.data.binary import load_manifest
 from nmt.data.dataset import ParallelDataset
 from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus
@@ -117,3 +123,25 @@ def test_a_manifest_from_another_version_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "nmt-data", "version": 99}))
     with pytest.raises(NmtError, match="version 99"):
         load_manifest(tmp_path)
+
+
+def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped(tmp_path):
+    corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 150_000), ("valid", 50)))
+    out = tmp_path / "data"
+    args = ["prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
+            "--valid", str(corpus / "valid"), "--vocab-size", "300", "--workers", "2", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "nmt", *args], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in process.stderr:
+        if "binarize/train" in line:  # the slow step has started
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=60)[1]
+    assert process.returncode == 130 and "interrupted" in rest and "Traceback" not in rest, rest
+    assert not (out / "manifest.json").exists() and not list(out.glob("train.*"))
+
+    run_nmt(*args)
+    ran = [json.loads(line)["step"] for line in (out / "prepare.jsonl").read_text().splitlines()]
+    assert ran == ["index", "references/valid", "spm", "binarize/train", "binarize/valid"], "nothing ran twice"
+    assert load_manifest(out)["splits"]["train"]["sentences"] == 150_000

@@ -17,6 +17,7 @@ a DATA_DIR with a manifest.json is complete, and an interrupted run picks up at 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -24,8 +25,8 @@ import os
 import random
 import resource
 import shutil
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -290,11 +291,12 @@ class _Pipeline:
             self.log(f"spm: training a {options.vocab_size}-piece BPE model on {sentences:,} sentences")
             # In a process of its own: its memory (which the sample size bounds) is returned when it ends, and
             # measured apart from the streaming steps'.
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                trained, child_peak = pool.submit(_train_spm, str(sample_path), str(self.work / "spm"),
-                                                  options.vocab_size, sentences, os.cpu_count() or 1).result()
+            with _worker_pool(1) as pool:
+                trained, child_peak = pool.apply_async(_train_spm, (str(sample_path), str(self.work / "spm"),
+                                                       options.vocab_size, sentences, os.cpu_count() or 1)).get()
             os.replace(trained, model)
             sample_path.unlink()
+            (self.work / "spm.vocab").unlink(missing_ok=True)  # the pieces are in the model; this copy is unused
             sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
             return [model], {"sha256": sha256, "sample_sentences": sentences, "spm_peak_rss_mb": child_peak}
 
@@ -353,13 +355,9 @@ class _Pipeline:
             for task in tasks:
                 advance(task, binarize_shard(task))
             return results
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            try:
-                for task, result in zip(tasks, pool.map(binarize_shard, tasks)):
-                    advance(task, result)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        with _worker_pool(workers) as pool:
+            for task, result in zip(tasks, pool.imap(binarize_shard, tasks)):
+                advance(task, result)
         return results
 
     def _binarize_reference(self, split: str, reference: dict, spm: dict, vocab: Vocab, src: str, tgt: str,
@@ -389,6 +387,22 @@ class _Pipeline:
                              "text": {"src": f"{split}.{src}", "tgt": f"{split}.{tgt}"}}
 
         return self.step(f"binarize/{split}", params, run)
+
+
+@contextlib.contextmanager
+def _worker_pool(processes: int):
+    """Fresh ("spawn") worker processes that leave Ctrl-C to this one: on an interrupt or an error they are stopped
+    at once (a shard or a SentencePiece run in progress is abandoned; its temporary files never get a final name)."""
+    pool = get_context("spawn").Pool(processes, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
 
 
 def _read_text(path: Path):
