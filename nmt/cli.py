@@ -120,13 +120,18 @@ def prepare(
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
         console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
-    with _progress_bars() as hook:
-        if corpus == "custom":
-            splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
-                      for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
-            prepared = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
-        else:
-            prepared = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+    try:
+        with _progress_bars() as hook:
+            if corpus == "custom":
+                splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
+                          for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
+                prepared = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
+            else:
+                prepared = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+    except KeyboardInterrupt:
+        console.print(f"[bold red]interrupted:[/] {out} is incomplete (no manifest.json); run the same command "
+                      "again to go on from where it stopped", soft_wrap=True)
+        raise typer.Exit(130) from None
     manifest = prepared.manifest
     if all(step["status"] == "skipped" for step in prepared.steps.values()):
         console.print(f"[green]up to date[/] {out}: every step was done already with these options")
