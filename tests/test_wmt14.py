@@ -9,6 +9,7 @@ gigabyte originals.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import random
@@ -241,3 +242,43 @@ def test_the_list_shows_the_wmt14_recipes_with_sizes_and_sources():
     for name in ("wmt14-en-de", "wmt14-en-fr", "multi30k-en-de"):
         assert name in listing
     assert "1,656.4 MB" in listing and "www.statmt.org" in listing
+
+
+def test_the_en_fr_recipe_reads_un_and_the_gzipped_giga_fren_members_of_a_plain_tar(file_server, tmp_path):
+    rng = random.Random(3)
+    root = file_server.root
+    corpora = {}
+    for name, archive, stem in (("europarl-v7", "training-parallel-europarl-v7.tgz", "training/europarl-v7.fr-en"),
+                                ("commoncrawl", "training-parallel-commoncrawl.tgz", "commoncrawl.fr-en"),
+                                ("un", "training-parallel-un.tgz", "un/undoc.2000.fr-en"),
+                                ("news-commentary-v9", "training-parallel-nc-v9.tgz",
+                                 "training/news-commentary-v9.fr-en")):
+        english, french = sentences(rng, 300)
+        corpora[name] = english
+        (root / archive).write_bytes(tgz({f"{stem}.en": text(english), f"{stem}.fr": text(french)}))
+    english, french = sentences(rng, 300)
+    corpora["giga-fren"] = english
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:  # an uncompressed tar of gzipped text, as upstream
+        for lang, lines in (("en", english), ("fr", french)):
+            data = gzip.compress(text(lines))
+            info = tarfile.TarInfo(f"giga-fren.release2.fixed.{lang}.gz")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (root / "training-giga-fren.tar").write_bytes(buffer.getvalue())
+    dev_en, dev_fr = sentences(rng, 30)
+    test_en, test_fr = sentences(rng, 30)
+    (root / "dev.tgz").write_bytes(tgz({"dev/newstest2013-src.en.sgm": sgml(dev_en, "src", "en"),
+                                        "dev/newstest2013-ref.fr.sgm": sgml(dev_fr, "ref", "fr")}))
+    (root / "test-full.tgz").write_bytes(tgz({"test-full/newstest2014-fren-src.en.sgm": sgml(test_en, "src", "en"),
+                                              "test-full/newstest2014-fren-ref.fr.sgm": sgml(test_fr, "ref", "fr")}))
+
+    manifest = prepare_recipe(fixture_recipe(root, "wmt14-en-fr"), tmp_path / "data", PrepareOptions(**OPTIONS),
+                              mirror=file_server.url).manifest
+    assert manifest["corpora"]["train"] == ["europarl-v7", "commoncrawl", "un", "news-commentary-v9", "giga-fren"]
+    report = manifest["cleaning"]["train"]
+    assert report["kept"] + sum(report["dropped"].values()) == 1500
+    train = ParallelDataset(tmp_path / "data", "train")
+    vocab = Vocab.from_file(tmp_path / "data" / "spm.model")
+    assert vocab.decode([train.src[len(train) - 1][:-1].tolist()])[0] in corpora["giga-fren"]
+    assert (tmp_path / "data" / "test.fr").read_text().splitlines() == test_fr

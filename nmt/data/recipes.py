@@ -116,7 +116,6 @@ def _wmt14_training(other: str) -> list[Corpus]:
 
 def _wmt14(src: str, tgt: str) -> Recipe:
     other = tgt if src == "en" else src
-    english_first = {"train": _wmt14_training(other)}
 
     def sgm(archive: str, folder: str, stem: str, lang: str) -> Source:
         # newstest2013 is a multi-way set (every language a "src"); newstest2014's files are per pair, and the
@@ -125,7 +124,7 @@ def _wmt14(src: str, tgt: str) -> Recipe:
         return Source(archive, f"{folder}/{stem}-{role}.{lang}.sgm")
 
     splits = {
-        "train": [c if src == "en" else Corpus(c.name, c.tgt, c.src) for c in english_first["train"]],
+        "train": [c if src == "en" else Corpus(c.name, c.tgt, c.src) for c in _wmt14_training(other)],
         "valid": [Corpus("newstest2013", sgm("dev.tgz", "dev", "newstest2013", src),
                          sgm("dev.tgz", "dev", "newstest2013", tgt))],
         "test": [Corpus("newstest2014", sgm("test-full.tgz", "test-full", f"newstest2014-{other}en", src),
