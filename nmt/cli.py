@@ -252,7 +252,21 @@ def train_command(
     keep_last: Annotated[Optional[int], typer.Option(help="Interval checkpoints to keep (0: all).")] = None,
     valid_bleu: Annotated[Optional[bool], typer.Option(
         "--valid-bleu/--no-valid-bleu", help="Report greedy BLEU on the valid split at each validation.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (autocast).")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, bf16 or fp16 (autocast; fp16 with dynamic loss scaling). On CPUs fp32 is usually fastest.")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(
+        help="inverse_sqrt (the paper's warmup then decay) or constant (--lr at every update).")] = None,
+    valid_beam: Annotated[Optional[int], typer.Option(help="Beam size of validation BLEU (1: greedy).")] = None,
+    patience: Annotated[Optional[int], typer.Option(
+        help="Stop after this many validations without improvement (0: never).")] = None,
+    early_stop_metric: Annotated[Optional[str], typer.Option(
+        help="What --patience watches: loss (valid loss) or bleu (valid BLEU).")] = None,
+    max_nonfinite: Annotated[Optional[int], typer.Option(
+        help="Stop after this many updates in a row with an inf/NaN loss or gradient (each is skipped).")] = None,
+    compile: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile", help="torch.compile the model for training (helps most on GPUs).")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(
+        help="Start from this checkpoint's weights (fine-tuning); optimizer and schedule start anew.")] = None,
 ) -> None:
     """Train a Transformer on a prepared DATA_DIR; checkpoints and metrics.jsonl go to --save-dir."""
     from nmt.train.trainer import Trainer
@@ -270,13 +284,22 @@ def train_command(
         max_epochs=max_epochs, max_time=max_time, clip_norm=clip_norm, label_smoothing=label_smoothing,
         adam_beta1=adam_beta1, adam_beta2=adam_beta2, adam_eps=adam_eps, weight_decay=weight_decay, seed=seed,
         log_interval=log_interval, save_interval_updates=save_interval_updates, keep_last=keep_last,
-        valid_bleu=valid_bleu, precision=precision))
+        valid_bleu=valid_bleu, precision=precision, lr_schedule=lr_schedule, valid_beam=valid_beam,
+        patience=patience, early_stop_metric=early_stop_metric, max_nonfinite=max_nonfinite, compile=compile,
+        init_from=str(init_from) if init_from else None))
     model_config.validate()
-    trainer = Trainer(data_dir or _default_data_dir(), save_dir, model_config, train_config, resume=resume,
-                      device=device, reporter=_RichTrainReporter())
-    summary = trainer.run()
-    console.print(f"[green]done[/] {summary['stop_reason']} at update {summary['update']}; "
-                  f"best valid loss {summary['best_valid_loss']:.3f}; checkpoints in {summary['save_dir']}")
+    from nmt.train import distributed
+    try:
+        trainer = Trainer(data_dir or _default_data_dir(), save_dir, model_config, train_config, resume=resume,
+                          device=device, reporter=_RichTrainReporter())
+        summary = trainer.run()
+    finally:
+        distributed.teardown()
+    if trainer.ranks.is_main:
+        skipped = summary["skipped_nonfinite"] + summary["skipped_oom"]
+        console.print(f"[green]done[/] {summary['stop_reason']} at update {summary['update']}; "
+                      f"best valid loss {summary['best_valid_loss']:.3f}; checkpoints in {summary['save_dir']}"
+                      + (f"; {skipped} updates skipped (inf/NaN or out of memory)" if skipped else ""))
 
 
 # --- average-checkpoints -------------------------------------------------------------------------------------------

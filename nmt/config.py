@@ -72,6 +72,13 @@ class TrainConfig:
     keep_last: int = 20  # interval checkpoints kept on disk; 0: keep all
     valid_bleu: bool = True  # decode the valid split (greedy) at each validation and report BLEU
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; loss in fp32)
+    lr_schedule: str = "inverse_sqrt"  # inverse_sqrt: the paper's; constant: --lr itself at every update
+    valid_beam: int = 1  # beam size of validation BLEU (1: greedy, cheap)
+    patience: int = 0  # stop after this many validations without improvement of early_stop_metric; 0: never
+    early_stop_metric: str = "loss"  # loss (valid loss) | bleu (valid BLEU)
+    max_nonfinite: int = 5  # stop after this many updates in a row whose loss or gradient is inf/NaN (each skipped)
+    compile: bool = False  # torch.compile the model for training
+    init_from: str = ""  # a checkpoint whose weights start this run (fine-tuning); optimizer and schedule start anew
 
     def validate(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -90,6 +97,18 @@ class TrainConfig:
             raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.log_interval < 1:
             raise ConfigError("--log-interval must be at least 1")
+        if self.lr_schedule not in ("inverse_sqrt", "constant"):
+            raise ConfigError(f"--lr-schedule must be inverse_sqrt or constant, got {self.lr_schedule!r}")
+        if self.valid_beam < 1:
+            raise ConfigError(f"--valid-beam must be at least 1, got {self.valid_beam}")
+        if self.patience < 0:
+            raise ConfigError("--patience must not be negative")
+        if self.early_stop_metric not in ("loss", "bleu"):
+            raise ConfigError(f"--early-stop-metric must be loss or bleu, got {self.early_stop_metric!r}")
+        if self.early_stop_metric == "bleu" and self.patience and not self.valid_bleu:
+            raise ConfigError("--early-stop-metric bleu needs --valid-bleu")
+        if self.max_nonfinite < 1:
+            raise ConfigError("--max-nonfinite must be at least 1")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 
 from nmt.config import replace_fields, transformer_tiny
 from nmt.errors import NmtError
-from nmt.train.trainer import Trainer
+from nmt.train.trainer import NullReporter, Trainer
 
 
 def losses(save_dir):
@@ -61,3 +61,54 @@ def test_bf16_autocast_trains_on_the_cpu(copy_data, tmp_path):
     Trainer(copy_data, tmp_path / "bf16", model, train).run()
     recorded = losses(tmp_path / "bf16")
     assert recorded[20] < recorded[10] and all(value == value for value in recorded.values())  # falls, no NaN
+
+
+def test_a_truncated_checkpoint_is_refused_and_the_one_before_it_used(copy_data, tmp_path):
+    torch.set_num_threads(1)
+    model, train = tiny(max_updates=30, save_interval_updates=10, log_interval=1)
+    Trainer(copy_data, tmp_path / "straight", model, train).run()
+    model, first = tiny(max_updates=20, save_interval_updates=10, log_interval=1)
+    Trainer(copy_data, tmp_path / "run", model, first).run()
+    last = tmp_path / "run" / "checkpoint_last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # a crash mid-write (it is the same file as checkpoint_20.pt)
+    messages = []
+
+    class Recorder(NullReporter):
+        def message(self, text):
+            messages.append(text)
+
+    resumed = Trainer(copy_data, tmp_path / "run", model, tiny(max_updates=30, save_interval_updates=10,
+                                                                log_interval=1)[1], resume=True, reporter=Recorder())
+    assert resumed.progress.update == 10
+    assert "checkpoint_last.pt" in messages[0] and "checkpoint_10.pt" in messages[0]
+    resumed.run()
+    straight, again = losses(tmp_path / "straight"), losses(tmp_path / "run")
+    assert [again[u] for u in range(11, 31)] == [straight[u] for u in range(11, 31)]
+    torch.set_num_threads(2)
+
+
+def test_patience_stops_a_run_whose_validation_loss_no_longer_improves(copy_data, tmp_path):
+    model, train = tiny(max_updates=100, save_interval_updates=5, lr_schedule="constant", lr=1e-12, patience=2)
+    summary = Trainer(copy_data, tmp_path / "run", model, train).run()
+    assert summary["stop_reason"].startswith("early stop") and summary["update"] == 15
+
+
+def test_init_from_starts_from_the_weights_with_a_fresh_optimizer_and_schedule(copy_data, trained_checkpoint,
+                                                                                  tmp_path):
+    model, train = tiny(max_updates=3, log_interval=1)
+    fresh = Trainer(copy_data, tmp_path / "fresh", model, train)
+    fresh.run()
+    model, tuned_config = tiny(max_updates=3, log_interval=1, init_from=str(trained_checkpoint))
+    tuned = Trainer(copy_data, tmp_path / "tuned", model, tuned_config)
+    assert tuned.progress.update == 0 and not tuned.optimizer.state  # nothing but the weights
+    tuned.run()
+    assert losses(tmp_path / "tuned")[1] < losses(tmp_path / "fresh")[1] / 2  # it starts where the model was
+
+
+def test_nonfinite_updates_are_skipped_counted_and_stop_the_run_when_they_persist(copy_data, tmp_path):
+    model, train = tiny(max_updates=20, lr_schedule="constant", lr=1e30, max_nonfinite=3, log_interval=1)
+    trainer = Trainer(copy_data, tmp_path / "run", model, train)
+    with pytest.raises(NmtError, match="3 updates in a row had an inf/NaN"):
+        trainer.run()
+    assert trainer.progress.skipped_nonfinite == 3
