@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.model.attention import KVCache, MultiHeadAttention
+from nmt.model.dropout import Dropout
 
 
 def sinusoid_table(length: int, d_model: int) -> Tensor:
@@ -55,7 +56,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(config.d_model, config.d_ff)
         self.linear2 = nn.Linear(config.d_ff, config.d_model)
-        self.activation_dropout = nn.Dropout(config.activation_dropout)
+        self.activation_dropout = Dropout(config.activation_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear2(self.activation_dropout(F.relu(self.linear1(x))))
@@ -67,7 +68,7 @@ class Sublayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.norm = nn.LayerNorm(config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.pre_norm = config.pre_norm
 
     def forward(self, x: Tensor, sublayer) -> Tensor:
@@ -150,7 +151,7 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
         self.embed_scale = math.sqrt(config.d_model)
         self.embed_positions = PositionalEncoding(config)
-        self.embed_dropout = nn.Dropout(config.dropout)
+        self.embed_dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         # Pre-norm leaves the last residual stream unnormalized, so it needs a final LayerNorm; post-norm does not.
