@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from flops import matmul_peak_gflops, training_flops_per_target_token  # noqa: E402
+
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 ONMT_VERSION = "3.5.1"
 THREADS = 2
@@ -101,16 +104,24 @@ def onmt_venv(venv: Path) -> Path:
 # --- one training run ------------------------------------------------------------------------------------------
 
 def timed_process(command: list[str], seconds: float | None, log: Path) -> tuple[float, float]:
-    """Run `command`, stopping it (SIGINT) after `seconds` if given; returns (wall seconds, peak RSS in MB)."""
+    """Run `command`, stopping it (SIGTERM, then SIGKILL after 15 s) after `seconds` if given; returns (wall seconds,
+    peak RSS in MB of the process, from wait4)."""
     started = time.monotonic()
+    stop_sent = None
     with open(log, "w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment())
-        if seconds is not None:
-            while process.poll() is None and time.monotonic() - started < seconds:
-                time.sleep(0.2)
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(process.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                break
+            now = time.monotonic()
+            if seconds is not None and stop_sent is None and now - started >= seconds:
+                process.send_signal(signal.SIGTERM)
+                stop_sent = now
+            if stop_sent is not None and now - stop_sent > 15:  # it ignored the request (OpenNMT-py may)
+                process.kill()
+            time.sleep(0.2)
     return time.monotonic() - started, usage.ru_maxrss / 1024
 
 
@@ -121,7 +132,8 @@ def nmt_train(data: Path, save_dir: Path, arch: str, precision: str, minutes: fl
                "--max-updates", "0", "--max-epochs", "0", "--log-interval", str(log_interval),
                "--save-interval-updates", str(save_interval), "--no-valid-bleu", "--keep-last", "3"]
     if arch != "transformer_small":  # the small preset's training settings for both architectures
-        command += ["--lr", "0.35", "--warmup", "400", "--max-tokens", "2048", "--clip-norm", "1.0"]
+        command += ["--lr", "0.35", "--warmup", "400", "--max-tokens", "2048", "--update-freq", "1",
+                    "--clip-norm", "1.0"]
     wall, peak = timed_process(command, None, log)
     records = [json.loads(line) for line in (save_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tgt_tokens_per_s"] for r in records if "tgt_tokens_per_s" in r]
@@ -174,29 +186,12 @@ def onmt_train(venv: Path, pieces: Path, run: Path, arch: str, seconds: float, l
 def matmul_peak() -> dict:
     import torch
     torch.set_num_threads(THREADS)
-    result = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-        for _ in range(3):
-            a @ b
-        best = 0.0
-        for _ in range(5):
-            started = time.perf_counter()
-            for _ in range(5):
-                a @ b
-            best = max(best, 5 * 2 * 2048 ** 3 / (time.perf_counter() - started))
-        result[name] = round(best / 1e9, 1)
-    return result
+    return {name: round(matmul_peak_gflops(name), 1) for name in ("fp32", "bf16")}
 
 
 def flops_per_target_token(arch: str, vocab: int, src_len: float, tgt_len: float, src_per_tgt: float) -> float:
-    """Training FLOPs (3 x forward; forward = 2 x multiply-adds) of the matrix products per target token."""
-    layers, d, _, d_ff = ARCHS[arch]
-    per_src = layers * (4 * d * d + 2 * d * d_ff + 2 * src_len * d)  # encoder: projections, FFN, attention scores
-    per_src += layers * 2 * d * d  # cross-attention keys and values, computed on the source
-    per_tgt = layers * (4 * d * d + 2 * d * d + 2 * d * d_ff + tgt_len * d + 2 * src_len * d)  # decoder
-    per_tgt += d * vocab  # output projection
-    return 3 * 2 * (per_tgt + src_per_tgt * per_src)
+    layers, d_model, _, d_ff = ARCHS[arch]
+    return training_flops_per_target_token(layers, d_model, d_ff, vocab, src_len, tgt_len, src_per_tgt)
 
 
 # --- BLEU after equal wall time --------------------------------------------------------------------------------
@@ -246,6 +241,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=75, help="Training seconds of each transformer_small run.")
     parser.add_argument("--base-seconds", type=float, default=100, help="Of each transformer_base run.")
     parser.add_argument("--bleu-minutes", type=float, default=10)
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "train_throughput.json")
     args = parser.parse_args()
     if not MULTI30K.is_dir():
@@ -266,8 +262,12 @@ def main() -> None:
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                                 f"{THREADS} threads", "matmul_peak_gflops": peak, "onmt_version": ONMT_VERSION,
                      "runs": args.runs, "architectures": {}}
+    if args.output.is_file():  # figures of architectures not rerun this time are kept
+        results["architectures"] = json.loads(args.output.read_text()).get("architectures", {})
     for arch, seconds, log_interval in (("transformer_small", args.seconds, 10),
-                                        ("transformer_base", args.base_seconds, 5)):
+                                        ("transformer_base", args.base_seconds, 2)):
+        if arch not in args.archs:
+            continue
         runs: dict[str, list[dict]] = {"nmt_fp32": [], "nmt_bf16": [], "onmt_fp32": []}
         for repeat in range(args.runs):  # alternate the contenders: drifts of the machine hit all alike
             for name in runs:

@@ -1,0 +1,104 @@
+"""A short GPU check of `nmt train`: transformer_big, bf16, about 25k tokens per batch, a few hundred updates on
+synthetic data; prints target tokens/s, MFU against the GPU's measured bf16 matmul peak, and peak memory.
+
+Run through benchmarks/gpu_check.sh (it sets the defaults that fit in 4 minutes on an H100/H200). On a CPU,
+`--device cpu --arch transformer_tiny --updates 5 --max-tokens 1000 --pairs 3000` checks the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import torch  # noqa: E402
+
+from flops import matmul_peak_gflops, training_flops_per_target_token  # noqa: E402
+from nmt.config import preset, replace_fields  # noqa: E402
+from nmt.data.prepare import PrepareOptions, prepare_corpus  # noqa: E402
+from nmt.train.trainer import Trainer  # noqa: E402
+
+
+def synthetic_corpus(folder: Path, pairs: int, seed: int = 1) -> None:
+    """Random sentences over a 50,000-word made-up lexicon; the target is a fixed word-for-word mapping, reordered
+    in pairs, so that there is something to learn and SentencePiece finds a large vocabulary."""
+    rng = random.Random(seed)
+    lexicon = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 10))) for _ in range(50_000)]
+    mapping = {word: word[::-1] + "x" for word in lexicon}
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", pairs), ("valid", 500)):
+        with open(folder / f"{split}.src", "w") as src, open(folder / f"{split}.tgt", "w") as tgt:
+            for _ in range(count):
+                # Half the words Zipf-distributed (frequent words), half uniform over the lexicon.
+                words = [lexicon[min(int(rng.paretovariate(1.0)), len(lexicon)) - 1] if rng.random() < 0.5
+                         else rng.choice(lexicon) for _ in range(rng.randint(5, 45))]
+                src.write(" ".join(words) + "\n")
+                swapped = [mapping[w] for pair in zip(words[1::2], words[0::2]) for w in pair]
+                tgt.write(" ".join(swapped + ([mapping[words[-1]]] if len(words) % 2 else [])) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/gpu-check"))
+    parser.add_argument("--arch", default="transformer_big")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--max-tokens", type=int, default=25_000)
+    parser.add_argument("--pairs", type=int, default=300_000)
+    parser.add_argument("--vocab-size", type=int, default=32_000)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    corpus, data = args.out / "corpus", args.out / "data"
+    synthetic_corpus(corpus, args.pairs)
+    splits = {split: (corpus / f"{split}.src", corpus / f"{split}.tgt") for split in ("train", "valid")}
+    prepared = prepare_corpus(data, "src", "tgt", splits, PrepareOptions(
+        vocab_size=args.vocab_size, spm_max_sentences=400_000, workers=8), {"recipe": "gpu-check"})
+    print(f"data ready in {time.monotonic() - started:.0f} s: {prepared.manifest['vocab_size']} pieces", flush=True)
+
+    chosen = preset(args.arch)
+    train = replace_fields(chosen.train, {
+        "max_tokens": args.max_tokens, "max_updates": args.updates, "precision": args.precision, "warmup": 100,
+        "save_interval_updates": 0, "max_epochs": 0, "valid_bleu": False, "log_interval": 20, "keep_last": 1})
+    save_dir = args.out / "run"
+    if (save_dir / "checkpoint_last.pt").exists():
+        for path in save_dir.iterdir():
+            path.unlink()
+    trainer = Trainer(data, save_dir, chosen.model, train, device=args.device)
+    device = trainer.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.run()
+    records = [json.loads(line) for line in (save_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["tgt_tokens_per_s"] for r in records if "tgt_tokens_per_s" in r]
+    rate = sorted(rates[1:] or rates)[len(rates[1:] or rates) // 2]  # median after the warm-up window
+    split = prepared.manifest["splits"]["train"]
+    src_len, tgt_len = (split["src"]["tokens"] / split["sentences"], split["tgt"]["tokens"] / split["sentences"])
+    config = trainer.model.config
+    flops = training_flops_per_target_token(config.encoder_layers, config.d_model, config.d_ff, config.vocab_size,
+                                            src_len, tgt_len, src_len / tgt_len)
+    peak = matmul_peak_gflops(args.precision, str(device), size=8192 if device.type == "cuda" else 1024)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "arch": args.arch, "precision": args.precision, "max_tokens": args.max_tokens,
+        "updates": args.updates, "tgt_tokens_per_s": round(rate), "training_tflops_per_s": round(rate * flops / 1e12, 1),
+        "matmul_peak_tflops": round(peak / 1e3, 1), "mfu": round(rate * flops / (peak * 1e9), 3),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 1) if device.type == "cuda"
+        else None,
+        "wall_s": round(time.monotonic() - started),
+    }
+    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
