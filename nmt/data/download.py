@@ -43,10 +43,6 @@ def digests_of(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), md5.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
-    return digests_of(path)[0]
-
-
 def verify(path: Path, remote: RemoteFile, source: str) -> str:
     """Raise NmtError if `path` does not have the published size and checksums; return its SHA-256."""
     size = path.stat().st_size

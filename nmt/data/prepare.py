@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from nmt.config import ConfigError
-from nmt.data.binarize import ShardTask, binarize_shard, merge_shards, peak_rss_mb
+from nmt.data.binarize import ENCODE_BATCH, ShardTask, binarize_shard, merge_shards, peak_rss_mb
 from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, TokenArrayWriter, token_dtype
 from nmt.data.download import fetch_verified
 from nmt.data.recipes import Corpus, Recipe
@@ -44,7 +44,6 @@ from nmt.errors import NmtError
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, train_sentencepiece
 
 SHARD_LINES = 100_000  # lines per binarization shard: the unit of parallel work and of resumption
-ENCODE_BATCH = 10_000
 
 
 @dataclass
