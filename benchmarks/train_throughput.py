@@ -17,6 +17,7 @@ measured here with large square matmuls.
 
 BLEU after equal wall time (--bleu-minutes): each toolkit trains transformer_small for the same minutes, then its
 last checkpoint translates test_2016_flickr (beam 4, length penalty 0.6, GNMT style) and sacreBLEU scores it.
+--bleu-only redoes just that comparison; a training run of the same minutes already in WORK is reused.
 
     python benchmarks/train_throughput.py [--runs 3] [--seconds 75] [--base-seconds 100] [--bleu-minutes 10]
 
@@ -196,9 +197,23 @@ def flops_per_target_token(arch: str, vocab: int, src_len: float, tgt_len: float
 
 # --- BLEU after equal wall time --------------------------------------------------------------------------------
 
+def finished_run(log: Path, minutes: float) -> bool:
+    """A BLEU training run of `minutes` already in WORK (kept, with its log, so that translation can be redone)."""
+    marker = log.with_suffix(".minutes")
+    return log.is_file() and marker.is_file() and float(marker.read_text()) == minutes
+
+
 def bleu_nmt(data: Path, work: Path, minutes: float) -> dict:
     save_dir = work / "bleu-nmt"
-    result = nmt_train(data, save_dir, "transformer_small", "fp32", minutes, work / "bleu-nmt.log", 10, 150)
+    log = work / "bleu-nmt.log"
+    if finished_run(log, minutes):
+        records = [json.loads(line) for line in (save_dir / "metrics.jsonl").read_text().splitlines()]
+        rates = [r["tgt_tokens_per_s"] for r in records if "tgt_tokens_per_s" in r]
+        result = {"tgt_tokens_per_s": statistics.median(rates[1:] or rates),
+                  "updates": max(r["update"] for r in records), "reused": True}
+    else:
+        result = nmt_train(data, save_dir, "transformer_small", "fp32", minutes, log, 10, 150)
+        log.with_suffix(".minutes").write_text(str(minutes))
     hyp = work / "bleu-nmt.hyp"
     sh([sys.executable, "-m", "nmt", "translate", "--checkpoint", str(save_dir / "checkpoint_last.pt"),
         "--input", str(data / "test.en"), "--output", str(hyp), "--threads", str(THREADS)], env=environment())
@@ -207,14 +222,21 @@ def bleu_nmt(data: Path, work: Path, minutes: float) -> dict:
 
 def bleu_onmt(venv: Path, pieces: Path, data: Path, work: Path, minutes: float) -> dict:
     run = work / "bleu-onmt"
-    result = onmt_train(venv, pieces, run, "transformer_small", minutes * 60, work / "bleu-onmt.log", 10,
-                        save_every=50)
+    log = work / "bleu-onmt.log"
+    if finished_run(log, minutes):
+        rates = [int(m.group(3)) for m in ONMT_REPORT.finditer(log.read_text(errors="replace"))]
+        result = {"tgt_tokens_per_s": statistics.median(rates[1:] or rates), "reused": True}
+    else:
+        result = onmt_train(venv, pieces, run, "transformer_small", minutes * 60, log, 10, save_every=50)
+        log.with_suffix(".minutes").write_text(str(minutes))
     checkpoints = sorted(run.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
     raw = work / "bleu-onmt.pieces"
     sh([str(venv / "bin" / "onmt_translate"), "-model", str(checkpoints[-1]), "-src", str(pieces / "test.en"),
         "-output", str(raw), "-beam_size", "4", "-length_penalty", "wu", "-alpha", "0.6", "-batch_type", "tokens",
-        "-batch_size", "6000", "-max_length", "250"], env=environment(), stdout=subprocess.DEVNULL,
-       stderr=subprocess.DEVNULL)
+        "-batch_size", "6000", "-max_length", "250"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+       # OpenNMT-py 3.5.1 pickles its options (argparse.Namespace) into checkpoints, which torch >= 2.6 refuses to
+       # unpickle by default; these are checkpoints this script just wrote.
+       env={**environment(), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
     sys.path.insert(0, str(REPO))
     from nmt.vocab import Vocab
     vocab = Vocab.from_file(data / "spm.model")
@@ -242,6 +264,8 @@ def main() -> None:
     parser.add_argument("--base-seconds", type=float, default=100, help="Of each transformer_base run.")
     parser.add_argument("--bleu-minutes", type=float, default=10)
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    parser.add_argument("--bleu-only", action="store_true",
+                        help="Only the BLEU comparison (training runs of the same minutes found in WORK are reused).")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "train_throughput.json")
     args = parser.parse_args()
     if not MULTI30K.is_dir():
@@ -264,9 +288,15 @@ def main() -> None:
                      "runs": args.runs, "architectures": {}}
     if args.output.is_file():  # figures of architectures not rerun this time are kept
         results["architectures"] = json.loads(args.output.read_text()).get("architectures", {})
+        for summary in results["architectures"].values():  # their MFU against this run's peak measurement
+            for name, figures in summary.items():
+                if isinstance(figures, dict) and "mfu" in figures:
+                    precision = "bf16" if name.endswith("bf16") else "fp32"
+                    figures["mfu"] = round(figures["tgt_tokens_per_s"] * summary["training_gflop_per_target_token"]
+                                           / peak[precision], 3)
     for arch, seconds, log_interval in (("transformer_small", args.seconds, 10),
                                         ("transformer_base", args.base_seconds, 2)):
-        if arch not in args.archs:
+        if arch not in args.archs or args.bleu_only:
             continue
         runs: dict[str, list[dict]] = {"nmt_fp32": [], "nmt_bf16": [], "onmt_fp32": []}
         for repeat in range(args.runs):  # alternate the contenders: drifts of the machine hit all alike
