@@ -122,6 +122,15 @@ class SearchConfig:
     max_len_b: int = 50
     min_len: int = 1  # tokens before end-of-sentence may be chosen (end-of-sentence counted)
     nbest: int = 1
+    no_repeat_ngram_size: int = 0  # no n-gram of this size twice in an output (0: allowed)
+    # Sampling instead of beam search: `nbest` independent samples per input, from the model's distribution at
+    # `temperature`, restricted to the `topk` most likely tokens (0: all) and to the smallest set whose probability
+    # reaches `topp` (1.0: all); `seed` makes it reproducible.
+    sampling: bool = False
+    topk: int = 0
+    topp: float = 1.0
+    temperature: float = 1.0
+    seed: int = 1
 
     def validate(self) -> None:
         if self.beam < 1:
@@ -130,12 +139,23 @@ class SearchConfig:
             raise ConfigError(f"--lenpen must be a finite number, got {self.lenpen}")
         if self.lenpen_style not in ("gnmt", "length"):
             raise ConfigError(f"--lenpen-style must be gnmt or length, got {self.lenpen_style!r}")
-        if not 1 <= self.nbest <= self.beam:
+        if self.sampling:
+            if self.nbest < 1:
+                raise ConfigError(f"--nbest must be at least 1, got {self.nbest}")
+        elif not 1 <= self.nbest <= self.beam:
             raise ConfigError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}")
         if self.max_len_a < 0 or self.max_len_b < 1:
             raise ConfigError("--max-len-a must not be negative and --max-len-b must be at least 1")
         if self.min_len < 1:
             raise ConfigError("--min-len must be at least 1")
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError("--no-repeat-ngram-size must not be negative")
+        if self.topk < 0:
+            raise ConfigError("--topk must not be negative")
+        if not 0.0 < self.topp <= 1.0:
+            raise ConfigError(f"--topp must be in (0, 1], got {self.topp}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"--temperature must be positive, got {self.temperature}")
 
 
 @dataclass

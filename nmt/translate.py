@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -15,7 +16,10 @@ from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import decode_line, normalize
 from nmt.device import pick_device
-from nmt.search.beam import beam_search
+from nmt.errors import NmtError
+from nmt.search.beam import Hypothesis, beam_search
+from nmt.search.ensemble import Ensemble
+from nmt.search.sampling import sample
 from nmt.vocab import EOS_ID
 
 
@@ -24,32 +28,83 @@ class Translation:
     text: str
     score: float  # length-normalized log-probability (what the beam ranks by); 0 for an empty input
     tokens: list[str]  # target pieces
+    source_tokens: list[str] = field(default_factory=list)  # source pieces
+    # Encoder-decoder attention when asked for: (decoder layers, target pieces + eos, source pieces + eos),
+    # averaged over heads, and the hard alignment it gives: (source piece, target piece) index pairs.
+    attention: np.ndarray | None = None
+    alignment: list[tuple[int, int]] | None = None
+
+
+def hard_alignment(attention: np.ndarray, source_length: int, target_length: int) -> list[tuple[int, int]]:
+    """Each target piece aligned to the source piece its last decoder layer attends to most (eos rows and columns
+    left out), as fairseq's --print-alignment."""
+    if source_length == 0 or target_length == 0:
+        return []
+    last = attention[-1, :target_length, :source_length]  # (T, S)
+    return [(int(s), t) for t, s in enumerate(last.argmax(axis=1))]
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of the linear layers (weights int8 per tensor, activations quantized on the fly);
+    the tied embedding/output projection stays fp32. torch.ao's API is deprecated in favour of torchao, whose CPU
+    int8 path we have not been able to validate here: see docs/translation.md."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class Translator:
-    """A loaded model ready to translate. `translate(lines)` keeps the input order; empty lines stay empty."""
+    """Loaded models ready to translate. `translate(lines)` keeps the input order; empty lines stay empty.
 
-    def __init__(self, checkpoint: Path, search: SearchConfig | None = None, device: str | None = None,
-                 max_tokens: int = 6000, max_source_tokens: int = 1024):
+    Several checkpoints decode as an ensemble (the mean of their probabilities at every step)."""
+
+    def __init__(self, checkpoint: Path | list[Path], search: SearchConfig | None = None, device: str | None = None,
+                 max_tokens: int = 6000, max_source_tokens: int = 1024, quantize: str | None = None,
+                 record_attention: bool = False):
         self.search = search or SearchConfig()
         self.search.validate()
         self.device = pick_device(device)
-        self.model, self.vocab, payload = load_model(checkpoint, self.device)
-        self.src_lang, self.tgt_lang = payload.get("src"), payload.get("tgt")
+        checkpoints = checkpoint if isinstance(checkpoint, list) else [checkpoint]
+        models = []
+        for path in checkpoints:
+            model, vocab, payload = load_model(path, self.device)
+            if models and vocab.model_proto != self.vocab.model_proto:
+                raise NmtError(f"{path}: a different vocabulary from {checkpoints[0]}; an ensemble needs one")
+            if not models:
+                self.vocab, self.src_lang, self.tgt_lang = vocab, payload.get("src"), payload.get("tgt")
+            if quantize == "int8":
+                if self.device.type != "cpu":
+                    raise NmtError("--quantize int8 runs on the CPU only")
+                model = quantize_int8(model)
+            elif quantize not in (None, "none"):
+                raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
+            models.append(model)
+        self.model = models[0] if len(models) == 1 else Ensemble(models)
         self.max_tokens = max_tokens
+        self.record_attention = record_attention
+        self.generator = torch.Generator(device=self.device).manual_seed(self.search.seed)
         # Attention memory grows with the square of the length: a pathological line is cut rather than run out
         # of memory; the number of cut lines is counted here.
         self.max_source_tokens = max_source_tokens
         self.truncated = 0
 
-    def translate(self, lines: list[str]) -> list[list[Translation]]:
-        """The n-best translations of each line (a list with one empty Translation for an empty line)."""
+    def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
+        """The n-best translations of each line (a list with one empty Translation for an empty line). `prefixes`:
+        for each line, text its translation must start with ("" for none)."""
         results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
         texts = [normalize(line) for line in lines]
         todo = [i for i, text in enumerate(texts) if text]
         if not todo:
             return results
         encoded = self.vocab.encode([texts[i] for i in todo])
+        forced = None
+        if prefixes is not None:
+            prefix_texts = [normalize(prefixes[i]) for i in todo]
+            forced = [ids if text else [] for ids, text in zip(self.vocab.encode(prefix_texts), prefix_texts)]
         sources = []
         for ids in encoded:
             if len(ids) >= self.max_source_tokens:
@@ -60,23 +115,51 @@ class Translator:
         plan = make_batches(lengths, lengths, self.max_tokens, shuffle=False)
         for batch_indices in plan.batches:
             src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices])).to(self.device)
-            hypotheses = beam_search(self.model, src_tokens, self.search)
+            batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
+            if self.search.sampling:
+                hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
+                                    self.record_attention)
+            else:
+                hypotheses = beam_search(self.model, src_tokens, self.search, prefixes=batch_prefixes,
+                                         record_attention=self.record_attention)
             for position, hyps in zip(batch_indices, hypotheses):
-                results[todo[position]] = [
-                    Translation(self.vocab.decode([h.tokens])[0], h.score, self.vocab.processor.id_to_piece(h.tokens))
-                    for h in hyps]
+                source_ids = sources[position][:-1].tolist()
+                results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
         return results
 
-    def translate_stream(self, lines: Iterable[str], window: int = 1000) -> Iterator[list[Translation]]:
+    def _translation(self, hypothesis: Hypothesis, source_ids: list[int]) -> Translation:
+        pieces = self.vocab.processor.id_to_piece
+        translation = Translation(self.vocab.decode([hypothesis.tokens])[0], hypothesis.score,
+                                  pieces(hypothesis.tokens), pieces(source_ids))
+        if hypothesis.attention is not None:
+            # (T + 1, layers, S_padded) -> (layers, T + 1, S + 1): this source's columns only, eos included
+            attention = hypothesis.attention[:, :, : len(source_ids) + 1].permute(1, 0, 2).float().cpu().numpy()
+            translation.attention = attention
+            translation.alignment = hard_alignment(attention, len(source_ids), len(hypothesis.tokens))
+        return translation
+
+    def translate_stream(self, lines: Iterable[str], window: int = 1000,
+                         prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
         """Translate a stream window by window (sorting by length inside each), yielding in input order."""
+        prefix_lines = iter(prefixes) if prefixes is not None else None
         buffer: list[str] = []
+        buffer_prefixes: list[str] = []
+
+        def flush():
+            yield from self.translate(buffer, buffer_prefixes if prefix_lines is not None else None)
+
         for line in lines:
             buffer.append(line)
+            if prefix_lines is not None:
+                prefix = next(prefix_lines, None)
+                if prefix is None:
+                    raise NmtError(f"--prefix-file has fewer lines than the input ({len(buffer)} or more)")
+                buffer_prefixes.append(prefix)
             if len(buffer) >= window:
-                yield from self.translate(buffer)
-                buffer = []
+                yield from flush()
+                buffer, buffer_prefixes = [], []
         if buffer:
-            yield from self.translate(buffer)
+            yield from flush()
 
 
 def read_text_lines(stream: BinaryIO, name: str = "<stdin>") -> Iterator[str]:
@@ -85,8 +168,31 @@ def read_text_lines(stream: BinaryIO, name: str = "<stdin>") -> Iterator[str]:
         yield decode_line(raw, name, line_number)
 
 
-def format_translations(index: int, translations: list[Translation], nbest: int) -> str:
-    """One line per input; with nbest > 1, nbest lines `INDEX ||| TRANSLATION ||| SCORE` (Moses/Marian n-best)."""
+def format_alignment(alignment: list[tuple[int, int]] | None) -> str:
+    """Pharaoh format, `SOURCE-TARGET` piece indices from 0 (fast_align, Moses, fairseq, Marian)."""
+    return " ".join(f"{s}-{t}" for s, t in alignment or [])
+
+
+def format_translations(index: int, translations: list[Translation], nbest: int, alignment: bool = False) -> str:
+    """One line per input (with --print-alignment: `TRANSLATION ||| ALIGNMENT`, as Marian); with nbest > 1, nbest lines
+    `INDEX ||| TRANSLATION ||| SCORE` (Moses/Marian n-best), alignment last."""
     if nbest <= 1:
-        return translations[0].text + "\n"
-    return "".join(f"{index} ||| {t.text} ||| {t.score:.4f}\n" for t in translations)
+        best = translations[0]
+        return best.text + (f" ||| {format_alignment(best.alignment)}" if alignment else "") + "\n"
+    return "".join(f"{index} ||| {t.text} ||| {t.score:.4f}"
+                   + (f" ||| {format_alignment(t.alignment)}" if alignment else "") + "\n" for t in translations)
+
+
+def translation_record(translation: Translation) -> dict:
+    record = {"translation": translation.text, "score": round(translation.score, 6), "tokens": translation.tokens}
+    if translation.alignment is not None:
+        record["alignment"] = format_alignment(translation.alignment)
+    return record
+
+
+def format_json(translations: list[Translation], nbest: int) -> str:
+    """One JSON object per input line: the best translation's fields, and with nbest > 1 the list under "nbest"."""
+    record = translation_record(translations[0])
+    if nbest > 1:
+        record["nbest"] = [translation_record(t) for t in translations]
+    return json.dumps(record, ensure_ascii=False) + "\n"

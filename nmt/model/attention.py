@@ -70,7 +70,10 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: Tensor | None = None,  # (B, Tk) bool, True where the key is padding
         causal: bool = False,
         cache: KVCache | None = None,
+        weights_out: list[Tensor] | None = None,
     ) -> Tensor:
+        """With `weights_out`, the attention weights averaged over heads, (B, Tq, Tk), are appended to it (for
+        alignments and pictures; computed beside the fused kernel, which does not return them)."""
         B, Tq, d_model = query.shape
         if self.self_attention:
             q, k, v = self._split_heads(self.qkv_proj(query), 3)  # each (B, H, Tq, D)
@@ -91,6 +94,11 @@ class MultiHeadAttention(nn.Module):
         # With a cache the single new query may see every cached position, so no causal mask is needed then.
         is_causal = causal and Tq > 1
         dropout_p = self.dropout if self.training else 0.0
+        if weights_out is not None:
+            scores = torch.matmul(q, k.transpose(-1, -2)).float() * self.head_dim ** -0.5  # (B, H, Tq, Tk)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights_out.append(scores.softmax(dim=-1).mean(dim=1))  # (B, Tq, Tk)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                              is_causal=is_causal)  # (B, H, Tq, D)
         out = out.transpose(1, 2).reshape(B, Tq, d_model)  # (B, Tq, d_model)

@@ -102,9 +102,11 @@ class DecoderLayer(nn.Module):
         self.ffn_sublayer = Sublayer(config)
 
     def forward(self, x: Tensor, memory: Tensor | None, memory_padding_mask: Tensor,
-                self_cache: KVCache | None = None, cross_cache: KVCache | None = None) -> Tensor:
+                self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
+                weights_out: list[Tensor] | None = None) -> Tensor:
         x = self.self_attn_sublayer(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
-        x = self.cross_attn_sublayer(x, lambda h: self.cross_attn(h, memory, memory_padding_mask, cache=cross_cache))
+        x = self.cross_attn_sublayer(x, lambda h: self.cross_attn(h, memory, memory_padding_mask, cache=cross_cache,
+                                                                  weights_out=weights_out))
         return self.ffn_sublayer(x, self.ffn)
 
 
@@ -125,6 +127,8 @@ class DecoderState:
     cross_caches: list[KVCache]
     memory_padding_mask: Tensor  # (B, S)
     step: int = 0  # positions decoded so far
+    record_attention: bool = False  # keep each step's encoder-decoder attention in `attention`
+    attention: Tensor | None = None  # (B, layers, S): the last step's, averaged over heads
 
     def reorder(self, index: Tensor) -> None:
         """Rows of the self-attention caches for the next step (beam back-pointers, finished sentences dropped)."""
@@ -224,10 +228,13 @@ class Transformer(nn.Module):
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
         """One incremental step: tokens (B,) are the last outputs; returns log-probabilities (B, V) in fp32."""
         x = self.embed(tokens[:, None], offset=state.step)  # (B, 1, d_model)
+        weights: list[Tensor] | None = [] if state.record_attention else None
         for layer, self_cache, cross_cache in zip(self.decoder_layers, state.self_caches, state.cross_caches):
-            x = layer(x, None, state.memory_padding_mask, self_cache, cross_cache)
+            x = layer(x, None, state.memory_padding_mask, self_cache, cross_cache, weights)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
+        if weights is not None:
+            state.attention = torch.stack([w[:, 0] for w in weights], dim=1)  # (B, layers, S)
         state.step += 1
         return F.log_softmax(self.output_projection(x[:, 0]).float(), dim=-1)
 

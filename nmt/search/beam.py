@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import SearchConfig
+from nmt.search import constraints
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Hypothesis:
     tokens: list[int]  # without bos and eos
     score: float  # log-probability / length penalty: what the beam ranks by
     logprob: float  # sum of token log-probabilities, eos included
+    attention: Tensor | None = None  # (len(tokens) + 1, decoder layers, S): encoder-decoder attention, head-averaged
 
 
 def length_penalty(length: int | Tensor, alpha: float, style: str = "gnmt"):
@@ -38,26 +40,32 @@ def expand_beams(batch_size: int, beam: int, device) -> Tensor:
 
 
 @torch.no_grad()
-def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool = True) -> list[list[Hypothesis]]:
+def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool = True,
+                prefixes: list[list[int]] | None = None, record_attention: bool = False) -> list[list[Hypothesis]]:
     """The best `config.nbest` hypotheses of each source row, best first.
 
     src_tokens (B, S): padded with the model's pad id, each row ending in eos.
+    prefixes: for each row, target tokens the output must start with (forced decoding; [] for none).
+    record_attention: give each hypothesis its encoder-decoder attention (needs the cache).
     With use_cache=False every step re-decodes the whole prefix (the reference the cache is tested against).
     """
     model_config = model.config
     pad, bos, eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
     device = src_tokens.device
     batch_size, beam = src_tokens.shape[0], config.beam
-    src_lengths = src_tokens.ne(pad).sum(dim=1)  # (B,)
-    max_lengths = (src_lengths.float() * config.max_len_a + config.max_len_b).long()  # (B,) eos included
-    if model_config.learned_positions:
-        max_lengths = max_lengths.clamp(max=model_config.max_positions)
+    max_lengths = constraints.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
+                                          model_config.max_positions if model_config.learned_positions else None)
+    prefix = constraints.pad_prefixes(prefixes, pad, device)  # (n, P) or None
+    if prefix is not None:  # a forced prefix longer than the length limit still fits, with its eos
+        max_lengths = torch.maximum(max_lengths, prefix.ne(pad).sum(dim=1) + 1)
 
     encoder_out = model.encode(src_tokens).select(expand_beams(batch_size, beam, device))  # (B*k, S, d)
     state = None
     if use_cache:
         state = model.init_state(encoder_out)
+        state.record_attention = record_attention
         encoder_out = None  # the state holds what decoding needs of it
+    attention = None  # (n*k, t, layers, S): the attention of each beam's tokens so far
 
     sentence_ids = torch.arange(batch_size, device=device)  # which input sentence each active group is
     tokens = torch.full((batch_size * beam, 1), bos, dtype=torch.long, device=device)  # (n*k, t)
@@ -72,24 +80,26 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
         else:
             logits = model.decode(tokens, encoder_out)[:, -1]  # (n*k, V)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
+        step_attention = state.attention[:, None] if use_cache and record_attention else None  # (n*k, 1, L, S)
         active = len(sentence_ids)
         vocab_size = logprobs.shape[-1]
-        logprobs[:, pad] = float("-inf")
-        logprobs[:, bos] = float("-inf")
+        forcing = constraints.prefix_active(prefix, step)
+        original = logprobs.clone() if forcing else None
         length = step + 1  # of a hypothesis that ends at this step, eos included
-        if length < config.min_len:
-            logprobs[:, eos] = float("-inf")
-        at_limit = (max_lengths <= length).repeat_interleave(beam)  # (n*k,) must end now
-        if at_limit.any():
-            eos_logprob = logprobs[at_limit, eos]
-            logprobs[at_limit] = float("-inf")
-            logprobs[at_limit, eos] = eos_logprob
+        constraints.forbid_specials(logprobs, pad, bos)
+        constraints.block_repeated_ngrams(logprobs, tokens[:, 1:], config.no_repeat_ngram_size)
+        constraints.enforce_lengths(logprobs, length, config.min_len, (max_lengths <= length).repeat_interleave(beam),
+                                    eos)
+        if forcing:
+            constraints.force_prefix(logprobs, original, prefix.repeat_interleave(beam, dim=0), step, pad)
 
         candidates = scores.view(active, beam, 1) + logprobs.view(active, beam, vocab_size)  # (n, k, V)
         cand_scores, cand_index = candidates.view(active, -1).topk(2 * beam, dim=1)  # (n, 2k) best first
         cand_beams, cand_tokens = cand_index // vocab_size, cand_index % vocab_size  # (n, 2k)
 
-        done = _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length)
+        with_attention = torch.cat([attention, step_attention], dim=1) if attention is not None else step_attention
+        done = _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
+                         with_attention)
 
         # The k best candidates that do not end the sentence go on.
         continuing = cand_scores.masked_fill(cand_tokens.eq(eos), float("-inf"))
@@ -101,6 +111,8 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
         if not keep.all():  # finished sentences leave the batch
             rows, next_tokens, scores = rows[keep], next_tokens[keep], scores[keep]
             sentence_ids, max_lengths = sentence_ids[keep], max_lengths[keep]
+            if prefix is not None:
+                prefix = prefix[keep]
             kept_rows = (torch.nonzero(keep)[:, 0, None] * beam + torch.arange(beam, device=device)).view(-1)
             if use_cache:
                 state.select_memory(kept_rows)
@@ -108,6 +120,8 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
                 encoder_out = encoder_out.select(kept_rows)
         rows = rows.view(-1)  # (n*k,) rows of the previous step each new beam extends
         tokens = torch.cat([tokens.index_select(0, rows), next_tokens.view(-1, 1)], dim=1)  # (n*k, t+1)
+        if with_attention is not None:
+            attention = with_attention.index_select(0, rows)
         if use_cache:
             state.reorder(rows)  # follow the back-pointers
         step += 1
@@ -115,7 +129,8 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[: config.nbest] for hyps in finished]
 
 
-def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length) -> Tensor:
+def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
+              attention: Tensor | None = None) -> Tensor:
     """Record candidates among the first k that end in eos; return which sentences now have k hypotheses."""
     beam = config.beam
     top = slice(0, beam)
@@ -129,6 +144,7 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
                 continue
             row = group * beam + int(cand_beams[group, position])
             logprob = float(cand_scores[group, position])
-            finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), logprob / penalty, logprob))
+            finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), logprob / penalty, logprob,
+                                                 attention[row] if attention is not None else None))
         done = torch.tensor([len(finished[int(s)]) >= beam for s in sentence_ids.tolist()])
     return done.to(cand_scores.device)
