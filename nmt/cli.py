@@ -333,8 +333,13 @@ def _default_checkpoint() -> Path:
 
 @app.command(name="translate")
 def translate_command(
-    checkpoint: Annotated[Optional[Path], typer.Option(
-        help="Model checkpoint. Default: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt.")] = None,
+    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+        help="Model checkpoint; several (`--checkpoint a.pt b.pt` or repeated) decode as an ensemble. With "
+             "--engine ctranslate2, the folder `nmt export ctranslate2` wrote. Default: checkpoints/averaged.pt, "
+             "else checkpoints/checkpoint_best.pt.")] = None,
+    more_checkpoints: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="[CHECKPOINTS]...", help="More ensemble members (as in `--checkpoint a.pt b.pt`).",
+        show_default=False)] = None,
     input: Annotated[Optional[Path], typer.Option(help="Read lines from this file instead of stdin.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write translations here instead of stdout.")] = None,
     beam: Annotated[int, typer.Option(help="Beam size (1: greedy).")] = 4,
@@ -344,7 +349,26 @@ def translate_command(
     max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
     min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
+    no_repeat_ngram_size: Annotated[int, typer.Option(
+        help="Never repeat an n-gram of this many pieces within an output (0: off).")] = 0,
     nbest: Annotated[int, typer.Option(help="Write the N best as `INDEX ||| TRANSLATION ||| SCORE` lines.")] = 1,
+    sampling: Annotated[bool, typer.Option(
+        "--sampling", help="Sample --nbest outputs from the model instead of beam search.")] = False,
+    topk: Annotated[int, typer.Option(help="Sampling: only from the K most likely pieces (0: all).")] = 0,
+    topp: Annotated[float, typer.Option(help="Sampling: only from the nucleus of probability P (1: all).")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling: divide log-probabilities by this.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling: random seed (same seed, same input: same output).")] = 1,
+    prefix_file: Annotated[Optional[Path], typer.Option(
+        help="Forced target prefixes, a line per input line (an empty line: none).")] = None,
+    print_alignment: Annotated[bool, typer.Option(
+        "--print-alignment", help="Append ` ||| SRC-TGT ...` hard alignments of pieces, from the attention.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line: translation, score, tokens, alignment (and nbest).")] = False,
+    attention_plot: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG of each sentence's encoder-decoder attention into this folder (needs matplotlib).")] = None,
+    quantize: Annotated[str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")] = "none",
+    engine: Annotated[str, typer.Option(
+        help="torch (this package's decoder) or ctranslate2 (an exported model; needs nmt[ctranslate2]).")] = "torch",
     max_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 6000,
     buffer_size: Annotated[Optional[int], typer.Option(
         help="Lines read before translating (sorted by length inside). Default: 1000, or 1 on a terminal.")] = None,
@@ -352,27 +376,58 @@ def translate_command(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
-    from nmt.translate import Translator, format_translations, read_text_lines
+    from nmt.translate import format_json, format_translations, read_text_lines
 
     if threads:
         import torch
         torch.set_num_threads(threads)
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style, max_len_a=max_len_a,
-                          max_len_b=max_len_b, min_len=min_len, nbest=nbest)
+                          max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
+                          sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
     search.validate()
     if max_tokens < 1:
         raise NmtError("--max-tokens must be at least 1")
-    translator = Translator(checkpoint or _default_checkpoint(), search, device, max_tokens)
+    checkpoints = (checkpoint or []) + (more_checkpoints or [])
+    if not checkpoints:
+        checkpoints = [_default_checkpoint()]
+    record_attention = print_alignment or as_json or attention_plot is not None
+    if attention_plot is not None:
+        from nmt.plot import check_plotting
+        check_plotting()
+    if engine == "ctranslate2":
+        from nmt.export.ctranslate2 import CTranslate2Translator
+        if len(checkpoints) != 1:
+            raise NmtError("--engine ctranslate2 takes one exported model folder")
+        unsupported = [name for name, used in (("--prefix-file", prefix_file), ("--attention-plot", attention_plot),
+                                               ("--print-alignment", print_alignment)) if used]
+        if unsupported:
+            raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
+        translator = CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads)
+    elif engine == "torch":
+        from nmt.translate import Translator
+        translator = Translator(checkpoints, search, device, max_tokens, quantize=quantize,
+                                record_attention=record_attention)
+    else:
+        raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     source = open(input, "rb") if input else sys.stdin.buffer
     window = buffer_size or (1 if source.isatty() else 1000)
     if window < 1:
         raise NmtError("--buffer-size must be at least 1")
+    prefix_source = open(prefix_file, "rb") if prefix_file else None
     target_tmp = output.with_name(f".{output.name}.tmp") if output else None
     sink = open(target_tmp, "w", encoding="utf-8", newline="\n") if output else sys.stdout
     try:
         lines = read_text_lines(source, str(input or "<stdin>"))
-        for index, translations in enumerate(translator.translate_stream(lines, window)):
-            sink.write(format_translations(index, translations, nbest))
+        prefixes = read_text_lines(prefix_source, str(prefix_file)) if prefix_source else None
+        for index, translations in enumerate(translator.translate_stream(lines, window, prefixes)):
+            if as_json:
+                sink.write(format_json(translations, nbest))
+            else:
+                sink.write(format_translations(index, translations, nbest, print_alignment))
+            if attention_plot is not None and translations[0].attention is not None:
+                from nmt.plot import plot_attention
+                plot_attention(translations[0], attention_plot / f"line-{index + 1:06d}.png",
+                               title=f"line {index + 1}")
             if index % window == window - 1 or window == 1:
                 sink.flush()
         sink.flush()
@@ -385,9 +440,33 @@ def translate_command(
             target_tmp.unlink()
         if input:
             source.close()
-    if translator.truncated:
+        if prefix_source:
+            prefix_source.close()
+    if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
+
+
+# --- export --------------------------------------------------------------------------------------------------------
+
+export_app = typer.Typer(help="Write a trained model in another toolkit's format.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command(name="ctranslate2")
+def export_ctranslate2_command(
+    checkpoint: Annotated[Path, typer.Argument(help="An nmt checkpoint (e.g. checkpoints/averaged.pt).")],
+    out_dir: Annotated[Path, typer.Argument(help="The CTranslate2 model folder to write.")],
+    quantization: Annotated[Optional[str], typer.Option(
+        help="Store weights as int8, int8_float32, float16, ... (default: float32; translate can still quantize "
+             "at load time).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT_DIR if it exists.")] = False,
+) -> None:
+    """A CTranslate2 model (its own spec API) with the SentencePiece model beside it, for `--engine ctranslate2`."""
+    from nmt.export.ctranslate2 import export_ctranslate2
+
+    export_ctranslate2(checkpoint, out_dir, quantization=quantization, force=force)
+    console.print(f"wrote {out_dir} (CTranslate2); try: nmt translate --engine ctranslate2 --checkpoint {out_dir}")
 
 
 # --- score ---------------------------------------------------------------------------------------------------------

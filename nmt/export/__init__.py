@@ -1,0 +1,1 @@
+"""Writing trained models in other toolkits' formats."""

@@ -1,0 +1,198 @@
+"""CTranslate2 export and decoding: `nmt export ctranslate2 CHECKPOINT OUT_DIR`, `nmt translate --engine ctranslate2`.
+
+The model is written through CTranslate2's own specification API (`ctranslate2.specs.TransformerSpec`), the way its
+bundled converters do, so CTranslate2 checks every weight's name and shape. Our layout maps one to one: the fused
+(3d, d) self-attention projection is CTranslate2's `linear[0]`, the cross-attention's query and fused key/value
+projections its `linear[0]` and `linear[1]`; post-norm or pre-norm as trained; the sinusoid table is written out
+rather than left to CTranslate2 (which orders sine and cosine differently); the tied embedding is written three times
+(source, target, output projection), as CTranslate2 stores them separately. The SentencePiece model goes beside it
+(`spm.model`), with `nmt.json` naming the source checkpoint and languages.
+
+CTranslate2 normalizes beam scores by |Y|^alpha only, so `--engine ctranslate2` requires `--lenpen-style length`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from nmt.checkpoint import load_model
+from nmt.config import SearchConfig
+from nmt.data.text import normalize
+from nmt.errors import NmtError
+from nmt.model.transformer import Transformer
+from nmt.translate import Translation
+
+MAX_POSITIONS = 1024  # rows of the position table written for sinusoidal models
+
+
+def _ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise NmtError("CTranslate2 is not installed: pip install 'nmt[ctranslate2]'") from None
+    return ctranslate2
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().float().cpu().numpy()
+
+
+def _linear(spec, linear) -> None:
+    spec.weight = _numpy(linear.weight)
+    if linear.bias is not None:
+        spec.bias = _numpy(linear.bias)
+
+
+def _norm(spec, norm) -> None:
+    spec.gamma = _numpy(norm.weight)
+    spec.beta = _numpy(norm.bias)
+
+
+def _inputs(spec, model: Transformer) -> None:
+    embeddings = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings
+    embeddings.weight = _numpy(model.embed_tokens.weight)
+    spec.scale_embeddings = True  # x sqrt(d_model), section 3.4
+    if model.embed_positions.learned is not None:
+        spec.position_encodings.encodings = _numpy(model.embed_positions.learned.weight)
+    else:
+        spec.position_encodings.encodings = _numpy(model.embed_positions(MAX_POSITIONS))
+
+
+def build_spec(model: Transformer, pieces: list[str]):
+    """The CTranslate2 TransformerSpec holding `model`'s weights and vocabulary."""
+    ctranslate2 = _ctranslate2()
+    specs = ctranslate2.specs
+    config = model.config
+    spec = specs.TransformerSpec.from_config((config.encoder_layers, config.decoder_layers), config.heads,
+                                             pre_norm=config.pre_norm, activation=specs.Activation.RELU)
+    _inputs(spec.encoder, model)
+    for layer_spec, layer in zip(spec.encoder.layer, model.encoder_layers):
+        _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
+        _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
+        _norm(layer_spec.self_attention.layer_norm, layer.attn_sublayer.norm)
+        _linear(layer_spec.ffn.linear_0, layer.ffn.linear1)
+        _linear(layer_spec.ffn.linear_1, layer.ffn.linear2)
+        _norm(layer_spec.ffn.layer_norm, layer.ffn_sublayer.norm)
+    _inputs(spec.decoder, model)
+    spec.decoder.projection.weight = _numpy(model.embed_tokens.weight)  # tied, no bias
+    for layer_spec, layer in zip(spec.decoder.layer, model.decoder_layers):
+        _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
+        _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
+        _norm(layer_spec.self_attention.layer_norm, layer.self_attn_sublayer.norm)
+        _linear(layer_spec.attention.linear[0], layer.cross_attn.q_proj)
+        _linear(layer_spec.attention.linear[1], layer.cross_attn.kv_proj)
+        _linear(layer_spec.attention.linear[2], layer.cross_attn.out_proj)
+        _norm(layer_spec.attention.layer_norm, layer.cross_attn_sublayer.norm)
+        _linear(layer_spec.ffn.linear_0, layer.ffn.linear1)
+        _linear(layer_spec.ffn.linear_1, layer.ffn.linear2)
+        _norm(layer_spec.ffn.layer_norm, layer.ffn_sublayer.norm)
+    if config.pre_norm:
+        _norm(spec.encoder.layer_norm, model.encoder_norm)
+        _norm(spec.decoder.layer_norm, model.decoder_norm)
+    spec.register_source_vocabulary(pieces)
+    spec.register_target_vocabulary(pieces)
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = pieces[1], pieces[2], pieces[3]
+    spec.config.decoder_start_token = pieces[2]  # our decoder starts from bos
+    spec.config.add_source_eos = True  # our sources end with eos
+    spec.config.layer_norm_epsilon = model.decoder_layers[0].ffn_sublayer.norm.eps
+    return spec
+
+
+def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None = None, force: bool = False) -> Path:
+    ctranslate2 = _ctranslate2()
+    model, vocab, payload = load_model(checkpoint, "cpu")
+    if out_dir.exists() and not force:
+        raise NmtError(f"{out_dir} exists; pass --force to replace it")
+    pieces = [vocab.processor.id_to_piece(i) for i in range(len(vocab))]
+    spec = build_spec(model, pieces)
+
+    class _Converter(ctranslate2.converters.Converter):
+        def _load(self):
+            return spec
+
+    # Written to a sibling folder and renamed, so an interrupted export leaves no half model under OUT_DIR.
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _Converter().convert(str(partial), quantization=quantization, force=True)
+    except (ValueError, RuntimeError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise NmtError(f"CTranslate2 refused the model: {error}") from None
+    (partial / "spm.model").write_bytes(vocab.model_proto)
+    (partial / "nmt.json").write_text(json.dumps({
+        "source_checkpoint": str(checkpoint), "src": payload.get("src"), "tgt": payload.get("tgt"),
+        "model_config": payload["model_config"], "quantization": quantization or "float32"}, indent=1) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+    return out_dir
+
+
+class CTranslate2Translator:
+    """The `Translator` interface over a CTranslate2 model folder written by `export_ctranslate2`."""
+
+    def __init__(self, model_dir: Path, search: SearchConfig | None = None, device: str | None = None,
+                 max_tokens: int = 6000, quantize: str | None = None, threads: int | None = None):
+        ctranslate2 = _ctranslate2()
+        from nmt.vocab import Vocab
+
+        self.search = search or SearchConfig()
+        self.search.validate()
+        if not (model_dir / "model.bin").is_file() or not (model_dir / "spm.model").is_file():
+            raise NmtError(f"{model_dir}: not a model folder written by `nmt export ctranslate2`")
+        if self.search.lenpen_style != "length" and not self.search.sampling:
+            raise NmtError("CTranslate2 normalizes scores by |Y|^alpha only: add --lenpen-style length")
+        self.vocab = Vocab.from_file(model_dir / "spm.model")
+        compute_type = {"int8": "int8", None: "default", "none": "default"}.get(quantize)
+        if compute_type is None:
+            raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
+        device = device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
+        self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
+                                                 intra_threads=threads or 0, inter_threads=1)
+        self.max_tokens = max_tokens
+        if self.search.sampling:
+            ctranslate2.set_random_seed(self.search.seed)
+
+    def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
+        if prefixes is not None:
+            raise NmtError("--prefix-file is not supported with --engine ctranslate2")
+        results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
+        texts = [normalize(line) for line in lines]
+        todo = [i for i, text in enumerate(texts) if text]
+        if not todo:
+            return results
+        processor = self.vocab.processor
+        sources = [processor.encode(texts[i], out_type=str) for i in todo]
+        search = self.search
+        longest = max(len(s) for s in sources) + 1
+        options = dict(max_batch_size=self.max_tokens, batch_type="tokens", num_hypotheses=search.nbest,
+                       return_scores=True, length_penalty=search.lenpen,
+                       max_decoding_length=int(longest * search.max_len_a + search.max_len_b),
+                       min_decoding_length=max(0, search.min_len - 1),
+                       no_repeat_ngram_size=search.no_repeat_ngram_size)
+        if search.sampling:
+            options.update(beam_size=1, sampling_topk=search.topk, sampling_topp=search.topp,
+                           sampling_temperature=search.temperature)
+        else:
+            options.update(beam_size=search.beam)
+        outputs = self.translator.translate_batch(sources, **options)
+        for index, source, output in zip(todo, sources, outputs):
+            results[index] = [Translation(processor.decode_pieces(tokens), float(score), list(tokens), source)
+                              for tokens, score in zip(output.hypotheses, output.scores)]
+        return results
+
+    def translate_stream(self, lines: Iterable[str], window: int = 1000,
+                         prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
+        buffer: list[str] = []
+        for line in lines:
+            buffer.append(line)
+            if len(buffer) >= window:
+                yield from self.translate(buffer, None if prefixes is None else [])
+                buffer = []
+        if buffer:
+            yield from self.translate(buffer, None if prefixes is None else [])
