@@ -56,7 +56,7 @@ def plot_attention(translation, path: Path, title: str = "") -> Path:
             ax.set_ylabel("target")
     if title:
         figure.suptitle(f"{title}: {translation.text}", fontsize=10, family=families)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.tmp")
     figure.savefig(partial, dpi=110, format="png")
