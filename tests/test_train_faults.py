@@ -63,3 +63,18 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(copy_data, tmp_pa
     assert "stopped by SIGTERM" in stderr
     payload = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
     assert payload["update"] > 10 and "optimizer" in payload["training"]
+
+
+def test_a_second_run_on_a_save_dir_in_use_is_refused_and_the_first_goes_on(copy_data, tmp_path):
+    first = start(copy_data, tmp_path / "run", "--max-updates", "100000")
+    wait_for(tmp_path / "run" / "checkpoint_10.pt", first)
+    for extra in ([], ["--resume"]):
+        second = run_nmt("train", str(copy_data), "--save-dir", str(tmp_path / "run"), *ARGS, *extra, check=False)
+        assert second.returncode == 1 and "in use by another nmt train (pid" in second.stderr
+        assert "Traceback" not in second.stderr
+    assert first.poll() is None  # untouched by the refused runs
+    first.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process
+    first.wait()
+    resumed = run_nmt("train", str(copy_data), "--save-dir", str(tmp_path / "run"), *ARGS, "--resume",
+                      "--max-updates", "12")
+    assert "resuming at update" in resumed.stderr

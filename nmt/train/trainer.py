@@ -37,6 +37,7 @@ from nmt.model.transformer import build_model, count_parameters
 from nmt.search.beam import beam_search
 from nmt.train.loss import label_smoothed_nll_loss
 from nmt.train import distributed
+from nmt.train.lock import SaveDirLock
 from nmt.train.schedule import inverse_sqrt_lr
 from nmt.vocab import Vocab
 
@@ -83,6 +84,21 @@ class Trainer:
         self.data_dir, self.save_dir = Path(data_dir), Path(save_dir)
         self.config = train_config
         self.reporter = (reporter or NullReporter()) if self.ranks.is_main else NullReporter()
+        # Held from before the resume check to the end of run(): a second run on this save dir is refused.
+        self.lock = SaveDirLock(self.save_dir).acquire() if self.ranks.is_main else None
+        try:
+            self._setup(model_config, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the save dir (run() does at its end; for a Trainer built and never run)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _setup(self, model_config: ModelConfig, resume: bool) -> None:
+        train_config = self.config
         self.manifest = load_manifest(self.data_dir)
         self.vocab = Vocab.from_file(self.data_dir / self.manifest["spm_model"])
         self.train_data = ParallelDataset(self.data_dir, "train", self.manifest)
@@ -244,6 +260,7 @@ class Trainer:
         finally:
             self._restore_signal_handlers(previous_handlers)
             self.reporter.stop()
+            self.close()
         return {"update": progress.update, "epoch": progress.epoch, "stop_reason": self.stop_reason,
                 "best_valid_loss": progress.best_valid_loss, "save_dir": str(self.save_dir),
                 "skipped_nonfinite": progress.skipped_nonfinite, "skipped_oom": progress.skipped_oom}
