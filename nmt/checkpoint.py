@@ -40,13 +40,40 @@ def save_checkpoint(payload: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
+            writer = _RecordingWriter(handle)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                # torch's zip writer reports a failed write as "unexpected pos ..."; the OSError it swallowed says
+                # what happened (disk full, file too large, I/O error).
+                writer.error.filename = str(path)
+                raise writer.error from None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class _RecordingWriter:
+    """A file for torch.save that keeps the OSError of a failed write."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def link_checkpoint(source: Path, dest: Path) -> None:
