@@ -1,0 +1,61 @@
+"""Inputs a user will eventually feed: a 100,000-character line, empty and unreadable files, odd option values."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_nmt, write_copy_corpus
+
+LONG = " ".join(["red dog"] * 14_286)[:100_000]  # 100,000 characters
+
+
+def one_line_error(result, *needles):
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:"), result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+
+
+def test_a_100k_character_line_is_cut_with_a_warning_and_keeps_its_place(trained_checkpoint):
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), input=f"a cat\n{LONG}\nthe dog\n")
+    lines = result.stdout.split("\n")
+    assert len(lines) == 4 and lines[0] and lines[1] and lines[2] and lines[3] == ""
+    assert "1 input lines were longer than 1024 pieces and were cut" in result.stderr
+
+
+def test_a_100k_character_training_pair_is_dropped_and_counted(tmp_path):
+    corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 300), ("valid", 20)))
+    for side in ("src", "tgt"):
+        with open(corpus / f"train.{side}", "a", encoding="utf-8") as handle:
+            handle.write(LONG + "\n")
+    run_nmt("prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"), "--valid",
+            str(corpus / "valid"), "--vocab-size", "400", "--out", str(tmp_path / "data"))
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["sentences"] == 300
+    assert "too_long" in json.dumps(manifest)
+
+
+def test_empty_and_unreadable_files(tmp_path, trained_checkpoint):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--input", str(empty))
+    assert result.stdout == ""  # nothing in, nothing out
+    one_line_error(run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--input", str(tmp_path),
+                           check=False), str(tmp_path))  # a folder where a file should be
+    one_line_error(run_nmt("translate", "--checkpoint", str(empty), input="x\n", check=False), "empty.txt")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("train.src", "train.tgt", "valid.src", "valid.tgt"):
+        (corpus / name).write_text("")
+    one_line_error(run_nmt("prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
+                           "--valid", str(corpus / "valid"), "--out", str(tmp_path / "data"), check=False),
+                   "train")
+    assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+def test_more_invalid_option_values(trained_checkpoint):
+    for option, value in (("--topp", "0"), ("--temperature", "-1"), ("--no-repeat-ngram-size", "-2"),
+                          ("--quantize", "int4"), ("--engine", "marian"), ("--max-len-b", "0")):
+        one_line_error(run_nmt("translate", "--checkpoint", str(trained_checkpoint), option, value, input="x\n",
+                               check=False), option)
