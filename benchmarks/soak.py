@@ -1,7 +1,7 @@
 """Soak: a tiny training run killed with SIGKILL at random moments, resumed each time, must end with exactly the
 parameters (and per-update losses) of the same run left alone.
 
-    python benchmarks/soak.py [--kills 50] [--updates 400] [--seed 1]
+    python benchmarks/soak.py [--kills 50] [--updates 400] [--seed 1] [--prepare-kills 10]
 
 Data: a synthetic copy-task corpus prepared by `nmt prepare custom` (no download). The reference run trains
 transformer_tiny for --updates updates (one thread, so that floats are reproducible); the soaked run is started, killed
@@ -10,6 +10,10 @@ data loading, training steps, checkpoint writes and validation), restarted with 
 it is resumed once more to the end. Every restart must succeed (exit 0 when it is not killed; a clear error is a
 failure). Figures go to benchmarks/results/soak.json: kills, resumes, failed resumes, updates lost to the kills
 (recomputed after resuming), parameter mismatches, loss mismatches.
+
+Then the same for `nmt prepare custom` (200,000 synthetic pairs, 2 workers): killed --prepare-kills times at random
+moments, rerun until it completes; its .bin/.idx files and SentencePiece model must equal an uninterrupted run's byte
+for byte.
 """
 
 from __future__ import annotations
@@ -52,6 +56,52 @@ def make_data(work: Path) -> Path:
     return data
 
 
+def prepare_command(corpus: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "nmt", "prepare", "custom", "--src", "src", "--tgt", "tgt", "--train",
+            str(corpus / "big"), "--valid", str(corpus / "valid"), "--vocab-size", "400", "--workers", "2",
+            "--out", str(out)]
+
+
+def soak_prepare(work: Path, kills: int, max_delay: float, rng: random.Random) -> dict:
+    """`nmt prepare` killed with SIGKILL at random moments and rerun until it completes; its files must equal
+    those of an uninterrupted preparation byte for byte."""
+    import shutil
+
+    corpus = work / "corpus"
+    if not (corpus / "big.src").is_file():
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 30))) for _ in range(200_000)]
+        for side in ("src", "tgt"):
+            (corpus / f"big.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    reference, soaked = work / "prepare-reference", work / "prepare-soaked"
+    for folder in (reference, soaked):
+        shutil.rmtree(folder, ignore_errors=True)
+    started = time.monotonic()
+    subprocess.run(prepare_command(corpus, reference), check=True, env=environment(), capture_output=True)
+    reference_s = time.monotonic() - started
+    done_kills = failures = 0
+    while done_kills < kills:
+        process = subprocess.Popen(prepare_command(corpus, soaked), env=environment(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            process.wait(timeout=rng.uniform(0.2, max_delay))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            done_kills += 1
+            continue
+        if process.returncode != 0:
+            failures += 1
+            break
+        shutil.rmtree(soaked)  # finished before the kill: start over, the soak needs kills
+    final = subprocess.run(prepare_command(corpus, soaked), env=environment(), capture_output=True, text=True)
+    failures += final.returncode != 0
+    names = sorted(p.name for p in reference.iterdir() if p.suffix in (".bin", ".idx", ".model"))
+    mismatches = [name for name in names
+                  if not (soaked / name).is_file() or (soaked / name).read_bytes() != (reference / name).read_bytes()]
+    return {"kills": done_kills, "failed_reruns": failures, "files_compared": len(names),
+            "file_mismatches": mismatches, "reference_seconds": round(reference_s, 1)}
+
+
 def train_command(data: Path, save_dir: Path, updates: int, resume: bool) -> list[str]:
     command = [sys.executable, "-m", "nmt", "train", str(data), "--save-dir", str(save_dir), *TRAIN_ARGS,
                "--max-updates", str(updates)]
@@ -70,6 +120,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=400)
     parser.add_argument("--max-delay", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--prepare-kills", type=int, default=10)
+    parser.add_argument("--prepare-max-delay", type=float, default=8.0)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "soak.json")
     args = parser.parse_args()
     import shutil
@@ -135,10 +187,12 @@ def main() -> None:
               "parameter_tensors": len(theirs), "parameter_mismatches": parameter_mismatches,
               "loss_mismatches": loss_mismatches, "updates_logged": len(soaked_losses),
               "reference_seconds": round(reference_s, 1), "soak_seconds": round(soak_s, 1), "events": events}
+    result["prepare"] = soak_prepare(args.work, args.prepare_kills, args.prepare_max_delay, rng)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "events"}, indent=1))
-    if failures or parameter_mismatches or loss_mismatches:
+    if (failures or parameter_mismatches or loss_mismatches or result["prepare"]["failed_reruns"]
+            or result["prepare"]["file_mismatches"]):
         sys.exit(1)
 
 
