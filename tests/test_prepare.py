@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,4 +145,43 @@ def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped
     run_nmt(*args)
     ran = [json.loads(line)["step"] for line in (out / "prepare.jsonl").read_text().splitlines()]
     assert ran == ["index", "references/valid", "spm", "binarize/train", "binarize/valid"], "nothing ran twice"
+    assert load_manifest(out)["splits"]["train"]["sentences"] == 150_000
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; it only waits to be reaped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_prepare_takes_its_workers_with_it_and_a_rerun_completes(tmp_path):
+    corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 150_000), ("valid", 50)))
+    out = tmp_path / "data"
+    args = ["prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
+            "--valid", str(corpus / "valid"), "--vocab-size", "300", "--workers", "2", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "nmt", *args], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in process.stderr:
+        if "binarize/train" in line:  # workers are encoding shards
+            break
+    time.sleep(0.3)
+    workers = _children(process.pid)
+    assert len(workers) >= 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 1.0  # a shard takes seconds: only a worker killed with its parent is gone by then
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers outlived the killed prepare"
+    run_nmt(*args)  # the rerun is not raced by orphans writing the same shard files
     assert load_manifest(out)["splits"]["train"]["sentences"] == 150_000

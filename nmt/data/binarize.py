@@ -13,6 +13,8 @@ import json
 import os
 import resource
 import shutil
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,20 @@ def _read_lines(handle, count: int, path: str, first_line: int) -> list[bytes]:
                            "(changed since it was indexed? run prepare again)")
         lines.append(line)
     return lines
+
+
+def worker_init(parent_pid: int) -> None:
+    """Set up a worker process: Ctrl-C is left to the parent, and the worker dies with it. Without the latter a
+    parent killed outright (SIGKILL, OOM killer) leaves its workers running as orphans, which then write the same
+    temporary files as the workers of the rerun (found by benchmarks/soak.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def binarize_shard(task: ShardTask) -> dict:

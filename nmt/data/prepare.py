@@ -25,7 +25,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from nmt.config import ConfigError
-from nmt.data.binarize import ENCODE_BATCH, ShardTask, binarize_shard, merge_shards, peak_rss_mb
+from nmt.data.binarize import ENCODE_BATCH, ShardTask, binarize_shard, merge_shards, peak_rss_mb, worker_init
 from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, TokenArrayWriter, token_dtype
 from nmt.data.download import fetch_verified
 from nmt.data.recipes import Corpus, Recipe
@@ -392,7 +391,7 @@ class _Pipeline:
 def _worker_pool(processes: int):
     """Fresh ("spawn") worker processes that leave Ctrl-C to this one: on an interrupt or an error they are stopped
     at once (a shard or a SentencePiece run in progress is abandoned; its temporary files never get a final name)."""
-    pool = get_context("spawn").Pool(processes, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    pool = get_context("spawn").Pool(processes, initializer=worker_init, initargs=(os.getpid(),))
     try:
         yield pool
     except BaseException:
