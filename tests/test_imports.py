@@ -8,9 +8,10 @@ LEVELS = [
     {"errors"},
     {"config"},
     {"vocab", "device"},
-    {"data", "model"},
+    {"data", "model", "plot"},
     {"search", "checkpoint"},
     {"train", "translate", "score"},
+    {"export"},
     {"cli"},
     {"__main__"},
 ]
