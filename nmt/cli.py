@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,6 +29,9 @@ DEFAULT_SAVE_DIR = Path("checkpoints")
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    # SIGTERM (a scheduler, `kill`) ends a command the way Ctrl-C does: temporary files removed, one line, exit 130.
+    # `nmt train` installs its own handler while it runs (save a checkpoint, then stop).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except NmtError as error:
@@ -43,6 +47,10 @@ def main() -> None:
         where = f"{error.filename}: " if error.filename else ""
         console.print(f"[bold red]error:[/] {where}{error.strerror or error}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:

@@ -126,7 +126,8 @@ def test_a_manifest_from_another_version_is_refused(tmp_path):
         load_manifest(tmp_path)
 
 
-def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped(tmp_path, stop):
     corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 150_000), ("valid", 50)))
     out = tmp_path / "data"
     args = ["prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
@@ -137,7 +138,7 @@ def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped
         if "binarize/train" in line:  # the slow step has started
             break
     time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     rest = process.communicate(timeout=60)[1]
     assert process.returncode == 130 and "interrupted" in rest and "Traceback" not in rest, rest
     assert not (out / "manifest.json").exists() and not list(out.glob("train.*"))
