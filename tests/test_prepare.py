@@ -126,14 +126,20 @@ def test_a_manifest_from_another_version_is_refused(tmp_path):
         load_manifest(tmp_path)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped(tmp_path, stop):
+def _start_large_prepare(tmp_path):
+    """`nmt prepare custom` of 150,000 pairs with 2 workers, started: (DATA_DIR, its arguments, the process)."""
     corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 150_000), ("valid", 50)))
     out = tmp_path / "data"
     args = ["prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
             "--valid", str(corpus / "valid"), "--vocab-size", "300", "--workers", "2", "--out", str(out)]
     process = subprocess.Popen([sys.executable, "-m", "nmt", *args], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    return out, args, process
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_resumes_where_it_stopped(tmp_path, stop):
+    out, args, process = _start_large_prepare(tmp_path)
     for line in process.stderr:
         if "binarize/train" in line:  # the slow step has started
             break
@@ -166,12 +172,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_prepare_takes_its_workers_with_it_and_a_rerun_completes(tmp_path):
-    corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 150_000), ("valid", 50)))
-    out = tmp_path / "data"
-    args = ["prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
-            "--valid", str(corpus / "valid"), "--vocab-size", "300", "--workers", "2", "--out", str(out)]
-    process = subprocess.Popen([sys.executable, "-m", "nmt", *args], stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    out, args, process = _start_large_prepare(tmp_path)
     for line in process.stderr:
         if "binarize/train" in line:  # workers are encoding shards
             break

@@ -63,6 +63,16 @@ def _inputs(spec, model: Transformer) -> None:
         spec.position_encodings.encodings = _numpy(model.embed_positions(MAX_POSITIONS))
 
 
+def _self_attention_and_ffn(layer_spec, layer, attention_norm) -> None:
+    """What encoder and decoder layers share: fused self-attention projections, the FFN and their norms."""
+    _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
+    _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
+    _norm(layer_spec.self_attention.layer_norm, attention_norm)
+    _linear(layer_spec.ffn.linear_0, layer.ffn.linear1)
+    _linear(layer_spec.ffn.linear_1, layer.ffn.linear2)
+    _norm(layer_spec.ffn.layer_norm, layer.ffn_sublayer.norm)
+
+
 def build_spec(model: Transformer, pieces: list[str]):
     """The CTranslate2 TransformerSpec holding `model`'s weights and vocabulary."""
     ctranslate2 = _ctranslate2()
@@ -72,25 +82,15 @@ def build_spec(model: Transformer, pieces: list[str]):
                                              pre_norm=config.pre_norm, activation=specs.Activation.RELU)
     _inputs(spec.encoder, model)
     for layer_spec, layer in zip(spec.encoder.layer, model.encoder_layers):
-        _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
-        _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
-        _norm(layer_spec.self_attention.layer_norm, layer.attn_sublayer.norm)
-        _linear(layer_spec.ffn.linear_0, layer.ffn.linear1)
-        _linear(layer_spec.ffn.linear_1, layer.ffn.linear2)
-        _norm(layer_spec.ffn.layer_norm, layer.ffn_sublayer.norm)
+        _self_attention_and_ffn(layer_spec, layer, layer.attn_sublayer.norm)
     _inputs(spec.decoder, model)
     spec.decoder.projection.weight = _numpy(model.embed_tokens.weight)  # tied, no bias
     for layer_spec, layer in zip(spec.decoder.layer, model.decoder_layers):
-        _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
-        _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
-        _norm(layer_spec.self_attention.layer_norm, layer.self_attn_sublayer.norm)
+        _self_attention_and_ffn(layer_spec, layer, layer.self_attn_sublayer.norm)
         _linear(layer_spec.attention.linear[0], layer.cross_attn.q_proj)
         _linear(layer_spec.attention.linear[1], layer.cross_attn.kv_proj)
         _linear(layer_spec.attention.linear[2], layer.cross_attn.out_proj)
         _norm(layer_spec.attention.layer_norm, layer.cross_attn_sublayer.norm)
-        _linear(layer_spec.ffn.linear_0, layer.ffn.linear1)
-        _linear(layer_spec.ffn.linear_1, layer.ffn.linear2)
-        _norm(layer_spec.ffn.layer_norm, layer.ffn_sublayer.norm)
     if config.pre_norm:
         _norm(spec.encoder.layer_norm, model.encoder_norm)
         _norm(spec.decoder.layer_norm, model.decoder_norm)
