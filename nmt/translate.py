@@ -141,25 +141,28 @@ class Translator:
     def translate_stream(self, lines: Iterable[str], window: int = 1000,
                          prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
         """Translate a stream window by window (sorting by length inside each), yielding in input order."""
-        prefix_lines = iter(prefixes) if prefixes is not None else None
-        buffer: list[str] = []
-        buffer_prefixes: list[str] = []
+        return translate_windows(self.translate, lines, window, prefixes)
 
-        def flush():
-            yield from self.translate(buffer, buffer_prefixes if prefix_lines is not None else None)
 
-        for line in lines:
-            buffer.append(line)
-            if prefix_lines is not None:
-                prefix = next(prefix_lines, None)
-                if prefix is None:
-                    raise NmtError(f"--prefix-file has fewer lines than the input ({len(buffer)} or more)")
-                buffer_prefixes.append(prefix)
-            if len(buffer) >= window:
-                yield from flush()
-                buffer, buffer_prefixes = [], []
-        if buffer:
-            yield from flush()
+def translate_windows(translate, lines: Iterable[str], window: int,
+                      prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
+    """Call `translate(lines, prefixes)` on successive windows of `window` lines, yielding the results in order (the
+    streaming both engines share: each window is written before the next is read)."""
+    prefix_lines = iter(prefixes) if prefixes is not None else None
+    buffer: list[str] = []
+    buffer_prefixes: list[str] = []
+    for line in lines:
+        buffer.append(line)
+        if prefix_lines is not None:
+            prefix = next(prefix_lines, None)
+            if prefix is None:
+                raise NmtError(f"--prefix-file has fewer lines than the input ({len(buffer)} or more)")
+            buffer_prefixes.append(prefix)
+        if len(buffer) >= window:
+            yield from translate(buffer, buffer_prefixes if prefix_lines is not None else None)
+            buffer, buffer_prefixes = [], []
+    if buffer:
+        yield from translate(buffer, buffer_prefixes if prefix_lines is not None else None)
 
 
 def read_text_lines(stream: BinaryIO, name: str = "<stdin>") -> Iterator[str]:

@@ -25,7 +25,7 @@ from nmt.config import SearchConfig
 from nmt.data.text import normalize
 from nmt.errors import NmtError
 from nmt.model.transformer import Transformer
-from nmt.translate import Translation
+from nmt.translate import Translation, translate_windows
 
 MAX_POSITIONS = 1024  # rows of the position table written for sinusoidal models
 
@@ -188,11 +188,4 @@ class CTranslate2Translator:
 
     def translate_stream(self, lines: Iterable[str], window: int = 1000,
                          prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
-        buffer: list[str] = []
-        for line in lines:
-            buffer.append(line)
-            if len(buffer) >= window:
-                yield from self.translate(buffer, None if prefixes is None else [])
-                buffer = []
-        if buffer:
-            yield from self.translate(buffer, None if prefixes is None else [])
+        return translate_windows(self.translate, lines, window, prefixes)
