@@ -55,6 +55,41 @@ def test_resume_with_another_architecture_is_refused(copy_data, tmp_path):
         Trainer(copy_data, tmp_path / "run", wider, train, resume=True)
 
 
+def test_resume_inside_an_epoch_with_another_batch_budget_or_seed_is_refused(copy_data, tmp_path):
+    """The saved position counts batches of a plan that --max-tokens and --seed made; others would skip pairs."""
+    model, train = tiny(max_updates=5, max_epochs=0, save_interval_updates=5)
+    Trainer(copy_data, tmp_path / "run", model, train).run()
+    for changed in ({"max_tokens": 1024}, {"seed": 7}):
+        with pytest.raises(NmtError, match=f"--{next(iter(changed)).replace('_', '-')} .* would repeat or skip"):
+            Trainer(copy_data, tmp_path / "run", model, replace_fields(train, {**changed, "max_updates": 10}),
+                    resume=True)
+    # What only steers the run may change: a later limit, another learning rate, other intervals.
+    steered = replace_fields(train, {"max_updates": 8, "lr": 0.5, "log_interval": 2, "save_interval_updates": 4})
+    summary = Trainer(copy_data, tmp_path / "run", model, steered, resume=True).run()
+    assert summary["update"] == 8
+
+
+def test_resume_against_another_corpus_or_vocabulary_is_refused(copy_data, copy_corpus, tmp_path):
+    from nmt.checkpoint import load_checkpoint, save_checkpoint
+    from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus
+
+    model, train = tiny(max_updates=5, max_epochs=0, save_interval_updates=5)
+    Trainer(copy_data, tmp_path / "run", model, train).run()
+    other = tmp_path / "other-data"  # the same text, another SentencePiece model
+    splits = {split: (find_side(str(copy_corpus / split), "src"), find_side(str(copy_corpus / split), "tgt"))
+              for split in ("train", "valid", "test")}
+    prepare_corpus(other, "src", "tgt", splits, PrepareOptions(vocab_size=420), {"recipe": "test"})
+    with pytest.raises(NmtError, match="not the vocabulary the run .* was trained with"):
+        Trainer(other, tmp_path / "run", model, replace_fields(train, {"max_updates": 10}), resume=True)
+    # The same vocabulary over another number of pairs: as if the run had been trained on another corpus.
+    last = tmp_path / "run" / "checkpoint_last.pt"
+    payload = load_checkpoint(last)
+    payload["training"]["train_sentences"] += 1
+    save_checkpoint(payload, last)
+    with pytest.raises(NmtError, match="training pairs, the run .* was trained on"):
+        Trainer(copy_data, tmp_path / "run", model, replace_fields(train, {"max_updates": 10}), resume=True)
+
+
 def test_bf16_autocast_trains_on_the_cpu(copy_data, tmp_path):
     """The GPU's mixed-precision path, exercised where CI runs: autocast to bf16, loss kept in fp32."""
     model, train = tiny(max_updates=20, precision="bf16", save_interval_updates=0, max_epochs=0)

@@ -165,12 +165,41 @@ class Trainer:
             break
         if payload is None:
             raise NmtError(f"--resume: no loadable checkpoint in {self.save_dir} ({problems[0]})")
+        self._check_resumable(payload)  # first: another vocabulary also shows as another vocab_size
         saved = from_dict(ModelConfig, payload["model_config"])
         if saved != model_config:
             changed = [name for name in asdict(saved) if getattr(saved, name) != getattr(model_config, name)]
             raise NmtError(f"--resume: the run in {self.save_dir} has another architecture ({', '.join(changed)} "
                            "differ); drop those options or use another --save-dir")
         return payload
+
+    def _check_resumable(self, payload: dict) -> None:
+        """Refuse a resume whose data or batching options the checkpoint's progress cannot carry over.
+
+        The progress counts batches of an epoch's plan, and the plan is a function of the training pairs'
+        lengths, --max-tokens and --seed: another corpus, vocabulary or (inside an epoch) another budget or seed
+        would silently repeat some pairs and skip others. Options that only steer the run (limits, learning
+        rate, intervals, precision) may change.
+        """
+        if bytes(payload["vocab"].numpy().tobytes()) != self.vocab.model_proto:
+            raise NmtError(f"--resume: {self.data_dir}'s spm.model is not the vocabulary the run in {self.save_dir} "
+                           "was trained with; point at the run's data directory or use another --save-dir")
+        training = payload["training"]
+        pairs = training.get("train_sentences")
+        if pairs is not None and pairs != len(self.train_data):
+            raise NmtError(f"--resume: {self.data_dir} holds {len(self.train_data):,} training pairs, the run in "
+                           f"{self.save_dir} was trained on {pairs:,}; point at the run's data directory or use "
+                           "another --save-dir (--init-from fine-tunes on new data)")
+        saved = payload.get("train_config") or {}
+        position = training["progress"].get("batch_position", 0)
+        if position:
+            for name in ("max_tokens", "seed"):
+                if name in saved and saved[name] != getattr(self.config, name):
+                    option = "--" + name.replace("_", "-")
+                    raise NmtError(f"--resume: the run stopped inside epoch {training['progress']['epoch']} "
+                                   f"(batch {position} of its plan), which {option} {saved[name]} made; "
+                                   f"{option} {getattr(self.config, name)} would repeat or skip pairs: keep "
+                                   f"{option} {saved[name]}")
 
     def _init_from(self, path: Path) -> None:
         """Fine-tuning: the weights of `path`, nothing else (optimizer, schedule and progress start anew)."""
@@ -206,7 +235,7 @@ class Trainer:
             torch.set_rng_state(per_rank[self.ranks.rank])
         else:  # another number of processes than the run had: exact continuation is impossible anyway
             self.reporter.message(f"resuming with {self.ranks.world_size} processes where the run had "
-                                  f"{len(per_rank)}: the data order continues, dropout draws do not")
+                                  f"{len(per_rank)}: this epoch's remaining batches and the dropout draws differ from an uninterrupted run's")
             torch.manual_seed(self.config.seed + 1_000_003 * self.ranks.rank + self.progress.update)
         if self.device.type == "cuda" and rng.get("cuda") is not None and len(per_rank) == self.ranks.world_size:
             cuda_states = rng.get("cuda_per_rank") or [rng["cuda"]]
@@ -521,6 +550,7 @@ class Trainer:
                 "rng": {"torch": torch_states[0], "torch_per_rank": torch_states,
                         "cuda": cuda_states[0], "cuda_per_rank": cuda_states if cuda_states[0] is not None else None},
                 "world_size": self.ranks.world_size,
+                "train_sentences": len(self.train_data),  # a resume checks it points at the same corpus
             }
             payload = make_payload(self.model, self.vocab, self.config, self.manifest["src"], self.manifest["tgt"],
                                    progress.update, progress.epoch, valid=valid, training=training)
