@@ -482,21 +482,70 @@ def export_ctranslate2_command(
 @app.command(name="score")
 def score_command(
     ref: Annotated[list[Path], typer.Option(help="Reference file (repeat for several references).")],
-    hyp: Annotated[Optional[Path], typer.Option(help="Hypotheses file. Default: stdin.")] = None,
+    hyp: Annotated[Optional[list[Path]], typer.Option(
+        help="Hypotheses file (repeat to score several systems; the first is --paired-bs's baseline). "
+             "Default: stdin.")] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated: bleu, chrf, ter.")] = "bleu,chrf,ter",
+    paper: Annotated[bool, typer.Option(
+        "--paper", help="Also the paper's tokenized BLEU: Moses tokenizer (sacremoses, escaping), ##AT##-##AT## "
+                        "compound splitting, as tensor2tensor's get_ende_bleu.sh. Not comparable across "
+                        "tokenizations; see docs/scoring.md.")] = False,
+    lang: Annotated[Optional[str], typer.Option(
+        help="Target language of --paper's Moses tokenizer. Default: the reference file's extension when it is a "
+             "two-letter code (newstest2014.de), else en.")] = None,
+    paired_bs: Annotated[bool, typer.Option(
+        "--paired-bs", help="Paired bootstrap resampling (sacreBLEU's) of every --hyp against the first.")] = False,
+    paired_bs_n: Annotated[int, typer.Option(help="Bootstrap resamples of --paired-bs.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with scores and signatures.")] = False,
 ) -> None:
     """Score translations against references with sacreBLEU (detokenized BLEU, chrF, TER) and their signatures."""
     from nmt.data.text import read_lines
-    from nmt.score import score
+    from nmt.score import PAPER_LABEL, paired_bootstrap, paper_bleu, score
     from nmt.translate import read_text_lines
 
+    names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
+    if paired_bs_n < 1:
+        raise NmtError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
     references = [list(read_lines(path)) for path in ref]
-    hypotheses = list(read_lines(hyp)) if hyp else list(read_text_lines(sys.stdin.buffer))
-    results = score(hypotheses, references, [name.strip().lower() for name in metrics.split(",") if name.strip()])
+    systems = ([(str(path), list(read_lines(path))) for path in hyp] if hyp
+               else [("stdin", list(read_text_lines(sys.stdin.buffer)))])
+    if paper:
+        lang = lang or _language_of(ref[0])
+    report: dict[str, dict] = {}
+    for system, hypotheses in systems:
+        results = score(hypotheses, references, names)
+        if paper:
+            results.append(paper_bleu(hypotheses, references, lang))
+        report[system] = {r.metric: {"score": r.score, "signature": r.signature} for r in results}
+        if as_json:
+            continue
+        if len(systems) > 1:
+            typer.echo(f"{system}:")
+        for result in results:
+            label = f"{PAPER_LABEL}: " if result.metric == "paper_bleu" else ""
+            if result.metric == "bleu" and paper:
+                label = "detokenized sacreBLEU: "
+            typer.echo(f"{label}{result.text}")
+            typer.echo(f"  signature: {result.signature}")
+    comparisons = []
+    if paired_bs:
+        comparisons, signatures = paired_bootstrap(systems, references, names, paired_bs_n)
+        if not as_json:
+            typer.echo(f"paired bootstrap resampling ({paired_bs_n} resamples), against {systems[0][0]}:")
+            for c in comparisons:
+                verdict = "baseline" if c.p_value is None else f"p = {c.p_value:.4f}" + (
+                    " (significant at 0.05)" if c.p_value < 0.05 else "")
+                typer.echo(f"  {c.metric:6} {c.system}: {c.score:.2f} (mean {c.mean:.2f} +- {c.ci:.2f}) {verdict}")
+            for metric, signature in signatures.items():
+                typer.echo(f"  {metric} signature: {signature}")
     if as_json:
-        typer.echo(json.dumps({r.metric: {"score": r.score, "signature": r.signature} for r in results}))
-        return
-    for result in results:
-        typer.echo(f"{result.text}")
-        typer.echo(f"  signature: {result.signature}")
+        output: dict = report[systems[0][0]] if len(systems) == 1 else {"systems": report}
+        if paired_bs:
+            output["paired_bs"] = [vars(c) for c in comparisons]
+        typer.echo(json.dumps(output))
+
+
+def _language_of(reference: Path) -> str:
+    """The reference file's extension as a Moses language code (newstest2014.de -> de), else English."""
+    suffix = reference.suffix[1:] if reference.suffix != ".gz" else Path(reference.stem).suffix[1:]
+    return suffix.lower() if len(suffix) == 2 and suffix.isalpha() else "en"

@@ -1,7 +1,19 @@
-"""sacreBLEU's BLEU, chrF and TER of hypotheses against references, with the signatures that make them comparable."""
+"""Scores of hypotheses against references: sacreBLEU's BLEU, chrF and TER with the signatures that make them
+comparable, the paper's tokenized BLEU with compound splitting, and paired bootstrap significance between systems.
+
+The paper's procedure. Vaswani et al. (2017) report BLEU as computed by tensor2tensor's `get_ende_bleu.sh`: both the
+hypotheses and the references are tokenized with Moses' `tokenizer.perl -l LANG` (its default escaping of
+`& | < > ' " [ ]` included), hyphenated compounds are split the way GNMT and ConvS2S did (`s{(\\S)-(\\S)}{$1 ##AT##-##AT##
+$2}g`: "Pre-Trainings-Daten" becomes "Pre ##AT##-##AT## Trainings-Daten", non-overlapping left to right, exactly as
+Perl's substitution), and `multi-bleu.perl` scores the result as whitespace-separated tokens, case-sensitive. Here
+sacremoses does the tokenization and sacreBLEU, with its tokenizer turned off, the counting. That figure depends on
+the tokenization and is only comparable with figures made the same way; detokenized sacreBLEU, printed beside it,
+is the one to compare across papers.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sacrebleu.metrics import BLEU, CHRF, TER
@@ -9,6 +21,8 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from nmt.errors import NmtError
 
 METRICS = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
+PAPER_LABEL = "tokenized BLEU as in the paper (Moses tokenizer, ##AT## compound splitting)"
+_COMPOUND = re.compile(r"(\S)-(\S)")
 
 
 @dataclass
@@ -19,18 +33,89 @@ class Score:
     text: str  # sacreBLEU's own one-line rendering, e.g. "BLEU = 34.12 66.1/41.9/28.4/19.2 (BP = ...)"
 
 
-def score(hypotheses: list[str], references: list[list[str]], metrics: list[str]) -> list[Score]:
-    """Corpus-level scores. `references` is a list of reference streams, each as long as `hypotheses`."""
-    unknown = [name for name in metrics if name not in METRICS]
-    if unknown:
-        raise NmtError(f"--metrics: unknown {', '.join(unknown)} (choose from {', '.join(METRICS)})")
+def check_streams(hypotheses: list[str], references: list[list[str]]) -> None:
+    if not references:
+        raise NmtError("no reference given (--ref FILE)")
     for number, stream in enumerate(references, start=1):
         if len(stream) != len(hypotheses):
             raise NmtError(f"{len(hypotheses)} hypotheses but reference {number} has {len(stream)} lines")
+
+
+def make_metric(name: str):
+    if name not in METRICS:
+        raise NmtError(f"--metrics: unknown {name} (choose from {', '.join(METRICS)})")
+    return METRICS[name]()
+
+
+def score(hypotheses: list[str], references: list[list[str]], metrics: list[str]) -> list[Score]:
+    """Corpus-level scores. `references` is a list of reference streams, each as long as `hypotheses`."""
+    check_streams(hypotheses, references)
     results = []
     for name in metrics:
-        metric = METRICS[name]()
+        metric = make_metric(name)
         corpus_score = metric.corpus_score(hypotheses, references)
         results.append(Score(name, round(corpus_score.score, 2), str(metric.get_signature()),
                              corpus_score.format()))
     return results
+
+
+def split_compounds(tokenized: str) -> str:
+    """The ##AT##-##AT## split of hyphenated compounds (the Perl `s{(\\S)-(\\S)}{$1 ##AT##-##AT## $2}g`)."""
+    return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", tokenized)
+
+
+class PaperTokenizer:
+    """Moses tokenization with escaping, as `tokenizer.perl -l LANG`, then the compound split."""
+
+    def __init__(self, lang: str):
+        from sacremoses import MosesTokenizer
+
+        self.lang = lang
+        self.moses = MosesTokenizer(lang=lang)
+
+    def __call__(self, line: str) -> str:
+        return split_compounds(self.moses.tokenize(line, escape=True, return_str=True))
+
+
+def paper_bleu(hypotheses: list[str], references: list[list[str]], lang: str) -> Score:
+    """The paper's tokenized, compound-split BLEU (see the module's docstring)."""
+    check_streams(hypotheses, references)
+    tokenize = PaperTokenizer(lang)
+    metric = BLEU(tokenize="none", force=True)
+    corpus_score = metric.corpus_score([tokenize(line) for line in hypotheses],
+                                       [[tokenize(line) for line in stream] for stream in references])
+    signature = f"moses-{lang}-escape+atat|{metric.get_signature()}"
+    return Score("paper_bleu", round(corpus_score.score, 2), signature, corpus_score.format())
+
+
+@dataclass
+class Comparison:
+    system: str
+    metric: str
+    score: float
+    mean: float  # of the bootstrap resamples
+    ci: float  # half-width of the 95% confidence interval around the mean
+    p_value: float | None  # None for the baseline
+
+
+def paired_bootstrap(systems: list[tuple[str, list[str]]], references: list[list[str]], metrics: list[str],
+                     samples: int = 1000) -> tuple[list[Comparison], dict[str, str]]:
+    """sacreBLEU's paired bootstrap resampling (Koehn, 2004): every system against the first, the baseline.
+
+    Returns one Comparison per system and metric, and each metric's signature (which records the seed and the
+    number of resamples; SACREBLEU_SEED changes the seed as for sacrebleu itself).
+    """
+    from sacrebleu.significance import PairedTest
+
+    if len(systems) < 2:
+        raise NmtError("--paired-bs compares systems: give the baseline and at least one more --hyp")
+    for _, hypotheses in systems:
+        check_streams(hypotheses, references)
+    test = PairedTest(systems, {name: make_metric(name) for name in metrics}, references, test_type="bs",
+                      n_samples=samples)
+    signatures, table = test()
+    names = table.pop("System")
+    comparisons = [Comparison(names[row], metric, round(result.score, 2), round(result.mean, 2),
+                              round(result.ci, 2), None if row == 0 else round(result.p_value, 4))
+                   for metric, results in table.items() for row, result in enumerate(results)]
+    return comparisons, {metric: str(signature) for metric, signature in signatures.items()}
