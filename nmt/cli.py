@@ -545,6 +545,20 @@ def score_command(
         typer.echo(json.dumps(output))
 
 
+@app.command(name="report")
+def report_command(
+    save_dir: Annotated[Path, typer.Argument(help="A save dir of nmt train (metrics.jsonl, config.json).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where report.md and its PNGs go. Default: SAVE_DIR/report.")]
+    = None,
+) -> None:
+    """A Markdown page about a training run: loss, learning rate, tokens/s and validation BLEU plotted over updates,
+    the config, the data manifest and the final score (SAVE_DIR/score.json from `nmt score --json`)."""
+    from nmt.report import write_report
+
+    path = write_report(save_dir, out)
+    console.print(f"wrote {path} and its plots")
+
+
 def _language_of(reference: Path) -> str:
     """The reference file's extension as a Moses language code (newstest2014.de -> de), else English."""
     suffix = reference.suffix[1:] if reference.suffix != ".gz" else Path(reference.stem).suffix[1:]

@@ -16,11 +16,11 @@ from nmt.errors import NmtError
 FONTS = ["DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans Arabic", "Noto Sans Devanagari"]
 
 
-def check_plotting() -> None:
+def check_plotting(what: str = "--attention-plot") -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise NmtError("--attention-plot needs matplotlib: pip install 'nmt[plot]'") from None
+        raise NmtError(f"{what} needs matplotlib: pip install 'nmt[plot]'") from None
 
 
 def _label(piece: str) -> str:

@@ -1,0 +1,182 @@
+"""`nmt report SAVE_DIR`: one Markdown page about a training run, with PNG plots of its curves.
+
+It reads what the run left: metrics.jsonl (training and validation records over updates), config.json (model and
+training options, the data directory), the data directory's manifest.json, and a final score if one was saved
+beside the checkpoints as `nmt score --json > SAVE_DIR/score.json`. Nothing is recomputed; a run still going can be
+reported on, and a later report replaces the earlier one. matplotlib is an optional dependency (nmt[plot]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nmt.errors import NmtError
+
+# (file name, title, y label, [(metrics key, legend label)], log scale)
+PLOTS = [
+    ("loss.png", "Loss (label-smoothed cross-entropy, nats per target token)", "loss",
+     [("loss", "training"), ("valid_loss", "validation")], False),
+    ("lr.png", "Learning rate", "learning rate", [("lr", "learning rate")], False),
+    ("throughput.png", "Training throughput", "target tokens / s", [("tgt_tokens_per_s", "target tokens / s")],
+     False),
+    ("bleu.png", "Validation BLEU", "BLEU", [("valid_bleu", "validation BLEU")], False),
+]
+
+
+@dataclass
+class Run:
+    save_dir: Path
+    records: list[dict]
+    config: dict
+    manifest: dict | None
+    score: dict | None
+    notes: list[str] = field(default_factory=list)  # what could not be read, said in the report
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        points = [(r["update"], r[key]) for r in self.records if r.get(key) is not None and "update" in r]
+        return [u for u, _ in points], [v for _, v in points]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NmtError(f"{path}: cannot read the {what} ({type(error).__name__}: {error})") from None
+
+
+def load_run(save_dir: Path) -> Run:
+    metrics_path = save_dir / "metrics.jsonl"
+    if not save_dir.is_dir():
+        raise NmtError(f"{save_dir}: no such directory")
+    if not metrics_path.is_file():
+        raise NmtError(f"{save_dir}: no metrics.jsonl (not a save dir of nmt train?)")
+    records, notes = [], []
+    for number, line in enumerate(metrics_path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line of a run killed while writing it
+            notes.append(f"metrics.jsonl line {number} is not JSON (a run killed mid-write?); skipped")
+    config = _read_json(save_dir / "config.json", "run's config") if (save_dir / "config.json").is_file() else {}
+    manifest = None
+    data_dir = config.get("data_dir")
+    if data_dir and (Path(data_dir) / "manifest.json").is_file():
+        manifest = _read_json(Path(data_dir) / "manifest.json", "data manifest")
+    elif data_dir:
+        notes.append(f"the data directory {data_dir} (or its manifest.json) is not there any more")
+    score_path = save_dir / "score.json"
+    score = _read_json(score_path, "score (nmt score --json)") if score_path.is_file() else None
+    return Run(save_dir, records, config, manifest, score, notes)
+
+
+def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
+    """Draw each curve the run has data for; returns [(file name, title)] of the PNGs written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, title, ylabel, curves, log in PLOTS:
+        series = [(label, *run.series(key)) for key, label in curves]
+        series = [(label, xs, ys) for label, xs, ys in series if xs]
+        if not series:
+            continue
+        figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        for label, xs, ys in series:
+            marker = "o" if len(xs) < 30 else None
+            axes.plot(xs, ys, label=label, marker=marker, markersize=3, linewidth=1.4)
+        axes.set_title(title, fontsize=10)
+        axes.set_xlabel("update")
+        axes.set_ylabel(ylabel)
+        if log:
+            axes.set_yscale("log")
+        axes.grid(True, alpha=0.3)
+        if len(series) > 1:
+            axes.legend()
+        figure.tight_layout()
+        path = out_dir / name
+        temporary = path.with_name(f".{name}.tmp.png")
+        figure.savefig(temporary)
+        plt.close(figure)
+        os.replace(temporary, path)
+        written.append((name, title))
+    return written
+
+
+def _table(rows: list[tuple[str, object]]) -> list[str]:
+    return ["| field | value |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows]
+
+
+def render(run: Run, plots: list[tuple[str, str]]) -> str:
+    train = [r for r in run.records if "loss" in r]
+    valid = [r for r in run.records if "valid_loss" in r]
+    lines = [f"# Training report: {run.save_dir.name}", ""]
+    summary = []
+    if train:
+        last = train[-1]
+        summary += [("updates", last["update"]), ("epoch", last.get("epoch", "")),
+                    ("last training loss", f"{last['loss']:.4f}"),
+                    ("wall time", f"{last.get('wall', 0) / 60:.1f} minutes")]
+        speeds = sorted(r["tgt_tokens_per_s"] for r in train if r.get("tgt_tokens_per_s"))
+        if speeds:
+            summary.append(("target tokens/s (median of the log windows)", f"{speeds[len(speeds) // 2]:,.0f}"))
+    if valid:
+        best = min(valid, key=lambda r: r["valid_loss"])
+        summary.append(("best validation loss", f"{best['valid_loss']:.4f} (update {best['update']})"))
+        bleu = [r for r in valid if "valid_bleu" in r]
+        if bleu:
+            top = max(bleu, key=lambda r: r["valid_bleu"])
+            summary.append(("best validation BLEU", f"{top['valid_bleu']:.2f} (update {top['update']})"))
+    lines += ["## Summary", ""] + _table(summary or [("records", "none yet")]) + [""]
+    if run.score:
+        lines += ["## Final score", "", "From `score.json` (`nmt score --json`):", "",
+                  "| metric | score | sacreBLEU signature |", "|---|---|---|"]
+        systems = run.score.get("systems", {"": run.score})
+        for system, metrics in systems.items():
+            for metric, figures in metrics.items():
+                if isinstance(figures, dict) and "score" in figures:
+                    label = f"{system}: {metric}" if system else metric
+                    signature = str(figures.get("signature", "")).replace("|", "\\|")  # a pipe ends a table cell
+                    lines.append(f"| {label} | {figures['score']:.2f} | `{signature}` |")
+        lines.append("")
+    else:
+        lines += ["## Final score", "", "None saved: `nmt score --ref REF --hyp HYP --json > "
+                  f"{run.save_dir}/score.json` adds it to the next report.", ""]
+    if plots:
+        lines += ["## Curves", ""]
+        for name, title in plots:
+            lines += [f"![{title}]({name})", ""]
+    if run.config:
+        lines += ["## Configuration", "", "```json", json.dumps(run.config, indent=2), "```", ""]
+    if run.manifest:
+        splits = run.manifest.get("splits", {})
+        rows = [("languages", f"{run.manifest.get('src')} -> {run.manifest.get('tgt')}"),
+                ("vocabulary", run.manifest.get("vocab_size"))]
+        for split, info in splits.items():
+            rows.append((f"{split} pairs", f"{info.get('sentences', 0):,} ({info.get('src', {}).get('tokens', 0):,}"
+                                           f" / {info.get('tgt', {}).get('tokens', 0):,} tokens)"))
+        lines += ["## Data", "", f"`{run.config.get('data_dir')}/manifest.json`:", ""] + _table(rows)
+        lines += ["", "<details><summary>the whole manifest</summary>", "", "```json",
+                  json.dumps(run.manifest, indent=2), "```", "", "</details>", ""]
+    if run.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in run.notes] + [""]
+    return "\n".join(lines)
+
+
+def write_report(save_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write OUT_DIR/report.md and its PNGs (OUT_DIR: SAVE_DIR/report); returns the Markdown file's path."""
+    from nmt.plot import check_plotting
+
+    check_plotting("nmt report")
+    run = load_run(save_dir)
+    out_dir = out_dir or save_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_run(run, out_dir)
+    path = out_dir / "report.md"
+    temporary = path.with_name(".report.md.tmp")
+    temporary.write_text(render(run, plots), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
