@@ -53,6 +53,17 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _dry_run(command: str, facts: dict | None = None) -> bool:
+    """With NMT_DRY_RUN=1 in the environment a command stops once its options are parsed and checked, saying what
+    it would do: how the GPU-cluster scripts in examples/ are tested on a machine without GPUs or corpora."""
+    if os.environ.get("NMT_DRY_RUN", "") in ("", "0"):
+        return False
+    console.print(f"dry run: nmt {command}: options are valid", highlight=False)
+    for key, value in (facts or {}).items():
+        console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
+    return True
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nmt {__version__}")
@@ -125,6 +136,10 @@ def prepare(
     options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample,
                              workers=workers or min(os.cpu_count() or 1, 8),
                              cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
+    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses"}):
+        recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
+        options.resolved(recipe_vocab, options.cleaning)
+        return
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
         console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
@@ -296,6 +311,13 @@ def train_command(
         patience=patience, early_stop_metric=early_stop_metric, max_nonfinite=max_nonfinite, compile=compile,
         init_from=str(init_from) if init_from else None))
     model_config.validate()
+    train_config.validate()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if _dry_run("train", {"architecture": arch, "model": model_config, "training": train_config,
+                          "tokens per update (budget)": f"{train_config.max_tokens:,} x --update-freq "
+                          f"{train_config.update_freq} x {world_size} processes = "
+                          f"{train_config.max_tokens * train_config.update_freq * world_size:,}"}):
+        return
     from nmt.train import distributed
     try:
         trainer = Trainer(data_dir or _default_data_dir(), save_dir, model_config, train_config, resume=resume,
@@ -324,6 +346,10 @@ def average_checkpoints_command(
     """Average the parameters of checkpoints (section 6.1): named files, or the last / best N of a save dir."""
     from nmt.checkpoint import average_checkpoints, save_checkpoint, select_checkpoints
 
+    if _dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}):
+        if (last is not None or best is not None) and min(v for v in (last, best) if v is not None) < 1:
+            raise NmtError("--last / --best must be at least 1")
+        return
     paths = select_checkpoints(inputs, last, best)
     save_checkpoint(average_checkpoints(paths), output)
     console.print(f"[green]averaged[/] {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {output}")
@@ -396,6 +422,10 @@ def translate_command(
     if max_tokens < 1:
         raise NmtError("--max-tokens must be at least 1")
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
+    if engine not in ("torch", "ctranslate2"):
+        raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
+    if _dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
+        return
     if not checkpoints:
         checkpoints = [_default_checkpoint()]
     record_attention = print_alignment or as_json or attention_plot is not None
@@ -473,6 +503,8 @@ def export_ctranslate2_command(
     """A CTranslate2 model (its own spec API) with the SentencePiece model beside it, for `--engine ctranslate2`."""
     from nmt.export.ctranslate2 import export_ctranslate2
 
+    if _dry_run("export ctranslate2", {"checkpoint": checkpoint, "out_dir": out_dir}):
+        return
     export_ctranslate2(checkpoint, out_dir, quantization=quantization, force=force)
     console.print(f"wrote {out_dir} (CTranslate2); try: nmt translate --engine ctranslate2 --checkpoint {out_dir}")
 
@@ -500,12 +532,16 @@ def score_command(
 ) -> None:
     """Score translations against references with sacreBLEU (detokenized BLEU, chrF, TER) and their signatures."""
     from nmt.data.text import read_lines
-    from nmt.score import PAPER_LABEL, paired_bootstrap, paper_bleu, score
+    from nmt.score import PAPER_LABEL, make_metric, paired_bootstrap, paper_bleu, score
     from nmt.translate import read_text_lines
 
     names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     if paired_bs_n < 1:
         raise NmtError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
+    for name in names:
+        make_metric(name)
+    if _dry_run("score", {"references": [str(r) for r in ref], "paper": paper, "paired_bs": paired_bs}):
+        return
     references = [list(read_lines(path)) for path in ref]
     systems = ([(str(path), list(read_lines(path))) for path in hyp] if hyp
                else [("stdin", list(read_text_lines(sys.stdin.buffer)))])
@@ -555,6 +591,8 @@ def report_command(
     the config, the data manifest and the final score (SAVE_DIR/score.json from `nmt score --json`)."""
     from nmt.report import write_report
 
+    if _dry_run("report", {"save_dir": save_dir}):
+        return
     path = write_report(save_dir, out)
     console.print(f"wrote {path} and its plots")
 

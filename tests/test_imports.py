@@ -10,10 +10,10 @@ LEVELS = [
     {"vocab", "device"},
     {"data", "model", "plot"},
     {"search", "checkpoint"},
-    {"train", "translate", "score"},
+    {"train", "translate", "score", "report"},
     {"export"},
     {"cli"},
-    {"__main__"},
+    {"__main__", "reference"},
 ]
 
 

@@ -1,0 +1,130 @@
+"""The docs and examples run as written: the command reference is generated from the app, every `nmt` command in
+README.md and docs/ parses and validates (a dry run), the CPU example scripts run end to end on tiny settings, and
+the GPU-cluster scripts pass a dry run of every command they contain."""
+
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SHARED_MULTI30K, requires_multi30k, write_copy_corpus
+from nmt.cli import app
+from nmt.reference import command_reference
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+
+
+def test_the_command_reference_is_in_sync_with_the_app():
+    committed = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert committed == command_reference(), "run: python -m nmt.reference > docs/commands.md"
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(file, command) for each `nmt ...` invocation in a fenced code block of README.md and docs/*.md."""
+    found = []
+    for path in DOCS:
+        if path.name == "commands.md":
+            continue
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+        for block in blocks:
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()  # a trailing comment
+                for segment in re.split(r"\s*\|\s*", line):
+                    words = shlex.split(segment, comments=True)
+                    if "nmt" in words and (words[0] in ("nmt", "torchrun") or words[:2] == ["python", "-m"]):
+                        args = words[words.index("nmt") + 1:]
+                        args = [w for w in args if w not in ("<", ">") and not w.startswith((">", "<"))]
+                        found.append((path.name, args))
+    return found
+
+
+def strip_redirections(args: list[str]) -> list[str]:
+    cleaned, skip = [], False
+    for word in args:
+        if skip:
+            skip = False
+            continue
+        if word in ("<", ">", "2>"):
+            skip = True
+            continue
+        cleaned.append(word)
+    return cleaned
+
+
+def test_every_documented_command_passes_a_dry_run():
+    commands = documented_commands()
+    assert len(commands) >= 15  # the docs do show commands
+    runner = CliRunner()
+    problems = []
+    for source, args in commands:
+        if args in (["--help"], ["--version"]) or "--list" in args:
+            continue
+        result = runner.invoke(app, strip_redirections(args), env={"NMT_DRY_RUN": "1"})
+        output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+        if result.exit_code != 0 or "dry run" not in output:
+            problems.append(f"{source}: nmt {' '.join(args)} -> {result.exit_code}: {output.strip()[-300:]}")
+    assert problems == []
+
+
+def shim_bin(tmp_path: Path) -> Path:
+    """A bin folder whose `nmt` runs this checkout with this interpreter, and stand-ins for Slurm's commands."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    scripts = {
+        "nmt": f'#!/bin/sh\nexec "{sys.executable}" -m nmt "$@"\n',
+        "srun": '#!/bin/sh\nexec "$@"\n',  # one task, here
+        "scontrol": '#!/bin/sh\necho localhost\n',  # `scontrol show hostnames`: the head node
+    }
+    for name, text in scripts.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(stat.S_IRWXU)
+    return folder
+
+
+def run_script(script: Path, tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PATH": f"{shim_bin(tmp_path)}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+                   "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(["bash", str(script)], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.mark.parametrize("script", ["wmt14-en-de/base.sh", "wmt14-en-de/big.sh", "wmt14-en-de/slurm-big.sbatch"])
+def test_gpu_cluster_scripts_pass_a_dry_run_of_every_command(script, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    result = run_script(REPO / "examples" / script, tmp_path, NMT_DRY_RUN="1", RUN=str(run), GPUS="2",
+                        SLURM_JOB_NODELIST="localhost", SLURM_NNODES="1", SLURM_JOB_ID="1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (REPO / "examples" / script).read_text()
+    expected = len(re.findall(r"^(?:nmt |\S*torchrun .*-m nmt |srun torchrun )", text, flags=re.M))
+    checked = re.findall(r"dry run: nmt (\S+)", result.stderr)
+    # torchrun starts one dry run per process; each command of the script was checked at least once.
+    assert len(set(checked)) >= 1 and len(checked) >= expected, result.stderr[-2000:]
+    assert "error" not in result.stderr.lower()
+
+
+def test_the_custom_corpus_example_runs_end_to_end_on_tiny_settings(tmp_path):
+    corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 1500), ("dev", 60), ("test", 60)))
+    result = run_script(REPO / "examples" / "custom-corpus" / "run.sh", tmp_path, CORPUS=str(corpus), SRC="src",
+                        TGT="tgt", ARCH="transformer_tiny", MINUTES="0.15", VOCAB="400", WORK=str(tmp_path / "work"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BLEU = " in result.stdout
+    assert (tmp_path / "work" / "test.hyp.tgt").read_text().count("\n") == 60
+    assert (tmp_path / "work" / "checkpoints" / "report" / "loss.png").is_file()
+
+
+@requires_multi30k
+def test_the_multi30k_example_runs_end_to_end_on_tiny_settings(tmp_path):
+    result = run_script(REPO / "examples" / "multi30k" / "run.sh", tmp_path, ARCH="transformer_tiny", MINUTES="0.25",
+                        WORK=str(tmp_path / "work"), MIRROR=str(SHARED_MULTI30K))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BLEU = " in result.stdout
+    assert (tmp_path / "work" / "test.hyp.de").read_text(encoding="utf-8").count("\n") == 1000
+    assert (tmp_path / "work" / "checkpoints" / "report" / "report.md").is_file()
