@@ -20,7 +20,7 @@ ARCH=${ARCH:-transformer_small}
 MINUTES=${MINUTES:-20}
 VOCAB=${VOCAB:-8000}
 
-TEST=$( ls "$CORPUS/test.$SRC" "$CORPUS/test.$SRC.gz" >/dev/null 2>&1 && echo "--test $CORPUS/test" || true )
+TEST=$( [ -f "$CORPUS/test.$SRC" ] || [ -f "$CORPUS/test.$SRC.gz" ] && echo "--test $CORPUS/test" || true )
 nmt prepare custom --src "$SRC" --tgt "$TGT" --train "$CORPUS/train" --valid "$CORPUS/dev" $TEST \
   --vocab-size "$VOCAB" --out "$WORK/data"
 
