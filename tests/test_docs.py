@@ -37,24 +37,24 @@ def documented_commands() -> list[tuple[str, str]]:
             for line in block.replace("\\\n", " ").splitlines():
                 line = re.sub(r"\s+#.*$", "", line).strip()  # a trailing comment
                 for segment in re.split(r"\s*\|\s*", line):
+                    if not segment.startswith(("nmt ", "torchrun ", "python -m nmt ")):
+                        continue  # not a command: a diagram, an `echo` feeding one
                     words = shlex.split(segment, comments=True)
-                    if "nmt" in words and (words[0] in ("nmt", "torchrun") or words[:2] == ["python", "-m"]):
-                        args = words[words.index("nmt") + 1:]
-                        args = [w for w in args if w not in ("<", ">") and not w.startswith((">", "<"))]
-                        found.append((path.name, args))
+                    if "nmt" in words:
+                        found.append((path.name, strip_redirections(words[words.index("nmt") + 1:])))
     return found
 
 
 def strip_redirections(args: list[str]) -> list[str]:
+    """The words of a shell command without its `< FILE`, `> FILE`, `2> FILE` (the shell's, not nmt's)."""
     cleaned, skip = [], False
     for word in args:
         if skip:
             skip = False
-            continue
-        if word in ("<", ">", "2>"):
+        elif word in ("<", ">", "2>", ">>"):
             skip = True
-            continue
-        cleaned.append(word)
+        elif not word.startswith(("<", ">", "2>")):
+            cleaned.append(word)
     return cleaned
 
 
@@ -66,7 +66,7 @@ def test_every_documented_command_passes_a_dry_run():
     for source, args in commands:
         if args in (["--help"], ["--version"]) or "--list" in args:
             continue
-        result = runner.invoke(app, strip_redirections(args), env={"NMT_DRY_RUN": "1"})
+        result = runner.invoke(app, args, env={"NMT_DRY_RUN": "1"})
         output = result.output + (result.stderr if result.stderr_bytes is not None else "")
         if result.exit_code != 0 or "dry run" not in output:
             problems.append(f"{source}: nmt {' '.join(args)} -> {result.exit_code}: {output.strip()[-300:]}")
