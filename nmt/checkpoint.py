@@ -95,7 +95,10 @@ def load_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
+        # PyTorch's message is several paragraphs; the line naming what was refused is the useful one.
+        text = str(error)
+        found = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+|Unsupported operand[^\n.]*)", text)
+        first = found.group(1) if found else (text.strip().splitlines() or ["unsupported content"])[0].split(". ")[0]
         raise NmtError(f"{path}: refused to load: it holds objects other than tensors and plain values "
                        f"(a file that could run code, or not an nmt checkpoint): {first}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:

@@ -64,6 +64,15 @@ def _dry_run(command: str, facts: dict | None = None) -> bool:
     return True
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise NmtError(f"--threads must be at least 1, got {threads}")
+    import torch
+    torch.set_num_threads(threads)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nmt {__version__}")
@@ -294,9 +303,7 @@ def train_command(
     """Train a Transformer on a prepared DATA_DIR; checkpoints and metrics.jsonl go to --save-dir."""
     from nmt.train.trainer import Trainer
 
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     chosen = preset(arch)
     model_config = replace_fields(chosen.model, dict(
         encoder_layers=encoder_layers, decoder_layers=decoder_layers, d_model=d_model, d_ff=d_ff, heads=heads,
@@ -412,9 +419,7 @@ def translate_command(
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
     from nmt.translate import format_json, format_translations, read_text_lines
 
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style, max_len_a=max_len_a,
                           max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
                           sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
@@ -452,6 +457,8 @@ def translate_command(
     if window < 1:
         raise NmtError("--buffer-size must be at least 1")
     prefix_source = open(prefix_file, "rb") if prefix_file else None
+    if output and not output.parent.is_dir():
+        raise NmtError(f"--output {output}: the folder {output.parent} does not exist")
     target_tmp = output.with_name(f".{output.name}.tmp") if output else None
     sink = open(target_tmp, "w", encoding="utf-8", newline="\n") if output else sys.stdout
     try:

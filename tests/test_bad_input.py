@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from conftest import run_nmt, write_copy_corpus
 
 LONG = " ".join(["red dog"] * 14_286)[:100_000]  # 100,000 characters
@@ -59,3 +61,15 @@ def test_more_invalid_option_values(trained_checkpoint):
                           ("--quantize", "int4"), ("--engine", "marian"), ("--max-len-b", "0")):
         one_line_error(run_nmt("translate", "--checkpoint", str(trained_checkpoint), option, value, input="x\n",
                                check=False), option)
+
+
+def test_devices_threads_and_output_folders_that_do_not_exist(trained_checkpoint, copy_data, tmp_path):
+    translate = ("translate", "--checkpoint", str(trained_checkpoint))
+    one_line_error(run_nmt(*translate, "--threads", "-1", input="x\n", check=False), "--threads must be at least 1")
+    one_line_error(run_nmt(*translate, "--device", "banana", input="x\n", check=False), "not a device name")
+    one_line_error(run_nmt(*translate, "--output", str(tmp_path / "absent" / "out.txt"), input="x\n", check=False),
+                   "does not exist")
+    assert not (tmp_path / "absent").exists()
+    if not torch.cuda.is_available():
+        one_line_error(run_nmt("train", str(copy_data), "--arch", "transformer_tiny", "--save-dir",
+                               str(tmp_path / "run"), "--device", "cuda", check=False), "no CUDA GPU")

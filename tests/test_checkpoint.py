@@ -22,7 +22,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
         os.remove(marker)
     path = tmp_path / "evil.pt"
     torch.save({"format": "nmt-checkpoint", "payload": RunsCode()}, path)
-    with pytest.raises(NmtError, match="refused to load"):
+    with pytest.raises(NmtError, match="refused to load.*(?i:unsupported global)"):  # names what it refused
         load_checkpoint(path)
     assert not os.path.exists(marker)
     path.write_bytes(pickle.dumps(RunsCode()))

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_nmt, write_copy_corpus
 
-COMMANDS = ["prepare", "train", "average-checkpoints", "translate", "score", "export"]
+COMMANDS = ["prepare", "train", "average-checkpoints", "translate", "score", "report", "export"]
 
 
 def test_a_tiny_model_learns_the_copy_task_through_the_cli(tmp_path):
