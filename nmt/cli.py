@@ -381,6 +381,10 @@ def translate_command(
     more_checkpoints: Annotated[Optional[list[Path]], typer.Argument(
         metavar="[CHECKPOINTS]...", help="More ensemble members (as in `--checkpoint a.pt b.pt`).",
         show_default=False)] = None,
+    ensemble_combine: Annotated[str, typer.Option(
+        help="How an ensemble combines its models at each step: logprob (the mean of their log-probabilities, "
+             "Marian's log-linear ensemble) or prob (the log of the mean of their probabilities, fairseq's).")]
+    = "logprob",
     input: Annotated[Optional[Path], typer.Option(help="Read lines from this file instead of stdin.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write translations here instead of stdout.")] = None,
     beam: Annotated[int, typer.Option(help="Beam size (1: greedy).")] = 4,
@@ -429,6 +433,8 @@ def translate_command(
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
     if engine not in ("torch", "ctranslate2"):
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
+    if ensemble_combine not in ("logprob", "prob"):
+        raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
     if _dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
         return
     if not checkpoints:
@@ -449,7 +455,7 @@ def translate_command(
     elif engine == "torch":
         from nmt.translate import Translator
         translator = Translator(checkpoints, search, device, max_tokens, quantize=quantize,
-                                record_attention=record_attention)
+                                record_attention=record_attention, ensemble_combine=ensemble_combine)
     else:
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     source = open(input, "rb") if input else sys.stdin.buffer

@@ -60,11 +60,12 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 class Translator:
     """Loaded models ready to translate. `translate(lines)` keeps the input order; empty lines stay empty.
 
-    Several checkpoints decode as an ensemble (the mean of their probabilities at every step)."""
+    Several checkpoints decode as an ensemble (`ensemble_combine`: the mean of their log-probabilities at every step,
+    or of their probabilities; see nmt.search.ensemble)."""
 
     def __init__(self, checkpoint: Path | list[Path], search: SearchConfig | None = None, device: str | None = None,
                  max_tokens: int = 6000, max_source_tokens: int = 1024, quantize: str | None = None,
-                 record_attention: bool = False):
+                 record_attention: bool = False, ensemble_combine: str = "logprob"):
         self.search = search or SearchConfig()
         self.search.validate()
         self.device = pick_device(device)
@@ -83,7 +84,7 @@ class Translator:
             elif quantize not in (None, "none"):
                 raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
             models.append(model)
-        self.model = models[0] if len(models) == 1 else Ensemble(models)
+        self.model = models[0] if len(models) == 1 else Ensemble(models, ensemble_combine)
         self.max_tokens = max_tokens
         self.record_attention = record_attention
         self.generator = torch.Generator(device=self.device).manual_seed(self.search.seed)

@@ -38,20 +38,23 @@ def test_an_ensemble_of_one_checkpoint_twice_gives_that_checkpoints_output(train
         assert [t.score for t in a] == pytest.approx([t.score for t in b], abs=1e-5)
 
 
-def test_an_ensemble_steps_with_the_mean_of_its_models_probabilities(trained_checkpoint, other_checkpoint):
+def test_an_ensemble_steps_with_the_mean_of_its_models_log_probabilities(trained_checkpoint, other_checkpoint):
     first, vocab, _ = load_model(trained_checkpoint)
     second, _, _ = load_model(other_checkpoint)
     src = torch.tensor([vocab.encode(["the big cat"])[0] + [vocab.eos_id]])
     bos = torch.tensor([vocab.bos_id])
     with torch.no_grad():
-        expected = []
-        for model in (first, second):
-            expected.append(model.decode_step(bos, model.init_state(model.encode(src))).exp())
-        ensemble = Ensemble([first, second])
-        got = ensemble.decode_step(bos, ensemble.init_state(ensemble.encode(src)))
-    mean = torch.log((expected[0] + expected[1]) / 2)
+        expected = [model.decode_step(bos, model.init_state(model.encode(src))) for model in (first, second)]
+        steps = {}
+        for combine in ("logprob", "prob"):
+            ensemble = Ensemble([first, second], combine)
+            steps[combine] = ensemble.decode_step(bos, ensemble.init_state(ensemble.encode(src)))
     assert not torch.allclose(expected[0], expected[1], atol=1e-3)  # the two models do differ
-    torch.testing.assert_close(got, mean, rtol=1e-5, atol=1e-5)
+    # The default (the and Marian's): the mean of the log-probabilities.
+    torch.testing.assert_close(steps["logprob"], (expected[0] + expected[1]) / 2, rtol=1e-5, atol=1e-5)
+    # --ensemble-combine prob (fairseq's): the log of the mean of the probabilities.
+    torch.testing.assert_close(steps["prob"], torch.log((expected[0].exp() + expected[1].exp()) / 2),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_block_repeated_ngrams_forbids_exactly_the_completing_tokens():

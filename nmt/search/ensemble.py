@@ -1,8 +1,11 @@
-"""Several models decoding as one: at every step the mean of their probabilities, as log-probabilities.
+"""Several models decoding as one, combined at every step in one of two ways:
 
-log p(y | ...) = log (1/M sum_m p_m(y | ...)), computed as logsumexp over the models' log-probabilities minus log M
-(fairseq's and Marian's ensembles). The models must share the vocabulary and its special ids; their architectures
-may differ. `Ensemble` follows the decoding protocol of `nmt.model.transformer.Transformer`, so beam search and
+- `logprob` (the default): the mean of the models' log-probabilities, 1/M sum_m log p_m(y | ...), a log-linear
+  combination as Marian's ensembles (with equal weights). It rewards what every model finds likely.
+- `prob`: the log of the mean of their probabilities, log (1/M sum_m p_m(y | ...)), computed as logsumexp minus
+  log M, as fairseq's ensembles. It is a proper distribution and more forgiving of one model's doubt.
+
+The models must share the vocabulary and its special ids; their architectures may differ. `Ensemble` follows the decoding protocol of `nmt.model.transformer.Transformer`, so beam search and
 sampling take it as they take one model.
 """
 
@@ -41,10 +44,16 @@ class EnsembleState:
             part.select_memory(index)
 
 
+COMBINATIONS = ("logprob", "prob")
+
+
 class Ensemble:
-    def __init__(self, models: list[Transformer]):
+    def __init__(self, models: list[Transformer], combine: str = "logprob"):
         if not models:
             raise NmtError("an ensemble needs at least one model")
+        if combine not in COMBINATIONS:
+            raise NmtError(f"--ensemble-combine must be logprob or prob, got {combine!r}")
+        self.combine = combine
         first = models[0].config
         for model in models[1:]:
             special = ("vocab_size", "pad_id", "bos_id", "eos_id")
@@ -60,6 +69,8 @@ class Ensemble:
         return EnsembleState([model.init_state(part) for model, part in zip(self.models, encoder_out.parts)])
 
     def _mean(self, logprobs: list[Tensor]) -> Tensor:
+        if self.combine == "logprob":
+            return torch.stack(logprobs).mean(dim=0)
         return torch.logsumexp(torch.stack(logprobs), dim=0) - math.log(len(logprobs))
 
     def decode_step(self, tokens: Tensor, state: EnsembleState) -> Tensor:
@@ -70,6 +81,6 @@ class Ensemble:
         return logprobs
 
     def decode(self, prev_tokens: Tensor, encoder_out: EnsembleEncoderOut) -> Tensor:
-        """Uncached decoding of a whole prefix: (B, T, V) log-probabilities (normalized, so usable as logits)."""
+        """Uncached decoding of a whole prefix: (B, T, V) combined log-probabilities (usable as logits)."""
         return self._mean([torch.log_softmax(model.decode(prev_tokens, part).float(), dim=-1)
                            for model, part in zip(self.models, encoder_out.parts)])
