@@ -113,7 +113,7 @@ def _table(rows: list[tuple[str, object]]) -> list[str]:
 def render(run: Run, plots: list[tuple[str, str]]) -> str:
     train = [r for r in run.records if "loss" in r]
     valid = [r for r in run.records if "valid_loss" in r]
-    lines = [f"# Training report: {run.save_dir.name}", ""]
+    lines = [f"# Training report: {run.save_dir}", ""]
     summary = []
     if train:
         last = train[-1]
