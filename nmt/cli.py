@@ -53,11 +53,14 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _dry_run(command: str, facts: dict | None = None) -> bool:
+def _dry_run(command: str, facts: dict | None = None, check=None) -> bool:
     """With NMT_DRY_RUN=1 in the environment a command stops once its options are parsed and checked, saying what
-    it would do: how the GPU-cluster scripts in examples/ are tested on a machine without GPUs or corpora."""
+    it would do: how the GPU-cluster scripts in examples/ are tested on a machine without GPUs or corpora. `check`
+    runs the checks that a real run would make later (it raises NmtError)."""
     if os.environ.get("NMT_DRY_RUN", "") in ("", "0"):
         return False
+    if check is not None:
+        check()
     console.print(f"dry run: nmt {command}: options are valid", highlight=False)
     for key, value in (facts or {}).items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
@@ -145,9 +148,9 @@ def prepare(
     options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample,
                              workers=workers or min(os.cpu_count() or 1, 8),
                              cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
-    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses"}):
-        recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
-        options.resolved(recipe_vocab, options.cleaning)
+    recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
+    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses"},
+                check=lambda: options.resolved(recipe_vocab, options.cleaning)):
         return
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
@@ -353,9 +356,11 @@ def average_checkpoints_command(
     """Average the parameters of checkpoints (section 6.1): named files, or the last / best N of a save dir."""
     from nmt.checkpoint import average_checkpoints, save_checkpoint, select_checkpoints
 
-    if _dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}):
-        if (last is not None or best is not None) and min(v for v in (last, best) if v is not None) < 1:
+    def check_counts() -> None:
+        if any(count is not None and count < 1 for count in (last, best)):
             raise NmtError("--last / --best must be at least 1")
+
+    if _dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}, check=check_counts):
         return
     paths = select_checkpoints(inputs, last, best)
     save_checkpoint(average_checkpoints(paths), output)

@@ -128,3 +128,12 @@ def test_the_multi30k_example_runs_end_to_end_on_tiny_settings(tmp_path):
     assert "BLEU = " in result.stdout
     assert (tmp_path / "work" / "test.hyp.de").read_text(encoding="utf-8").count("\n") == 1000
     assert (tmp_path / "work" / "checkpoints" / "report" / "report.md").is_file()
+
+
+def test_a_dry_run_refuses_what_a_real_run_would_refuse():
+    runner = CliRunner()
+    for args in (["train", "data/x", "--heads", "3"], ["prepare", "wmt14-en-de", "--vocab-size", "10"],
+                 ["average-checkpoints", "runs/x", "--last", "0", "--output", "x.pt"],
+                 ["translate", "--beam", "0"], ["score", "--ref", "r", "--metrics", "meteor"]):
+        result = runner.invoke(app, args, env={"NMT_DRY_RUN": "1"})
+        assert result.exit_code != 0 and "options are valid" not in result.output, args
