@@ -15,14 +15,13 @@ from pathlib import Path
 
 from nmt.errors import NmtError
 
-# (file name, title, y label, [(metrics key, legend label)], log scale)
+# (file name, title, y label, [(metrics key, legend label)])
 PLOTS = [
     ("loss.png", "Loss (label-smoothed cross-entropy, nats per target token)", "loss",
-     [("loss", "training"), ("valid_loss", "validation")], False),
-    ("lr.png", "Learning rate", "learning rate", [("lr", "learning rate")], False),
-    ("throughput.png", "Training throughput", "target tokens / s", [("tgt_tokens_per_s", "target tokens / s")],
-     False),
-    ("bleu.png", "Validation BLEU", "BLEU", [("valid_bleu", "validation BLEU")], False),
+     [("loss", "training"), ("valid_loss", "validation")]),
+    ("lr.png", "Learning rate", "learning rate", [("lr", "learning rate")]),
+    ("throughput.png", "Training throughput", "target tokens / s", [("tgt_tokens_per_s", "target tokens / s")]),
+    ("bleu.png", "Validation BLEU", "BLEU", [("valid_bleu", "validation BLEU")]),
 ]
 
 
@@ -79,7 +78,7 @@ def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     written = []
-    for name, title, ylabel, curves, log in PLOTS:
+    for name, title, ylabel, curves in PLOTS:
         series = [(label, *run.series(key)) for key, label in curves]
         series = [(label, xs, ys) for label, xs, ys in series if xs]
         if not series:
@@ -91,8 +90,6 @@ def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
         axes.set_title(title, fontsize=10)
         axes.set_xlabel("update")
         axes.set_ylabel(ylabel)
-        if log:
-            axes.set_yscale("log")
         axes.grid(True, alpha=0.3)
         if len(series) > 1:
             axes.legend()

@@ -103,6 +103,9 @@ def test_gpu_cluster_scripts_pass_a_dry_run_of_every_command(script, tmp_path):
                         SLURM_JOB_NODELIST="localhost", SLURM_NNODES="1", SLURM_JOB_ID="1")
     assert result.returncode == 0, result.stderr[-2000:]
     text = (REPO / "examples" / script).read_text()
+    if "train.sh" in text:  # base.sh, big.sh: the shared script with MODEL set
+        text = (REPO / "examples" / "wmt14-en-de" / "train.sh").read_text()
+        assert f"architecture: transformer_{Path(script).stem}" in result.stderr
     expected = len(re.findall(r"^(?:nmt |\S*torchrun .*-m nmt |srun torchrun )", text, flags=re.M))
     checked = re.findall(r"dry run: nmt (\S+)", result.stderr)
     # torchrun starts one dry run per process; each command of the script was checked at least once.
