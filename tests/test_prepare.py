@@ -132,7 +132,10 @@ def _start_large_prepare(tmp_path):
     out = tmp_path / "data"
     args = ["prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(corpus / "train"),
             "--valid", str(corpus / "valid"), "--vocab-size", "300", "--workers", "2", "--out", str(out)]
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that; a terminal's Ctrl-C is not.
+    restore_ctrl_c = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     process = subprocess.Popen([sys.executable, "-m", "nmt", *args], stderr=subprocess.PIPE, text=True,
+                               preexec_fn=restore_ctrl_c,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     return out, args, process
 
