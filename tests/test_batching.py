@@ -54,3 +54,21 @@ def test_max_sentences_caps_batch_size(lengths):
     src, tgt = lengths
     plan = make_batches(src, tgt, 10_000, max_sentences=16)
     assert max(len(b) for b in plan.batches) <= 16
+
+
+def test_pairs_of_one_width_are_grouped_by_their_source_and_target_lengths():
+    # 200 pairs all 10 tokens wide: half have a 3-token source, half a 3-token target. Sorting on the width alone
+    # would mix them and pad both sides of most batches to 10; the secondary keys keep each batch homogeneous.
+    src = np.array([3] * 100 + [10] * 100)
+    tgt = np.array([10] * 100 + [3] * 100)
+    plan = make_batches(src, tgt, max_tokens=100, seed=5)
+    assert len(plan.batches) == 20
+    for batch in plan.batches:
+        assert len(set(src[batch].tolist())) == 1 and len(set(tgt[batch].tolist())) == 1
+    assert plan.padding_ratio == 0.0  # padding counted on each side, against that side's longest
+
+
+def test_padding_ratio_counts_each_side_against_its_own_longest():
+    plan = make_batches(np.array([2, 4]), np.array([4, 4]), max_tokens=100)
+    # One batch: source slots 2 x 4 = 8 holding 6 tokens, target slots 8 holding 8 tokens.
+    assert plan.padding_ratio == pytest.approx(1 - 14 / 16)
