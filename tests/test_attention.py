@@ -1,9 +1,13 @@
-"""Multi-head attention against a plain softmax(QK^T / sqrt(d_k)) V written here."""
+"""Multi-head attention against a plain softmax(QK^T / sqrt(d_k)) V written here, and against torch's
+scaled_dot_product_attention."""
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+import nmt.model.attention as attention_module
 from nmt.model.attention import KVCache, MultiHeadAttention
 
 
@@ -85,3 +89,48 @@ def test_cache_reorder_follows_index():
     assert cache.keys[:, 0, 0, 0].tolist() == [2.0, 2.0, 0.0]
     cache.reset()
     assert cache.keys is None
+
+
+@pytest.mark.parametrize("keys", [5, 31, 48])  # the explicit form below and above EXPLICIT_MAX_KEYS, the fused one
+@pytest.mark.parametrize("kind", ["padding", "causal", "cross"])
+def test_both_attention_paths_equal_torch_sdpa_with_gradients(kind, keys, monkeypatch):
+    """MultiHeadAttention's explicit form (short keys, or when weights are asked for) and its fused form both give
+    torch.nn.functional.scaled_dot_product_attention's output and gradients."""
+    torch.manual_seed(keys)
+    attn = MultiHeadAttention(d_model=32, heads=4, self_attention=kind != "cross").train()
+    x = torch.randn(3, keys if kind != "cross" else 6, 32, requires_grad=True)
+    memory = torch.randn(3, keys, 32, requires_grad=True) if kind == "cross" else None
+    mask = None
+    if kind != "causal":
+        mask = torch.zeros(3, keys, dtype=torch.bool)
+        mask[1, keys - 2:] = True
+        mask[2, 1:] = True
+
+    def sdpa_reference():
+        source = memory if memory is not None else x
+        if attn.self_attention:
+            q, k, v = attn._split_heads(attn.qkv_proj(x), 3)
+        else:
+            q = attn._split_heads(attn.q_proj(x), 1)[0]
+            k, v = attn._split_heads(attn.kv_proj(source), 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else ~mask[:, None, None, :],
+                                             is_causal=kind == "causal")
+        return attn.out_proj(out.transpose(1, 2).reshape(x.shape))
+
+    def outputs_and_grads(run):
+        out = run()
+        grads = torch.autograd.grad(out.square().sum(), [x, *attn.parameters()] + ([memory] if memory is not None
+                                                                                   else []))
+        return [out, *grads]
+
+    expected = outputs_and_grads(sdpa_reference)
+    for limit in (0, 32):  # 0: the fused kernel always; 32: the explicit form up to 32 keys
+        monkeypatch.setattr(attention_module, "EXPLICIT_MAX_KEYS", limit)
+        ours = outputs_and_grads(lambda: attn(x, memory, key_padding_mask=mask, causal=kind == "causal"))
+        for got, want in zip(ours, expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    weights: list = []
+    with_weights = attn(x, memory, key_padding_mask=mask, causal=kind == "causal", weights_out=weights)
+    torch.testing.assert_close(with_weights, expected[0], rtol=1e-4, atol=1e-5)
+    assert weights[0].shape == (3, x.shape[1], keys)
+    torch.testing.assert_close(weights[0].sum(-1), torch.ones(3, x.shape[1]))
