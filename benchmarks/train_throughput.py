@@ -286,8 +286,11 @@ def main() -> None:
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                                 f"{THREADS} threads", "matmul_peak_gflops": peak, "onmt_version": ONMT_VERSION,
                      "runs": args.runs, "architectures": {}}
-    if args.output.is_file():  # figures of architectures not rerun this time are kept
-        results["architectures"] = json.loads(args.output.read_text()).get("architectures", {})
+    if args.output.is_file():  # figures of architectures (and of the BLEU comparison) not rerun this time are kept
+        previous = json.loads(args.output.read_text())
+        results["architectures"] = previous.get("architectures", {})
+        if "bleu_equal_time" in previous:
+            results["bleu_equal_time"] = previous["bleu_equal_time"]
         for summary in results["architectures"].values():  # their MFU against this run's peak measurement
             for name, figures in summary.items():
                 if isinstance(figures, dict) and "mfu" in figures:
