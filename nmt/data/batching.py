@@ -5,8 +5,10 @@ Batches are formed from a length-sorted order, then the order of the batches is 
 The sort key is (longer side, source length, target length), ties broken by a seeded shuffle: sorting on the longer
 side alone fills the budget as well but mixes, at one width, pairs whose source is short with pairs whose target is;
 each side is then padded to its own longest, and on Multi30k 8% of the source and 5% of the target slots were padding
-(computed by every matrix product of the step) against 3% and 3% with the secondary keys. Everything is a pure function of (lengths, budget, seed, epoch): every DDP rank
-computes the same list and takes its own shard, and a resumed run gets back exactly the batches it had.
+(computed by every matrix product of the step) against 3% and 3% with the secondary keys.
+
+Everything is a pure function of (lengths, budget, seed, epoch): every DDP rank computes the same list and takes its
+own shard, and a resumed run gets back exactly the batches it had.
 """
 
 from __future__ import annotations
