@@ -6,6 +6,7 @@ several nodes); a plain `nmt train` has none of them and runs as the single rank
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -51,7 +52,9 @@ def setup(device: str | None) -> tuple[Ranks, torch.device]:
 
 
 def teardown() -> None:
+    """Destroy the process group while the interpreter is fully alive (call after the DDP wrapper is released)."""
     if dist.is_initialized():
+        gc.collect()  # wrappers in reference cycles would keep the group, and its threads, alive
         dist.destroy_process_group()
 
 

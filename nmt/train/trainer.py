@@ -93,9 +93,14 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Release the save dir (run() does at its end; for a Trainer built and never run)."""
+        """Release the save dir and the DDP wrapper (run() does at its end; for a Trainer built and never run)."""
         if self.lock is not None:
             self.lock.release()
+        # DDP holds the process group: while it lives, destroying the group leaves gloo's worker threads running
+        # into the interpreter's exit, where one can abort the process ("terminate called without an active
+        # exception") after a finished run.
+        self.ddp = None
+        self.train_model = getattr(self, "model", None)
 
     def _setup(self, model_config: ModelConfig, resume: bool) -> None:
         train_config = self.config
