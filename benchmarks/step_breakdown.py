@@ -10,9 +10,13 @@ itself, through a TorchDispatchMode, and the step is also timed without any inst
     - every other op's milliseconds per step, largest first;
     - the ceiling: target tokens/s if everything but the large matrix products took no time.
 
-    python benchmarks/step_breakdown.py [--arch transformer_base] [--batches 8]
+    python benchmarks/step_breakdown.py [--arch transformer_base] [--batches 8] [--unmap-freed-memory]
 
-Figures go to benchmarks/results/step_breakdown.json. transformer_base on 2 cores takes ~2 minutes.
+Like `nmt train` on a CPU, it first sets malloc to keep freed memory (nmt.train.host_memory); with
+--unmap-freed-memory it leaves glibc's default, to show what the page faults of fresh tensors cost.
+
+Figures go to benchmarks/results/step_breakdown.json, one entry per malloc setting. transformer_base on 2 cores
+takes ~2 minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -37,6 +42,7 @@ from nmt.config import preset  # noqa: E402
 from nmt.data.batching import make_batches  # noqa: E402
 from nmt.data.dataset import ParallelDataset  # noqa: E402
 from nmt.model.transformer import build_model  # noqa: E402
+from nmt.train.host_memory import keep_freed_memory  # noqa: E402
 from nmt.train.loss import label_smoothed_nll_loss  # noqa: E402
 from nmt.vocab import Vocab  # noqa: E402
 
@@ -126,9 +132,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nmt-train-throughput"),
                         help="Where Multi30k is prepared (shared with train_throughput.py).")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--unmap-freed-memory", action="store_true",
+                        help="Leave glibc's malloc as it is (nmt train sets it to keep freed memory).")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "step_breakdown.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = False if args.unmap_freed_memory else keep_freed_memory()
     data_dir = args.work / "data"
     if not (data_dir / "manifest.json").is_file():
         if not MULTI30K.is_dir():
@@ -138,10 +147,14 @@ def main() -> None:
     data = ParallelDataset(data_dir, "train")
     vocab_size = len(Vocab.from_file(data_dir / "spm.model"))
     peak = matmul_peak_gflops("fp32")
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     figures = breakdown(data, args.arch, vocab_size, args.batches)
+    # Over warm-up, plain and instrumented steps together: 2 x batches + 1 steps.
+    figures["page_faults_per_step"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+                                            / (2 * args.batches + 1))
     figures["matmul_share_of_peak"] = round(figures["matmul_gflops"] / peak, 3)
     results = {"arch": args.arch, "threads": args.threads, "batches": args.batches, "max_tokens": 2048,
-               "precision": "fp32", "torch": torch.__version__, "matmul_peak_gflops": round(peak, 1), **figures}
+               "precision": "fp32", "malloc_keeps_freed_memory": kept, "torch": torch.__version__, "matmul_peak_gflops": round(peak, 1), **figures}
     throughput = REPO / "benchmarks" / "results" / "train_throughput.json"
     if throughput.is_file():  # what the ceiling would mean against OpenNMT-py's measured rate
         runs = json.loads(throughput.read_text()).get("architectures", {}).get(args.arch, {})
@@ -156,11 +169,15 @@ def main() -> None:
           f"matrix products {figures['matmul_share_of_step']:.0%} of it at {figures['matmul_gflops']} GFLOP/s "
           f"({figures['matmul_share_of_peak']:.0%} of the {peak:.0f} GFLOP/s peak); other ops "
           f"{figures['other_ops_ms_per_step']} ms, Python/autograd {figures['python_and_autograd_ms_per_step']} ms; "
-          f"ceiling {figures['ceiling_target_tokens_per_s']} target tokens/s")
+          f"ceiling {figures['ceiling_target_tokens_per_s']} target tokens/s; "
+          f"{figures['page_faults_per_step']:,} page faults a step")
     for name, op in list(figures["ops_ms_per_step"].items())[:15]:
         print(f"  {name:28} {op['ms']:7.1f} ms/step  {op['calls']:5d} calls")
+    # One entry per malloc setting, so that the two runs sit side by side in the file.
+    recorded = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    recorded["unmap_freed_memory" if args.unmap_freed_memory else "keep_freed_memory"] = results
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 if __name__ == "__main__":
