@@ -99,6 +99,17 @@ def measure(data: ParallelDataset, arch: str, vocab_size: int, variant: str, bat
             round(seconds[True] / batches * 1000), "share_of_step_saved_by_variant": round(saved, 4)}
 
 
+def multi30k_training_data(work: Path) -> tuple[ParallelDataset, int]:
+    """Multi30k en-de's training split, prepared under `work` the first time, and its vocabulary size."""
+    data_dir = work / "data"
+    if not (data_dir / "manifest.json").is_file():
+        if not MULTI30K.is_dir():
+            sys.exit(f"{MULTI30K} is absent: this benchmark trains on Multi30k")
+        subprocess.run([sys.executable, "-m", "nmt", "prepare", "multi30k-en-de", "--mirror", str(MULTI30K),
+                        "--out", str(data_dir)], check=True, cwd=REPO)
+    return ParallelDataset(data_dir, "train"), len(Vocab.from_file(data_dir / "spm.model"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="transformer_base")
@@ -110,14 +121,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "step_ablation.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data_dir = args.work / "data"
-    if not (data_dir / "manifest.json").is_file():
-        if not MULTI30K.is_dir():
-            sys.exit(f"{MULTI30K} is absent: this benchmark trains on Multi30k")
-        subprocess.run([sys.executable, "-m", "nmt", "prepare", "multi30k-en-de", "--mirror", str(MULTI30K),
-                        "--out", str(data_dir)], check=True, cwd=REPO)
-    data = ParallelDataset(data_dir, "train")
-    vocab_size = len(Vocab.from_file(data_dir / "spm.model"))
+    data, vocab_size = multi30k_training_data(args.work)
     results = {"arch": args.arch, "threads": args.threads, "batches": args.batches, "max_tokens": 2048,
                "torch": torch.__version__, "variants": {}}
     for variant in args.variants:

@@ -25,7 +25,6 @@ import argparse
 import collections
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,15 +37,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from flops import matmul_peak_gflops  # noqa: E402
+from step_ablation import multi30k_training_data  # noqa: E402
 from nmt.config import preset  # noqa: E402
 from nmt.data.batching import make_batches  # noqa: E402
 from nmt.data.dataset import ParallelDataset  # noqa: E402
 from nmt.model.transformer import build_model  # noqa: E402
 from nmt.train.host_memory import keep_freed_memory  # noqa: E402
 from nmt.train.loss import label_smoothed_nll_loss  # noqa: E402
-from nmt.vocab import Vocab  # noqa: E402
 
-MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 MATMULS = {"mm", "addmm"}
 
 
@@ -138,14 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kept = False if args.unmap_freed_memory else keep_freed_memory()
-    data_dir = args.work / "data"
-    if not (data_dir / "manifest.json").is_file():
-        if not MULTI30K.is_dir():
-            sys.exit(f"{MULTI30K} is absent: this benchmark trains on Multi30k")
-        subprocess.run([sys.executable, "-m", "nmt", "prepare", "multi30k-en-de", "--mirror", str(MULTI30K),
-                        "--out", str(data_dir)], check=True, cwd=REPO)
-    data = ParallelDataset(data_dir, "train")
-    vocab_size = len(Vocab.from_file(data_dir / "spm.model"))
+    data, vocab_size = multi30k_training_data(args.work)
     peak = matmul_peak_gflops("fp32")
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     figures = breakdown(data, args.arch, vocab_size, args.batches)
