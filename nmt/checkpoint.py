@@ -13,20 +13,20 @@ A checkpoint is a dict of tensors and plain values:
 
 from __future__ import annotations
 
-import os
 import json
 import pickle
 import re
-import shutil
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from nmt.config import ModelConfig, from_dict
+from nmt.atomic import atomic_write, link_or_copy
+from nmt.config import ConfigError, ModelConfig, from_dict
 from nmt.errors import NmtError
 from nmt.model.transformer import Transformer, build_model
+from nmt.metrics_log import read_metrics
 from nmt.vocab import Vocab
 
 FORMAT = "nmt-checkpoint"
@@ -35,27 +35,19 @@ INTERVAL_CHECKPOINT = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: `path` is always whole or absent."""
+    """Write through a temporary file, fsync, then rename: `path` is always whole or absent."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            writer = _RecordingWriter(handle)
-            try:
-                torch.save(payload, writer)
-            except RuntimeError:
-                if writer.error is None:
-                    raise
-                # torch's zip writer reports a failed write as "unexpected pos ..."; the OSError it swallowed says
-                # what happened (disk full, file too large, I/O error).
-                writer.error.filename = str(path)
-                raise writer.error from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb", durable=True) as handle:
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(payload, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            # torch's zip writer reports a failed write as "unexpected pos ..."; the OSError it swallowed says
+            # what happened (disk full, file too large, I/O error).
+            writer.error.filename = str(path)
+            raise writer.error from None
 
 
 class _RecordingWriter:
@@ -78,13 +70,7 @@ class _RecordingWriter:
 
 def link_checkpoint(source: Path, dest: Path) -> None:
     """`dest` becomes the same file as `source` (hard link, atomic; a copy where links are not supported)."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, dest)
+    link_or_copy(source, dest)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -111,6 +97,20 @@ def load_checkpoint(path: Path) -> dict:
     for key in ("model_config", "model", "vocab"):
         if key not in payload:
             raise NmtError(f"{path}: checkpoint lacks {key!r} (damaged?)")
+    if not isinstance(payload["model_config"], dict):
+        raise NmtError(f"{path}: its model_config is a {type(payload['model_config']).__name__}, not a table of "
+                       "options (damaged?)")
+    weights = payload["model"]
+    if not isinstance(weights, dict) or not all(isinstance(name, str) and isinstance(tensor, torch.Tensor)
+                                                for name, tensor in weights.items()):
+        raise NmtError(f"{path}: its model is not a table of named tensors (damaged?)")
+    vocab = payload["vocab"]
+    if not isinstance(vocab, torch.Tensor) or vocab.dtype != torch.uint8 or vocab.dim() != 1:
+        raise NmtError(f"{path}: its vocab is not a SentencePiece model's bytes (damaged?)")
+    for name, tensor in weights.items():
+        # NaN weights translate to nothing and would poison an average; refused here, where every user loads.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NmtError(f"{path}: weight {name} holds NaN or infinite values; use an earlier checkpoint")
     return payload
 
 
@@ -135,8 +135,20 @@ def vocab_from_payload(payload: dict) -> Vocab:
     return Vocab.from_bytes(payload["vocab"].numpy().tobytes())
 
 
+def config_from_payload(payload: dict, path: Path | str = "checkpoint") -> ModelConfig:
+    """The checkpoint's ModelConfig, checked as the command line checks options (a damaged file says so)."""
+    try:
+        config = from_dict(ModelConfig, payload["model_config"])
+        config.validate()
+        if config.vocab_size < 4:
+            raise ConfigError(f"vocab_size must be at least 4, got {config.vocab_size}")
+    except ConfigError as error:
+        raise NmtError(f"{path}: its model_config is not usable (damaged?): {str(error).lstrip('-')}") from None
+    return config
+
+
 def model_from_payload(payload: dict, path: Path | str = "checkpoint") -> Transformer:
-    config = from_dict(ModelConfig, payload["model_config"])
+    config = config_from_payload(payload, path)
     model = build_model(config)
     try:
         model.load_state_dict(payload["model"])
@@ -165,10 +177,17 @@ def average_checkpoints(paths: list[Path]) -> dict:
     sums = {name: tensor.double() for name, tensor in first["model"].items()}
     for path in paths[1:]:
         payload = load_checkpoint(path)
+        # The vocabulary first: another vocabulary also shows as another vocab_size in the architecture.
+        if not torch.equal(payload["vocab"], first["vocab"]) or (
+                payload["model_config"].get("vocab_size") != first["model_config"].get("vocab_size")):
+            raise NmtError(f"{path}: a different vocabulary from {paths[0]}; only one model's checkpoints average")
         if payload["model_config"] != first["model_config"]:
-            raise NmtError(f"{path}: a different architecture from {paths[0]}; only one model's checkpoints average")
-        if not torch.equal(payload["vocab"], first["vocab"]):
-            raise NmtError(f"{path}: a different vocabulary from {paths[0]}")
+            changed = sorted(key for key in set(payload["model_config"]) | set(first["model_config"])
+                             if payload["model_config"].get(key) != first["model_config"].get(key))
+            raise NmtError(f"{path}: a different architecture from {paths[0]} ({', '.join(changed)} differ); only "
+                           "one model's checkpoints average")
+        if set(payload["model"]) != set(sums):
+            raise NmtError(f"{path}: its weights are not those of {paths[0]}'s model")
         for name, tensor in payload["model"].items():
             sums[name] += tensor.double()
     averaged = {name: (total / len(paths)).to(first["model"][name].dtype) for name, total in sums.items()}
@@ -232,12 +251,4 @@ def prune_checkpoints(save_dir: Path, keep: int) -> None:
 def _valid_losses(metrics_path: Path) -> dict[int, float]:
     if not metrics_path.is_file():
         raise NmtError(f"{metrics_path}: not found; --best reads validation losses from it")
-    losses = {}
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash mid-write
-        if "valid_loss" in record:
-            losses[int(record["update"])] = float(record["valid_loss"])
-    return losses
+    return read_metrics(metrics_path).valid_losses()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from nmt import __version__
+from nmt.atomic import atomic_write, check_output_file
 from nmt.config import PRESETS, SearchConfig, preset, replace_fields
 from nmt.errors import NmtError
 
@@ -32,6 +35,8 @@ def main() -> None:
     # SIGTERM (a scheduler, `kill`) ends a command the way Ctrl-C does: temporary files removed, one line, exit 130.
     # `nmt train` installs its own handler while it runs (save a checkpoint, then stop).
     signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a shell made us ignore it
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
     except NmtError as error:
@@ -50,7 +55,36 @@ def main() -> None:
 
 
 def _interrupt(signum, frame) -> None:
+    # One interruption is enough: the cleanup it starts must not be cut short by a second signal (`timeout` sends
+    # SIGTERM to the command and then to its whole process group; an impatient user presses Ctrl-C twice), which
+    # would leave a temporary file behind and print a traceback from an exit handler. kill -9 still ends us at once.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(number) is _interrupt:
+            signal.signal(number, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def _command(name: str, parent: typer.Typer = app, label: str | None = None):
+    """Register a command whose interruption (Ctrl-C, SIGTERM) ends in one line and exit 130. Typer would turn the
+    KeyboardInterrupt into a silent exit 130 before `main` could say anything."""
+    def register(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.print(f"[bold red]interrupted:[/] nmt {label or name} stopped before it "
+                              "finished; no output file was left half-written", highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
+        return parent.command(name=name)(run)
+    return register
+
+
+def _stdin():
+    """Standard input as bytes; a closed one (`<&-`) is a user error, not an AttributeError."""
+    if sys.stdin is None:
+        raise NmtError("standard input is closed: pipe text in, or name a file (--input / --hyp)")
+    return sys.stdin.buffer
 
 
 def _dry_run(command: str, facts: dict | None = None, check=None) -> bool:
@@ -90,7 +124,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 # --- prepare -------------------------------------------------------------------------------------------------------
 
-@app.command()
+@_command("prepare")
 def prepare(
     corpus: Annotated[Optional[str], typer.Argument(
         help="A recipe (see --list), or 'custom' for your own files (--src, --tgt, --train, --valid).")] = None,
@@ -214,6 +248,8 @@ def _default_data_dir() -> Path:
 class _RichTrainReporter:
     """Rich progress for the trainer: refreshes on its own clock, shows what the trainer logged last."""
 
+    progress: Progress | None = None  # from start() to stop(); messages before (resume fallbacks) print plainly
+
     def start(self, first_update, total_updates, info):
         console.print(f"[cyan]train[/] {info['parameters']:,} parameters on {info['device']}, "
                       f"{info['train_sentences']:,} training pairs"
@@ -235,13 +271,16 @@ class _RichTrainReporter:
                                                    f"{record['tgt_tokens_per_s']:,.0f} tgt tok/s")
 
     def message(self, text):
-        self.progress.console.print(f"[yellow]{text}[/]")
+        (self.progress.console if self.progress is not None else console).print(
+            f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
 
     def stop(self):
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
-@app.command(name="train")
+@_command("train")
 def train_command(
     data_dir: Annotated[Optional[Path], typer.Argument(
         help="A prepared DATA_DIR. Default: the one dataset under data/.")] = None,
@@ -348,7 +387,7 @@ def train_command(
 
 # --- average-checkpoints -------------------------------------------------------------------------------------------
 
-@app.command(name="average-checkpoints")
+@_command("average-checkpoints")
 def average_checkpoints_command(
     inputs: Annotated[list[Path], typer.Argument(
         help="A save dir (with --last or --best) or checkpoint files to average.")],
@@ -363,9 +402,11 @@ def average_checkpoints_command(
     def check_counts() -> None:
         if any(count is not None and count < 1 for count in (last, best)):
             raise NmtError("--last / --best must be at least 1")
+        check_output_file(output)
 
     if _dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}, check=check_counts):
         return
+    check_counts()
     paths = select_checkpoints(inputs, last, best)
     save_checkpoint(average_checkpoints(paths), output)
     console.print(f"[green]averaged[/] {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {output}")
@@ -381,7 +422,7 @@ def _default_checkpoint() -> Path:
                    "exists")
 
 
-@app.command(name="translate")
+@_command("translate")
 def translate_command(
     checkpoint: Annotated[Optional[list[Path]], typer.Option(
         help="Model checkpoint; several (`--checkpoint a.pt b.pt` or repeated) decode as an ensemble. With "
@@ -444,6 +485,8 @@ def translate_command(
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     if ensemble_combine not in ("logprob", "prob"):
         raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
+    if output is not None:
+        check_output_file(output)
     if _dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
         return
     if not checkpoints:
@@ -467,16 +510,16 @@ def translate_command(
                                 record_attention=record_attention, ensemble_combine=ensemble_combine)
     else:
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
-    source = open(input, "rb") if input else sys.stdin.buffer
+    source = open(input, "rb") if input else _stdin()
     window = buffer_size or (1 if source.isatty() else 1000)
     if window < 1:
         raise NmtError("--buffer-size must be at least 1")
-    prefix_source = open(prefix_file, "rb") if prefix_file else None
-    if output and not output.parent.is_dir():
-        raise NmtError(f"--output {output}: the folder {output.parent} does not exist")
-    target_tmp = output.with_name(f".{output.name}.tmp") if output else None
-    sink = open(target_tmp, "w", encoding="utf-8", newline="\n") if output else sys.stdout
-    try:
+    with contextlib.ExitStack() as files:
+        if input:
+            files.callback(source.close)
+        prefix_source = files.enter_context(open(prefix_file, "rb")) if prefix_file else None
+        # A file appears whole once every line is translated, or not at all; stdout streams.
+        sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
         lines = read_text_lines(source, str(input or "<stdin>"))
         prefixes = read_text_lines(prefix_source, str(prefix_file)) if prefix_source else None
         for index, translations in enumerate(translator.translate_stream(lines, window, prefixes)):
@@ -491,17 +534,6 @@ def translate_command(
             if index % window == window - 1 or window == 1:
                 sink.flush()
         sink.flush()
-        if output:
-            sink.close()
-            os.replace(target_tmp, output)  # a complete file or none
-    finally:
-        if output and target_tmp.exists():
-            sink.close()
-            target_tmp.unlink()
-        if input:
-            source.close()
-        if prefix_source:
-            prefix_source.close()
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
@@ -513,7 +545,7 @@ export_app = typer.Typer(help="Write a trained model in another toolkit's format
 app.add_typer(export_app, name="export")
 
 
-@export_app.command(name="ctranslate2")
+@_command("ctranslate2", export_app, "export ctranslate2")
 def export_ctranslate2_command(
     checkpoint: Annotated[Path, typer.Argument(help="An nmt checkpoint (e.g. checkpoints/averaged.pt).")],
     out_dir: Annotated[Path, typer.Argument(help="The CTranslate2 model folder to write.")],
@@ -533,7 +565,7 @@ def export_ctranslate2_command(
 
 # --- score ---------------------------------------------------------------------------------------------------------
 
-@app.command(name="score")
+@_command("score")
 def score_command(
     ref: Annotated[list[Path], typer.Option(help="Reference file (repeat for several references).")],
     hyp: Annotated[Optional[list[Path]], typer.Option(
@@ -560,13 +592,15 @@ def score_command(
     names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     if paired_bs_n < 1:
         raise NmtError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
+    if not names:
+        raise NmtError("--metrics: name at least one of bleu, chrf, ter")
     for name in names:
         make_metric(name)
     if _dry_run("score", {"references": [str(r) for r in ref], "paper": paper, "paired_bs": paired_bs}):
         return
     references = [list(read_lines(path)) for path in ref]
     systems = ([(str(path), list(read_lines(path))) for path in hyp] if hyp
-               else [("stdin", list(read_text_lines(sys.stdin.buffer)))])
+               else [("stdin", list(read_text_lines(_stdin())))])
     if paper:
         lang = lang or _language_of(ref[0])
     report: dict[str, dict] = {}
@@ -603,7 +637,7 @@ def score_command(
         typer.echo(json.dumps(output))
 
 
-@app.command(name="report")
+@_command("report")
 def report_command(
     save_dir: Annotated[Path, typer.Argument(help="A save dir of nmt train (metrics.jsonl, config.json).")],
     out: Annotated[Optional[Path], typer.Option(help="Where report.md and its PNGs go. Default: SAVE_DIR/report.")]

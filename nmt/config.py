@@ -38,11 +38,11 @@ class ModelConfig:
     eos_id: int = 3
 
     def validate(self) -> None:
+        for name in ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.d_model % self.heads != 0:
             raise ConfigError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
-        for name in ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -89,10 +89,14 @@ class TrainConfig:
             raise ConfigError("--max-tokens must be at least 1")
         if self.update_freq < 1:
             raise ConfigError("--update-freq must be at least 1")
-        if min(self.max_updates, self.max_epochs, self.max_time) < 0:
-            raise ConfigError("--max-updates, --max-epochs and --max-time must not be negative")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError("--label-smoothing must be in [0, 1)")
+        if min(self.max_updates, self.max_epochs) < 0:
+            raise ConfigError("--max-updates and --max-epochs must not be negative")
+        for name in ("max_time", "clip_norm", "weight_decay"):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name,
+                     "a finite number, not negative", getattr(self, name))
+        _require(math.isfinite(self.adam_eps) and self.adam_eps > 0, "adam_eps", "a positive number", self.adam_eps)
+        for name in ("label_smoothing", "adam_beta1", "adam_beta2"):
+            _require(0.0 <= getattr(self, name) < 1.0, name, "in [0, 1)", getattr(self, name))
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.log_interval < 1:
@@ -144,8 +148,10 @@ class SearchConfig:
                 raise ConfigError(f"--nbest must be at least 1, got {self.nbest}")
         elif not 1 <= self.nbest <= self.beam:
             raise ConfigError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}")
-        if self.max_len_a < 0 or self.max_len_b < 1:
-            raise ConfigError("--max-len-a must not be negative and --max-len-b must be at least 1")
+        _require(math.isfinite(self.max_len_a) and self.max_len_a >= 0, "max_len_a", "a finite number, not negative",
+                 self.max_len_a)
+        if self.max_len_b < 1:
+            raise ConfigError(f"--max-len-b must be at least 1, got {self.max_len_b}")
         if self.min_len < 1:
             raise ConfigError("--min-len must be at least 1")
         if self.no_repeat_ngram_size < 0:
@@ -156,6 +162,12 @@ class SearchConfig:
             raise ConfigError(f"--topp must be in (0, 1], got {self.topp}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"--temperature must be positive, got {self.temperature}")
+
+
+def _require(condition: bool, name: str, what: str, value) -> None:
+    """Comparisons are False for NaN, so `condition` written as what must hold also refuses NaN."""
+    if not condition:
+        raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}")
 
 
 @dataclass
@@ -224,7 +236,21 @@ def replace_fields(config, overrides: dict):
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
 def from_dict(cls, values: dict):
-    """Rebuild a config from a checkpoint's dict, ignoring fields a newer version added or dropped."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
+    """Rebuild a config from a checkpoint's dict, ignoring fields a newer version added or dropped. A value of the
+    wrong type (a damaged or hand-edited file) is a ConfigError naming the field."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"the {cls.__name__} is a {type(values).__name__}, not a table of fields")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        if name not in fields:
+            continue
+        allowed = _TYPES.get(str(fields[name].type))
+        # bool is an int to Python; a field of either kind takes only its own.
+        wrong_bool = isinstance(value, bool) and str(fields[name].type) != "bool"
+        if allowed is not None and (not isinstance(value, allowed) or wrong_bool):
+            raise ConfigError(f"{cls.__name__} field {name!r} is {value!r}, not a {fields[name].type}")
+    return cls(**{k: v for k, v in values.items() if k in fields})

@@ -6,9 +6,9 @@ it is the one the hard alignments (--print-alignment) come from. matplotlib is a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from nmt.atomic import atomic_write
 from nmt.errors import NmtError
 
 # Fonts tried in order for the piece labels: DejaVu covers Latin, Greek and Cyrillic; the Noto CJK/Arabic/Devanagari
@@ -58,8 +58,9 @@ def plot_attention(translation, path: Path, title: str = "") -> Path:
         figure.suptitle(f"{title}: {translation.text}", fontsize=10, family=families)
     figure.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.tmp")
-    figure.savefig(partial, dpi=110, format="png")
-    plt.close(figure)
-    os.replace(partial, path)
+    try:
+        with atomic_write(path, "wb") as handle:
+            figure.savefig(handle, dpi=110, format="png")
+    finally:
+        plt.close(figure)
     return path

@@ -9,11 +9,12 @@ reported on, and a later report replaces the earlier one. matplotlib is an optio
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nmt.atomic import atomic_write, write_text
 from nmt.errors import NmtError
+from nmt.metrics_log import read_metrics
 
 # (file name, title, y label, [(metrics key, legend label)])
 PLOTS = [
@@ -41,9 +42,12 @@ class Run:
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise NmtError(f"{path}: cannot read the {what} ({type(error).__name__}: {error})") from None
+    if not isinstance(value, dict):
+        raise NmtError(f"{path}: the {what} is a JSON {type(value).__name__}, not an object (damaged?)")
+    return value
 
 
 def load_run(save_dir: Path) -> Run:
@@ -52,22 +56,24 @@ def load_run(save_dir: Path) -> Run:
         raise NmtError(f"{save_dir}: no such directory")
     if not metrics_path.is_file():
         raise NmtError(f"{save_dir}: no metrics.jsonl (not a save dir of nmt train?)")
-    records, notes = [], []
-    for number, line in enumerate(metrics_path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # the last line of a run killed while writing it
-            notes.append(f"metrics.jsonl line {number} is not JSON (a run killed mid-write?); skipped")
+    log = read_metrics(metrics_path)
+    notes = [f"metrics.jsonl line {number} is not a record (a run killed mid-write, or a damaged file); skipped"
+             for number in log.skipped[:10]]
+    if len(log.skipped) > 10:
+        notes.append(f"... and {len(log.skipped) - 10} more lines of metrics.jsonl skipped")
     config = _read_json(save_dir / "config.json", "run's config") if (save_dir / "config.json").is_file() else {}
     manifest = None
     data_dir = config.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        notes.append("config.json's data_dir is not a path; the data manifest is left out")
+        data_dir = None
     if data_dir and (Path(data_dir) / "manifest.json").is_file():
         manifest = _read_json(Path(data_dir) / "manifest.json", "data manifest")
     elif data_dir:
         notes.append(f"the data directory {data_dir} (or its manifest.json) is not there any more")
     score_path = save_dir / "score.json"
     score = _read_json(score_path, "score (nmt score --json)") if score_path.is_file() else None
-    return Run(save_dir, records, config, manifest, score, notes)
+    return Run(save_dir, log.records, config, manifest, score, notes)
 
 
 def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
@@ -94,11 +100,9 @@ def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
         if len(series) > 1:
             axes.legend()
         figure.tight_layout()
-        path = out_dir / name
-        temporary = path.with_name(f".{name}.tmp.png")
-        figure.savefig(temporary)
+        with atomic_write(out_dir / name, "wb") as handle:
+            figure.savefig(handle, format="png")
         plt.close(figure)
-        os.replace(temporary, path)
         written.append((name, title))
     return written
 
@@ -132,9 +136,9 @@ def render(run: Run, plots: list[tuple[str, str]]) -> str:
         lines += ["## Final score", "", "From `score.json` (`nmt score --json`):", "",
                   "| metric | score | sacreBLEU signature |", "|---|---|---|"]
         systems = run.score.get("systems", {"": run.score})
-        for system, metrics in systems.items():
-            for metric, figures in metrics.items():
-                if isinstance(figures, dict) and "score" in figures:
+        for system, metrics in (systems.items() if isinstance(systems, dict) else []):
+            for metric, figures in (metrics.items() if isinstance(metrics, dict) else []):
+                if isinstance(figures, dict) and _is_number(figures.get("score")):
                     label = f"{system}: {metric}" if system else metric
                     signature = str(figures.get("signature", "")).replace("|", "\\|")  # a pipe ends a table cell
                     lines.append(f"| {label} | {figures['score']:.2f} | `{signature}` |")
@@ -152,15 +156,29 @@ def render(run: Run, plots: list[tuple[str, str]]) -> str:
         splits = run.manifest.get("splits", {})
         rows = [("languages", f"{run.manifest.get('src')} -> {run.manifest.get('tgt')}"),
                 ("vocabulary", run.manifest.get("vocab_size"))]
-        for split, info in splits.items():
-            rows.append((f"{split} pairs", f"{info.get('sentences', 0):,} ({info.get('src', {}).get('tokens', 0):,}"
-                                           f" / {info.get('tgt', {}).get('tokens', 0):,} tokens)"))
+        for split, info in (splits.items() if isinstance(splits, dict) else []):
+            info = info if isinstance(info, dict) else {}
+            rows.append((f"{split} pairs", f"{_count(info.get('sentences'))} ({_count(_tokens(info, 'src'))} / "
+                                           f"{_count(_tokens(info, 'tgt'))} tokens)"))
         lines += ["## Data", "", f"`{run.config.get('data_dir')}/manifest.json`:", ""] + _table(rows)
         lines += ["", "<details><summary>the whole manifest</summary>", "", "```json",
                   json.dumps(run.manifest, indent=2), "```", "", "</details>", ""]
     if run.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in run.notes] + [""]
     return "\n".join(lines)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value) -> str:
+    return f"{value:,}" if _is_number(value) else "?"
+
+
+def _tokens(info: dict, side: str):
+    entry = info.get(side)
+    return entry.get("tokens") if isinstance(entry, dict) else None
 
 
 def write_report(save_dir: Path, out_dir: Path | None = None) -> Path:
@@ -173,7 +191,5 @@ def write_report(save_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_run(run, out_dir)
     path = out_dir / "report.md"
-    temporary = path.with_name(".report.md.tmp")
-    temporary.write_text(render(run, plots), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text(path, render(run, plots))
     return path

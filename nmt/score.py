@@ -39,6 +39,8 @@ def check_streams(hypotheses: list[str], references: list[list[str]]) -> None:
     for number, stream in enumerate(references, start=1):
         if len(stream) != len(hypotheses):
             raise NmtError(f"{len(hypotheses)} hypotheses but reference {number} has {len(stream)} lines")
+    if not hypotheses:
+        raise NmtError("nothing to score: the hypotheses and the references are empty")
 
 
 def make_metric(name: str):

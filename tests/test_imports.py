@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "nmt"
 LEVELS = [
     {"errors"},
-    {"config"},
+    {"config", "atomic", "metrics_log"},
     {"vocab", "device"},
     {"data", "model", "plot"},
     {"search", "checkpoint"},

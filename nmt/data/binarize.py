@@ -22,6 +22,7 @@ import numpy as np
 
 from nmt.data.binary import TokenArrayWriter
 from nmt.data.text import CleaningOptions, CleaningReport, clean_text_pair, keep_token_pair
+from nmt.atomic import atomic_write, write_json
 from nmt.errors import NmtError
 from nmt.vocab import Vocab
 
@@ -128,9 +129,7 @@ def binarize_shard(task: ShardTask) -> dict:
     src_entry, tgt_entry = src_writer.close(), tgt_writer.close()
     result = {**report.as_dict(), "src_tokens": src_entry["tokens"], "tgt_tokens": tgt_entry["tokens"],
               "peak_rss_mb": peak_rss_mb()}
-    tmp = Path(task.prefix + ".json.tmp")
-    tmp.write_text(json.dumps(result), encoding="utf-8")
-    os.replace(tmp, task.prefix + ".json")
+    write_json(Path(task.prefix + ".json"), result, indent=None)
     return result
 
 
@@ -150,27 +149,20 @@ def peak_rss_mb() -> float:
 def merge_shards(prefixes: list[str], side: str, out_prefix: Path, dtype: np.dtype) -> dict:
     """Concatenate the shards' `side` ("src" or "tgt") into OUT_PREFIX.bin/.idx, atomically."""
     out_prefix = Path(out_prefix)
-    bin_tmp = out_prefix.with_name(out_prefix.name + ".bin.tmp")
-    idx_tmp = out_prefix.with_name(out_prefix.name + ".idx.tmp")
+    bin_name, idx_name = out_prefix.name + ".bin", out_prefix.name + ".idx"
     base = 0
     sentences = 0
-    try:
-        with open(bin_tmp, "wb") as bin_out, open(idx_tmp, "wb") as idx_out:
-            np.zeros(1, dtype=np.int64).tofile(idx_out)
-            for prefix in prefixes:
-                with open(f"{prefix}.{side}.bin", "rb") as shard:
-                    shutil.copyfileobj(shard, bin_out, 1 << 22)
-                offsets = np.fromfile(f"{prefix}.{side}.idx", dtype=np.int64)
-                (offsets[1:] + base).tofile(idx_out)
-                base += int(offsets[-1])
-                sentences += len(offsets) - 1
-        if bin_tmp.stat().st_size != base * np.dtype(dtype).itemsize:
+    with atomic_write(out_prefix.with_name(bin_name), "wb") as bin_out, \
+            atomic_write(out_prefix.with_name(idx_name), "wb") as idx_out:
+        np.zeros(1, dtype=np.int64).tofile(idx_out)
+        for prefix in prefixes:
+            with open(f"{prefix}.{side}.bin", "rb") as shard:
+                shutil.copyfileobj(shard, bin_out, 1 << 22)
+            offsets = np.fromfile(f"{prefix}.{side}.idx", dtype=np.int64)
+            (offsets[1:] + base).tofile(idx_out)
+            base += int(offsets[-1])
+            sentences += len(offsets) - 1
+        bin_out.flush()
+        if os.fstat(bin_out.fileno()).st_size != base * np.dtype(dtype).itemsize:
             raise NmtError(f"{out_prefix}: merged shards do not match their indexes (a damaged shard)")
-    except BaseException:
-        bin_tmp.unlink(missing_ok=True)
-        idx_tmp.unlink(missing_ok=True)
-        raise
-    bin_name, idx_name = out_prefix.name + ".bin", out_prefix.name + ".idx"
-    os.replace(bin_tmp, out_prefix.with_name(bin_name))
-    os.replace(idx_tmp, out_prefix.with_name(idx_name))
     return {"sentences": sentences, "tokens": base, "bin": bin_name, "idx": idx_name}

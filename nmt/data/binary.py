@@ -8,11 +8,12 @@ Both are memory-mapped: a WMT-sized corpus is never read whole into memory.
 from __future__ import annotations
 
 import json
-import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
+from nmt.atomic import atomic_write
 from nmt.errors import NmtError
 from nmt.vocab import EOS_ID
 
@@ -30,8 +31,8 @@ class TokenArrayWriter:
     def __init__(self, prefix: Path, dtype: np.dtype):
         self.prefix, self.dtype = Path(prefix), np.dtype(dtype)
         self.lengths: list[int] = []
-        self._bin_tmp = self.prefix.with_name(self.prefix.name + ".bin.tmp")
-        self._handle = open(self._bin_tmp, "wb")
+        self._bin = ExitStack()
+        self._handle = self._bin.enter_context(atomic_write(self.prefix.with_name(self.prefix.name + ".bin"), "wb"))
 
     def add(self, token_ids: list[int]) -> None:
         """One sentence; end-of-sentence is appended here."""
@@ -47,19 +48,18 @@ class TokenArrayWriter:
         self._handle.write(np.asarray(flat, dtype=self.dtype).tobytes())
 
     def close(self) -> dict:
-        self._handle.close()
         offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
         np.cumsum(self.lengths, out=offsets[1:])
-        idx_tmp = self.prefix.with_name(self.prefix.name + ".idx.tmp")
-        offsets.tofile(idx_tmp)
         bin_name, idx_name = self.prefix.name + ".bin", self.prefix.name + ".idx"
-        os.replace(self._bin_tmp, self.prefix.with_name(bin_name))
-        os.replace(idx_tmp, self.prefix.with_name(idx_name))
+        self._bin.close()  # NAME.bin into place
+        with atomic_write(self.prefix.with_name(idx_name), "wb") as handle:
+            offsets.tofile(handle)
         return {"sentences": len(self.lengths), "tokens": int(offsets[-1]), "bin": bin_name, "idx": idx_name}
 
     def abort(self) -> None:
-        self._handle.close()
-        self._bin_tmp.unlink(missing_ok=True)
+        """Drop what was written: NAME.bin stays as it was."""
+        error = RuntimeError("binarization aborted")
+        self._bin.__exit__(type(error), error, None)
 
 
 class TokenArray:
@@ -92,7 +92,32 @@ def load_manifest(data_dir: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise NmtError(f"{path}: not a valid JSON manifest") from None
+    if not isinstance(manifest, dict):
+        raise NmtError(f"{path}: not a manifest (a JSON {type(manifest).__name__}); prepare the data again")
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
         raise NmtError(f"{path}: data format {manifest.get('format')!r} version {manifest.get('version')!r}; "
                        f"this nmt reads {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}: prepare the data again")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    """The fields training reads, of the types it reads them as: a damaged manifest is named, not a KeyError."""
+    def damaged(what: str) -> NmtError:
+        return NmtError(f"{path}: {what} (a damaged manifest; prepare the data again)")
+
+    if manifest.get("token_dtype") not in ("uint16", "int32"):
+        raise damaged(f"token_dtype is {manifest.get('token_dtype')!r}, not uint16 or int32")
+    if not isinstance(manifest.get("spm_model"), str) or not manifest["spm_model"]:
+        raise damaged("spm_model names no file")
+    for key in ("src", "tgt"):
+        if not isinstance(manifest.get(key), str):
+            raise damaged(f"{key} is not a language code")
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        raise damaged("it lists no splits")
+    for name, entry in splits.items():
+        sides = [entry.get(side) if isinstance(entry, dict) else None for side in ("src", "tgt")]
+        if not all(isinstance(side, dict) and isinstance(side.get("bin"), str) and isinstance(side.get("idx"), str)
+                   for side in sides):
+            raise damaged(f"split {name!r} does not name its .bin and .idx files")

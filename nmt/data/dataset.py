@@ -54,6 +54,15 @@ class ParallelDataset:
     def __len__(self) -> int:
         return len(self.src)
 
+    def check_ids(self, vocab_size: int) -> None:
+        """Every token id must index the vocabulary: a damaged or foreign .bin is named here, not by an IndexError
+        deep inside the embedding."""
+        for side, array, entry in (("src", self.src, "src"), ("tgt", self.tgt, "tgt")):
+            if len(array.tokens) and int(array.tokens.max()) >= vocab_size:
+                name = self.manifest["splits"][self.split][entry]["bin"]
+                raise NmtError(f"{self.data_dir / name}: holds token id {int(array.tokens.max())}, but the vocabulary "
+                               f"has {vocab_size} pieces (a damaged or foreign file; prepare the data again)")
+
     @property
     def src_lengths(self) -> np.ndarray:
         return self.src.lengths

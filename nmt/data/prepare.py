@@ -31,6 +31,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
+from nmt.atomic import atomic_write, write_json
 from nmt.config import ConfigError
 from nmt.data.binarize import ENCODE_BATCH, ShardTask, binarize_shard, merge_shards, peak_rss_mb, worker_init
 from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, TokenArrayWriter, token_dtype
@@ -66,6 +67,10 @@ class PrepareOptions:
             raise ConfigError("--spm-sample must be at least 1")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if not (math.isfinite(self.cleaning.max_ratio) and self.cleaning.max_ratio >= 1):
+            raise ConfigError(f"--max-ratio must be a finite number of at least 1, got {self.cleaning.max_ratio}")
+        if self.cleaning.max_tokens < 1:
+            raise ConfigError(f"--max-tokens must be at least 1, got {self.cleaning.max_tokens}")
         if self.cleaning.invalid_utf8 not in ("error", "drop"):
             raise ConfigError(f"invalid_utf8 must be 'error' or 'drop', got {self.cleaning.invalid_utf8!r}")
 
@@ -202,7 +207,7 @@ class _Pipeline:
         }
         path = self.out_dir / "manifest.json"
         if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(manifest)):
-            _write_json_atomic(path, manifest)
+            write_json(path, manifest)
         return Prepared(manifest, self.steps)
 
     def _extract(self, splits: dict[str, list[Corpus]], files: dict[str, tuple[Path, str]]) -> dict:
@@ -259,17 +264,20 @@ class _Pipeline:
         params = {"inputs": [[texts[c.src][1], texts[c.tgt][1]] for c in corpora], "outputs": [p.name for p in outputs]}
 
         def run() -> tuple[list[Path], dict]:
-            temporary = [path.with_name(path.name + ".tmp") for path in outputs]
             lines = 0
-            with open(temporary[0], "w", encoding="utf-8", newline="") as src_out, \
-                    open(temporary[1], "w", encoding="utf-8", newline="") as tgt_out:
+            with atomic_write(outputs[0], newline="") as src_out, atomic_write(outputs[1], newline="") as tgt_out:
                 for corpus in corpora:
                     for src_line, tgt_line in read_parallel(texts[corpus.src][0], texts[corpus.tgt][0]):
                         src_out.write(src_line + "\n")
                         tgt_out.write(tgt_line + "\n")
                         lines += 1
-            for tmp, path in zip(temporary, outputs):
-                os.replace(tmp, path)
+            if lines == 0:
+                for path in outputs:
+                    path.unlink(missing_ok=True)
+                files = ", ".join(str(texts[c.src][0]) for c in corpora)
+                raise NmtError(f"the {split} split is empty ({files}): "
+                               + ("nmt train validates on it; give at least one pair" if split == "valid"
+                                  else "give a prefix with at least one pair, or none"))
             return outputs, {"lines": lines}
 
         result = self.step(f"references/{split}", params, run)
@@ -432,8 +440,7 @@ def _write_sample(index: dict, options: PrepareOptions, sample_path: Path) -> in
     chosen = sorted(random.Random(options.seed).sample(range(total), wanted_pairs))
     cleaning = CleaningOptions(**{**asdict(options.cleaning), "invalid_utf8": "drop"})
     sentences, base, cursor = 0, 0, 0
-    tmp = sample_path.with_name(sample_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with atomic_write(sample_path) as out:
         for corpus in index["corpora"]:
             end = base + corpus["lines"]
             with open(corpus["src"], "rb") as src_file, open(corpus["tgt"], "rb") as tgt_file:
@@ -452,7 +459,6 @@ def _write_sample(index: dict, options: PrepareOptions, sample_path: Path) -> in
                         out.write(f"{pair[0]}\n{pair[1]}\n")
                         sentences += 2
             base = end
-    os.replace(tmp, sample_path)
     return sentences
 
 
@@ -462,9 +468,3 @@ def _train_spm(sample: str, prefix: str, vocab_size: int, sentences: int, thread
     except RuntimeError as error:
         raise NmtError(f"SentencePiece training failed: {str(error).strip().splitlines()[-1]}") from None
     return str(model), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _write_json_atomic(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from nmt.atomic import write_json
 
 
 def digest(value) -> str:
@@ -57,10 +58,7 @@ class Stamps:
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = {"step": step, "params": params,
                  "outputs": {self._name(path): file_fingerprint(path) for path in outputs}, "result": result}
-        path = self._path(step)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(stamp, indent=1, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(self._path(step), stamp, indent=1)
 
     def forget(self, step: str) -> None:
         self._path(step).unlink(missing_ok=True)

@@ -13,17 +13,17 @@ CTranslate2 normalizes beam scores by |Y|^alpha only, so `--engine ctranslate2` 
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from nmt.atomic import atomic_directory, write_bytes
 from nmt.checkpoint import load_model
 from nmt.config import SearchConfig
 from nmt.data.text import normalize
 from nmt.errors import NmtError
+from nmt.export.marker import check_export_folder, write_export_marker
 from nmt.model.transformer import Transformer
 from nmt.translate import Translation, translate_windows
 
@@ -105,9 +105,8 @@ def build_spec(model: Transformer, pieces: list[str]):
 
 def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None = None, force: bool = False) -> Path:
     ctranslate2 = _ctranslate2()
+    check_export_folder(checkpoint, out_dir, force)
     model, vocab, payload = load_model(checkpoint, "cpu")
-    if out_dir.exists() and not force:
-        raise NmtError(f"{out_dir} exists; pass --force to replace it")
     pieces = [vocab.processor.id_to_piece(i) for i in range(len(vocab))]
     spec = build_spec(model, pieces)
 
@@ -115,21 +114,17 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
         def _load(self):
             return spec
 
-    # Written to a sibling folder and renamed, so an interrupted export leaves no half model under OUT_DIR.
-    partial = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        _Converter().convert(str(partial), quantization=quantization, force=True)
-    except (ValueError, RuntimeError) as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise NmtError(f"CTranslate2 refused the model: {error}") from None
-    (partial / "spm.model").write_bytes(vocab.model_proto)
-    (partial / "nmt.json").write_text(json.dumps({
-        "source_checkpoint": str(checkpoint), "src": payload.get("src"), "tgt": payload.get("tgt"),
-        "model_config": payload["model_config"], "quantization": quantization or "float32"}, indent=1) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)
+    # Built in a hidden sibling folder that replaces OUT_DIR once complete: an interrupted export leaves the old
+    # export (or nothing) under OUT_DIR, never half a model.
+    with atomic_directory(out_dir) as partial:
+        try:
+            _Converter().convert(str(partial), quantization=quantization, force=True)
+        except (ValueError, RuntimeError) as error:
+            raise NmtError(f"CTranslate2 refused the model: {error}") from None
+        write_bytes(partial / "spm.model", vocab.model_proto)
+        write_export_marker(partial, "ctranslate2", checkpoint, {
+            "src": payload.get("src"), "tgt": payload.get("tgt"), "model_config": payload["model_config"],
+            "quantization": quantization or "float32"})
     return out_dir
 
 

@@ -12,9 +12,9 @@ through a collective, so no rank waits in a collective the others never reach. R
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import signal
 import time
 from contextlib import nullcontext
@@ -26,6 +26,7 @@ import numpy as np
 import sacrebleu
 import torch
 
+from nmt.atomic import write_json, write_text
 from nmt.checkpoint import (interval_checkpoints, link_checkpoint, load_checkpoint, make_payload, prune_checkpoints,
                             save_checkpoint)
 from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict, replace_fields
@@ -38,6 +39,7 @@ from nmt.search.beam import beam_search
 from nmt.train.loss import label_smoothed_nll_loss
 from nmt.train import distributed
 from nmt.train.lock import SaveDirLock
+from nmt.metrics_log import parse_record
 from nmt.train.schedule import inverse_sqrt_lr
 from nmt.vocab import Vocab
 
@@ -105,9 +107,13 @@ class Trainer:
     def _setup(self, model_config: ModelConfig, resume: bool) -> None:
         train_config = self.config
         self.manifest = load_manifest(self.data_dir)
-        self.vocab = Vocab.from_file(self.data_dir / self.manifest["spm_model"])
+        self.vocab = self._load_vocab()
         self.train_data = ParallelDataset(self.data_dir, "train", self.manifest)
         self.valid_data = ParallelDataset(self.data_dir, "valid", self.manifest)
+        if len(self.valid_data) == 0:
+            raise NmtError(f"{self.data_dir}: the valid split is empty; prepare the data with a validation set")
+        for dataset in (self.train_data, self.valid_data):
+            dataset.check_ids(len(self.vocab))
         self.valid_refs = (self.data_dir / self.manifest["splits"]["valid"]["text"]["tgt"]).read_text(
             encoding="utf-8").split("\n")[: len(self.valid_data)]
         # For experiments only: False leaves each rank's gradients its own (the ranks then train different models).
@@ -121,6 +127,7 @@ class Trainer:
         resume_payload = self._resume_payload(resume, model_config)
         if resume_payload is not None:
             model_config = from_dict(ModelConfig, resume_payload["model_config"])
+        self._check_positions(model_config)
         torch.manual_seed(train_config.seed)  # the same initial weights on every rank
         self.model = build_model(model_config).to(self.device)
         if resume_payload is None and train_config.init_from:
@@ -143,6 +150,31 @@ class Trainer:
             self.train_model = torch.compile(self.train_model, dynamic=True)
 
     # --- setup -----------------------------------------------------------------------------------------------
+
+    def _load_vocab(self) -> Vocab:
+        """The data's SentencePiece model, checked against the digest the manifest recorded: a swapped spm.model
+        would train silently on ids that mean other pieces."""
+        path = self.data_dir / self.manifest["spm_model"]
+        if not path.is_file():
+            raise NmtError(f"{path}: not found (prepare the data again with `nmt prepare`)")
+        data = path.read_bytes()
+        expected = (self.manifest.get("spm") or {}).get("sha256") if isinstance(self.manifest.get("spm"), dict) else None
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise NmtError(f"{path}: not the SentencePiece model this data was prepared with (its SHA-256 differs from "
+                           "manifest.json's); the token ids would mean other pieces: prepare the data again")
+        return Vocab.from_bytes(data)
+
+    def _check_positions(self, model_config: ModelConfig) -> None:
+        """Learned positions have a table of max_positions rows: a longer pair would index past it."""
+        if not model_config.learned_positions:
+            return
+        for dataset in (self.train_data, self.valid_data):
+            # the decoder reads bos + target without eos: as many positions as the target's length with eos
+            longest = int(max(dataset.src_lengths.max(initial=0), dataset.tgt_lengths.max(initial=0)))
+            if longest > model_config.max_positions:
+                raise NmtError(f"{self.data_dir}: the {dataset.split} split has a sentence of {longest} pieces "
+                               f"(end-of-sentence included), more than --max-positions {model_config.max_positions} "
+                               "of --learned-positions: raise --max-positions, or prepare with a lower --max-tokens")
 
     def _resume_payload(self, resume: bool, model_config: ModelConfig) -> dict | None:
         last = self.save_dir / "checkpoint_last.pt"
@@ -253,9 +285,9 @@ class Trainer:
         config, progress = self.config, self.progress
         if self.ranks.is_main:
             self.save_dir.mkdir(parents=True, exist_ok=True)
-            (self.save_dir / "config.json").write_text(json.dumps(
-                {"model": asdict(self.model.config), "train": asdict(config), "data_dir": str(self.data_dir),
-                 "world_size": self.ranks.world_size}, indent=2))
+            write_json(self.save_dir / "config.json",
+                       {"model": asdict(self.model.config), "train": asdict(config), "data_dir": str(self.data_dir),
+                        "world_size": self.ranks.world_size})
             self._truncate_metrics(progress.update)
         self.started = time.monotonic()
         self.signal_received: str | None = None
@@ -478,15 +510,12 @@ class Trainer:
         if not self.metrics_path.is_file():
             return
         kept = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["update"] <= update:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut by a crash mid-write
-        tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        with open(self.metrics_path, "rb") as handle:
+            for raw in handle:
+                record = parse_record(raw.decode("utf-8", errors="replace"))
+                if record is not None and record["update"] <= update:  # else cut by a crash, or not a record
+                    kept.append(raw.decode("utf-8", errors="replace").rstrip("\n") + "\n")
+        write_text(self.metrics_path, "".join(kept))
 
     # --- validation and checkpoints --------------------------------------------------------------------------
 
@@ -533,7 +562,14 @@ class Trainer:
         progress = self.progress
         valid = {}
         if validate:
-            valid = self.validate()
+            try:
+                valid = self.validate()
+            except Exception as error:
+                # The training since the last checkpoint is worth more than this validation: save it, then report.
+                self._write_checkpoint({}, is_best=False)
+                reason = str(error) if isinstance(error, NmtError) else f"{type(error).__name__}: {error}"
+                raise NmtError(f"validation at update {progress.update} failed ({reason}); the training so far is "
+                               f"saved as checkpoint_{progress.update}.pt, which --resume continues from") from error
             self._write_record({"update": progress.update, "epoch": progress.epoch, **valid,
                                 "wall": round(self.elapsed(), 1)})
         is_best = bool(valid) and valid["valid_loss"] < progress.best_valid_loss
@@ -541,6 +577,12 @@ class Trainer:
             progress.best_valid_loss = valid["valid_loss"]
         if valid:
             self._early_stopping(valid, is_best)
+        self._write_checkpoint(valid, is_best)
+        self._reset_log_window()  # validation time is not training throughput
+
+    def _write_checkpoint(self, valid: dict, is_best: bool) -> None:
+        """checkpoint_UPDATE.pt with everything a resume needs; checkpoint_last.pt (and _best) point at it."""
+        progress = self.progress
         # Every rank's RNG goes into the checkpoint (a collective: all ranks are here).
         torch_states = distributed.all_gather_objects(torch.get_rng_state(), self.ranks)
         cuda_states = distributed.all_gather_objects(
@@ -566,7 +608,6 @@ class Trainer:
                 link_checkpoint(path, self.save_dir / "checkpoint_best.pt")
             self._prune()
         self.last_saved_update = progress.update
-        self._reset_log_window()  # validation time is not training throughput
 
     def _early_stopping(self, valid: dict, is_best_loss: bool) -> None:
         config, progress = self.config, self.progress
