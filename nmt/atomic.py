@@ -9,6 +9,7 @@ with nothing. A symbolic link stays a link: the file it points to is the one rep
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -128,12 +129,25 @@ def atomic_directory(out_dir: Path) -> Iterator[Path]:
     partial.mkdir()
     try:
         yield partial
-        if out_dir.exists():
+        if not out_dir.exists():
+            os.rename(partial, out_dir)
+        elif _exchange(partial, out_dir):  # one step: the new folder in place, the old one under `partial`
+            pass
+        else:  # two renames; between them (microseconds) the old folder is at `old`
             shutil.rmtree(old, ignore_errors=True)
             os.rename(out_dir, old)
             os.rename(partial, out_dir)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(partial, out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

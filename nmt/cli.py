@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import os
 import signal
@@ -35,6 +36,11 @@ def main() -> None:
     # SIGTERM (a scheduler, `kill`) ends a command the way Ctrl-C does: temporary files removed, one line, exit 130.
     # `nmt train` installs its own handler while it runs (save a checkpoint, then stop).
     signal.signal(signal.SIGTERM, _interrupt)
+    for module in ("typer._click.exceptions", "click.exceptions"):  # Typer >= 0.24 carries its own click
+        try:
+            importlib.import_module(module).UsageError.show = _show_usage_error
+        except (ImportError, AttributeError):
+            pass
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a shell made us ignore it
         signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -52,6 +58,13 @@ def main() -> None:
         where = f"{error.filename}: " if error.filename else ""
         console.print(f"[bold red]error:[/] {where}{error.strerror or error}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _show_usage_error(error, file=None) -> None:
+    """Click's usage errors (an unknown option, a value that is not a number) as our one line, with the way on."""
+    command = error.ctx.command_path if error.ctx is not None else "nmt"
+    console.print(f"[bold red]error:[/] {error.format_message().rstrip('.')} (see `{command} --help`)", highlight=False,
+                  soft_wrap=True)
 
 
 def _interrupt(signum, frame) -> None:
@@ -183,8 +196,8 @@ def prepare(
                              workers=workers or min(os.cpu_count() or 1, 8),
                              cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
     recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
-    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses"},
-                check=lambda: options.resolved(recipe_vocab, options.cleaning)):
+    options.resolved(recipe_vocab, options.cleaning)  # option values first, before any file is read
+    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses"}):
         return
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
@@ -587,7 +600,7 @@ def score_command(
     """Score translations against references with sacreBLEU (detokenized BLEU, chrF, TER) and their signatures."""
     from nmt.data.text import read_lines
     from nmt.score import PAPER_LABEL, make_metric, paired_bootstrap, paper_bleu, score
-    from nmt.translate import read_text_lines
+    from nmt.data.text import read_text_lines
 
     names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     if paired_bs_n < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from nmt.checkpoint import load_model
 from nmt.config import SearchConfig
 from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
-from nmt.data.text import decode_line, normalize
+from nmt.data.text import normalize, read_text_lines  # noqa: F401 (read_text_lines: part of this API)
 from nmt.device import pick_device
 from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
@@ -89,8 +89,11 @@ class Translator:
         self.record_attention = record_attention
         self.generator = torch.Generator(device=self.device).manual_seed(self.search.seed)
         # Attention memory grows with the square of the length: a pathological line is cut rather than run out
-        # of memory; the number of cut lines is counted here.
-        self.max_source_tokens = max_source_tokens
+        # of memory; the number of cut lines is counted here. A model with learned positions cannot read past its
+        # table at all, so its limit is the table's length.
+        position_limits = [m.config.max_positions for m in models if m.config.learned_positions]
+        self.max_source_tokens = min([max_source_tokens, *position_limits])
+        self.max_target_tokens = min(position_limits) if position_limits else None
         self.truncated = 0
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
@@ -106,6 +109,8 @@ class Translator:
         if prefixes is not None:
             prefix_texts = [normalize(prefixes[i]) for i in todo]
             forced = [ids if text else [] for ids, text in zip(self.vocab.encode(prefix_texts), prefix_texts)]
+            if self.max_target_tokens is not None:  # the prefix and its eos must fit the position table
+                forced = [ids[: self.max_target_tokens - 1] for ids in forced]
         sources = []
         for ids in encoded:
             if len(ids) >= self.max_source_tokens:
@@ -164,12 +169,6 @@ def translate_windows(translate, lines: Iterable[str], window: int,
             buffer, buffer_prefixes = [], []
     if buffer:
         yield from translate(buffer, buffer_prefixes if prefix_lines is not None else None)
-
-
-def read_text_lines(stream: BinaryIO, name: str = "<stdin>") -> Iterator[str]:
-    """Lines of a byte stream, decoded as strict UTF-8 (an error names the line); only '\\n' ends a line."""
-    for line_number, raw in enumerate(stream, start=1):
-        yield decode_line(raw, name, line_number)
 
 
 def format_alignment(alignment: list[tuple[int, int]] | None) -> str:

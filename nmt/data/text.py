@@ -46,6 +46,12 @@ def decode_line(raw: bytes, path, line_number: int) -> str:
         raise NmtError(f"{path}:{line_number}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
 
 
+def read_text_lines(stream, name: str = "<stdin>") -> Iterator[str]:
+    """Lines of a byte stream, decoded as strict UTF-8 (an error names the line); only '\\n' ends a line."""
+    for line_number, raw in enumerate(stream, start=1):
+        yield decode_line(raw, name, line_number)
+
+
 def read_parallel(src_path: Path, tgt_path: Path) -> Iterator[tuple[str, str]]:
     """Pairs of lines; a corpus whose sides differ in length is an error that names both files and counts."""
     src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)

@@ -13,6 +13,7 @@ CTranslate2 normalizes beam scores by |Y|^alpha only, so `--engine ctranslate2` 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -128,6 +129,17 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
     return out_dir
 
 
+def _position_rows(model_dir: Path) -> int:
+    """Rows of the exported position table: the model's own for learned positions, else MAX_POSITIONS."""
+    try:
+        config = json.loads((model_dir / "nmt.json").read_text(encoding="utf-8")).get("model_config") or {}
+    except (OSError, ValueError, AttributeError):
+        config = {}
+    if config.get("learned_positions") and isinstance(config.get("max_positions"), int):
+        return max(2, config["max_positions"])
+    return MAX_POSITIONS
+
+
 class CTranslate2Translator:
     """The `Translator` interface over a CTranslate2 model folder written by `export_ctranslate2`."""
 
@@ -152,6 +164,11 @@ class CTranslate2Translator:
         self.max_tokens = max_tokens
         if self.search.sampling:
             ctranslate2.set_random_seed(self.search.seed)
+        # The position table written at export bounds both sides: longer sources are cut (and counted), as the
+        # torch engine does, and outputs end within it.
+        self.positions = _position_rows(model_dir)
+        self.max_source_tokens = min(1024, self.positions)
+        self.truncated = 0
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
         if prefixes is not None:
@@ -163,11 +180,16 @@ class CTranslate2Translator:
             return results
         processor = self.vocab.processor
         sources = [processor.encode(texts[i], out_type=str) for i in todo]
+        for position, pieces in enumerate(sources):
+            if len(pieces) >= self.max_source_tokens:  # room for the eos CTranslate2 appends
+                sources[position] = pieces[: self.max_source_tokens - 1]
+                self.truncated += 1
         search = self.search
         longest = max(len(s) for s in sources) + 1
         options = dict(max_batch_size=self.max_tokens, batch_type="tokens", num_hypotheses=search.nbest,
-                       return_scores=True, length_penalty=search.lenpen,
-                       max_decoding_length=int(longest * search.max_len_a + search.max_len_b),
+                       return_scores=True, length_penalty=search.lenpen, max_input_length=0,
+                       max_decoding_length=min(int(longest * search.max_len_a + search.max_len_b),
+                                               self.positions - 1),
                        min_decoding_length=max(0, search.min_len - 1),
                        no_repeat_ngram_size=search.no_repeat_ngram_size)
         if search.sampling:

@@ -100,6 +100,7 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
         with_attention = torch.cat([attention, step_attention], dim=1) if attention is not None else step_attention
         done = _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
                          with_attention)
+        done = done | _end_at_limit(max_lengths <= length, tokens, sentence_ids, finished, beam, with_attention)
 
         # The k best candidates that do not end the sentence go on.
         continuing = cand_scores.masked_fill(cand_tokens.eq(eos), float("-inf"))
@@ -134,7 +135,8 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
     """Record candidates among the first k that end in eos; return which sentences now have k hypotheses."""
     beam = config.beam
     top = slice(0, beam)
-    ends = cand_tokens[:, top].eq(eos) & cand_scores[:, top].isfinite()  # (n, k)
+    # -inf: an ending no constraint allows. NaN (a model gone numerically wrong) still ends: decoding must stop.
+    ends = cand_tokens[:, top].eq(eos) & ~cand_scores[:, top].isneginf()  # (n, k)
     done = torch.zeros(len(sentence_ids), dtype=torch.bool)
     if ends.any():
         penalty = length_penalty(length, config.lenpen, config.lenpen_style)
@@ -148,3 +150,18 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
                                                  attention[row] if attention is not None else None))
         done = torch.tensor([len(finished[int(s)]) >= beam for s in sentence_ids.tolist()])
     return done.to(cand_scores.device)
+
+
+def _end_at_limit(at_limit: Tensor, tokens, sentence_ids, finished, beam: int, attention: Tensor | None) -> Tensor:
+    """Sentences at their length limit are done whatever their scores. Normally their eos candidates were recorded
+    just now; where none was (every score NaN or -inf), the first beam is kept with a score of -inf, so that
+    decoding ends within the limit and every input still gets an output."""
+    if not at_limit.any():
+        return at_limit
+    for group in at_limit.nonzero()[:, 0].tolist():
+        sentence = int(sentence_ids[group])
+        if not finished[sentence]:
+            row = group * beam
+            finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), float("-inf"), float("-inf"),
+                                                 attention[row] if attention is not None else None))
+    return at_limit

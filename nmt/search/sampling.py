@@ -68,6 +68,7 @@ def sample(model, src_tokens: Tensor, config: SearchConfig, generator: torch.Gen
         if forcing:
             constraints.force_prefix(logprobs, original, prefix, step, pad)
         weights = filter_distribution(logprobs, config.temperature, config.topk, config.topp)
+        weights = weights.nan_to_num(nan=float("-inf"), posinf=float("-inf"))  # a model gone numerically wrong
         dead = ~weights.isfinite().any(dim=-1)  # every token forbidden (an n-gram block can do this): end the row
         weights[dead, eos] = 0.0
         chosen = torch.multinomial(weights.softmax(dim=-1), 1, generator=generator)  # (R, 1)
@@ -76,7 +77,7 @@ def sample(model, src_tokens: Tensor, config: SearchConfig, generator: torch.Gen
         if record_attention:
             step_attention = state.attention[:, None]
             attention = step_attention if attention is None else torch.cat([attention, step_attention], dim=1)
-        ended = chosen[:, 0].eq(eos) | dead
+        ended = chosen[:, 0].eq(eos) | dead | (max_lengths <= length)
         if ended.any():
             penalty = length_penalty(length, config.lenpen, config.lenpen_style)
             for row in ended.nonzero()[:, 0].tolist():
