@@ -142,17 +142,18 @@ def soak_outputs(work: Path, run: Path, kills: int, rng: random.Random) -> dict:
 
     import torch
 
-    from nmt.checkpoint import load_checkpoint
+    from nmt.checkpoint import interval_checkpoints, load_checkpoint
 
     out = work / "outputs"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     nmt = [sys.executable, "-m", "nmt"]
+    oldest = interval_checkpoints(run)[0][1]
     commands = {
         "average-checkpoints": lambda last: nmt + ["average-checkpoints", str(run), "--last", str(last), "--output",
                                                    str(out / "averaged.pt")],
-        "export": lambda last: nmt + ["export", "ctranslate2", str(run / ("checkpoint_last.pt" if last == 5 else
-                                      "checkpoint_10.pt")), str(out / "ct2"), "--force"],
+        "export": lambda last: nmt + ["export", "ctranslate2", str(run / "checkpoint_last.pt" if last == 5 else
+                                                                   oldest), str(out / "ct2"), "--force"],
     }
     try:
         import ctranslate2  # noqa: F401

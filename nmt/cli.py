@@ -415,11 +415,11 @@ def average_checkpoints_command(
     def check_counts() -> None:
         if any(count is not None and count < 1 for count in (last, best)):
             raise NmtError("--last / --best must be at least 1")
-        check_output_file(output)
 
     if _dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}, check=check_counts):
         return
     check_counts()
+    check_output_file(output)  # before any checkpoint is read
     paths = select_checkpoints(inputs, last, best)
     save_checkpoint(average_checkpoints(paths), output)
     console.print(f"[green]averaged[/] {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {output}")
@@ -498,10 +498,10 @@ def translate_command(
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     if ensemble_combine not in ("logprob", "prob"):
         raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
-    if output is not None:
-        check_output_file(output)
     if _dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
         return
+    if output is not None:
+        check_output_file(output)  # before any model loads
     if not checkpoints:
         checkpoints = [_default_checkpoint()]
     record_attention = print_alignment or as_json or attention_plot is not None

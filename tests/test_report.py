@@ -55,7 +55,7 @@ def test_report_of_a_run_killed_mid_line_says_so_and_still_plots(run_with_bleu, 
     (copy / "score.json").unlink()
     run_nmt("report", str(copy), "--out", str(tmp_path / "out"))
     text = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
-    assert "is not JSON (a run killed mid-write?)" in text and "None saved" in text
+    assert "is not a record (a run killed mid-write" in text and "None saved" in text
     assert (tmp_path / "out" / "loss.png").stat().st_size > 1000
 
 

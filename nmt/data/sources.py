@@ -9,7 +9,6 @@ Lines are copied as bytes; UTF-8 is checked later, where a bad line can be repor
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
+from nmt.atomic import atomic_write
 from nmt.errors import NmtError
 
 # progress(description, done, total, unit): the CLI draws it with Rich.
@@ -69,9 +69,8 @@ def sgml_segments(lines: Iterable[bytes], where: str) -> Iterable[bytes]:
 
 def _write_text(stream: BinaryIO, source: Source, dest: Path, where: str) -> None:
     """Plain text of `stream` (gunzipped, or the segments of SGML) to `dest`, atomically."""
-    partial = dest.with_name(dest.name + ".part")
     try:
-        with open(partial, "wb") as out:
+        with atomic_write(dest, "wb") as out:
             if source.is_gzip:
                 stream = gzip.GzipFile(fileobj=stream, mode="rb")
             if source.is_sgml:
@@ -80,12 +79,7 @@ def _write_text(stream: BinaryIO, source: Source, dest: Path, where: str) -> Non
             else:
                 shutil.copyfileobj(stream, out, 1 << 20)
     except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
-        partial.unlink(missing_ok=True)
         raise NmtError(f"{where}: cannot read ({error})") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, dest)
 
 
 class _CountingReader:
