@@ -475,6 +475,9 @@ def translate_command(
     attention_plot: Annotated[Optional[Path], typer.Option(
         help="Write a PNG of each sentence's encoder-decoder attention into this folder (needs matplotlib).")] = None,
     quantize: Annotated[str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")] = "none",
+    precision: Annotated[str, typer.Option(
+        help="fp32, bf16 or fp16: the matrix products' precision (autocast; log-probabilities stay fp32). Half "
+             "precision is for GPUs; on most CPUs fp32 or --quantize int8 is faster.")] = "fp32",
     engine: Annotated[str, typer.Option(
         help="torch (this package's decoder) or ctranslate2 (an exported model; needs nmt[ctranslate2]).")] = "torch",
     max_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 6000,
@@ -516,11 +519,12 @@ def translate_command(
                                                ("--print-alignment", print_alignment)) if used]
         if unsupported:
             raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
-        translator = CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads)
+        translator = CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads, precision)
     elif engine == "torch":
         from nmt.translate import Translator
         translator = Translator(checkpoints, search, device, max_tokens, quantize=quantize,
-                                record_attention=record_attention, ensemble_combine=ensemble_combine)
+                                record_attention=record_attention, ensemble_combine=ensemble_combine,
+                                precision=precision)
     else:
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     source = open(input, "rb") if input else _stdin()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from nmt.search.beam import Hypothesis, beam_search
 from nmt.search.ensemble import Ensemble
 from nmt.search.sampling import sample
 from nmt.vocab import EOS_ID
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -65,10 +69,16 @@ class Translator:
 
     def __init__(self, checkpoint: Path | list[Path], search: SearchConfig | None = None, device: str | None = None,
                  max_tokens: int = 6000, max_source_tokens: int = 1024, quantize: str | None = None,
-                 record_attention: bool = False, ensemble_combine: str = "logprob"):
+                 record_attention: bool = False, ensemble_combine: str = "logprob", precision: str = "fp32"):
         self.search = search or SearchConfig()
         self.search.validate()
         self.device = pick_device(device)
+        if precision not in PRECISIONS:
+            raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
+        if precision != "fp32" and quantize == "int8":
+            raise NmtError("--precision bf16/fp16 and --quantize int8 are two ways to decode in less precision: "
+                           "choose one")
+        self.precision = precision
         checkpoints = checkpoint if isinstance(checkpoint, list) else [checkpoint]
         models = []
         for path in checkpoints:
@@ -122,16 +132,24 @@ class Translator:
         for batch_indices in plan.batches:
             src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices])).to(self.device)
             batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
-            if self.search.sampling:
-                hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
-                                    self.record_attention)
-            else:
-                hypotheses = beam_search(self.model, src_tokens, self.search, prefixes=batch_prefixes,
-                                         record_attention=self.record_attention)
+            with self._autocast():
+                if self.search.sampling:
+                    hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
+                                        self.record_attention)
+                else:
+                    hypotheses = beam_search(self.model, src_tokens, self.search, prefixes=batch_prefixes,
+                                             record_attention=self.record_attention)
             for position, hyps in zip(batch_indices, hypotheses):
                 source_ids = sources[position][:-1].tolist()
                 results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
         return results
+
+    def _autocast(self):
+        """Half precision through autocast: the matrix products in bf16/fp16, log-probabilities in fp32 (decode_step
+        casts them), as on GPUs one would decode; fp32 runs as it is."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
     def _translation(self, hypothesis: Hypothesis, source_ids: list[int]) -> Translation:
         pieces = self.vocab.processor.id_to_piece

@@ -94,3 +94,36 @@ def test_length_penalties():
 
 def test_expand_beams_repeats_each_row():
     assert expand_beams(3, 2, "cpu").tolist() == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("lenpen, style, nbest", [(0.6, "gnmt", 1), (0.6, "length", 2), (0.0, "gnmt", 1),
+                                                  (1.5, "length", 1), (-0.5, "gnmt", 3)])
+def test_stopping_a_settled_sentence_early_returns_what_waiting_for_the_whole_beam_does(trained_checkpoint, lenpen,
+                                                                                      style, nbest, monkeypatch):
+    """Sentences stop once no continuing beam can beat their nbest-th finished hypothesis (cannot_be_beaten); the
+    result must be that of waiting for `beam` finished hypotheses, in fewer decoding steps."""
+    import nmt.search.beam as beam_module
+    from nmt.checkpoint import load_model
+
+    trained, vocab, _ = load_model(trained_checkpoint)
+    lines = ["a red dog runs", "the small cat plays with a ball near the water", "blue", "a man and a woman"] * 3
+    src = torch.nn.utils.rnn.pad_sequence([torch.tensor(ids + [3]) for ids in vocab.encode(lines)],
+                                          batch_first=True, padding_value=0)
+    search = SearchConfig(beam=4, nbest=nbest, lenpen=lenpen, lenpen_style=style)
+    steps = {}
+    results = {}
+    for early in (False, True):
+        monkeypatch.setattr(beam_module, "EARLY_STOP", early)
+        calls = []
+        original = trained.decode_step
+        monkeypatch.setattr(trained, "decode_step", lambda tokens, state: calls.append(len(tokens)) or
+                            original(tokens, state))
+        results[early] = beam_search(trained, src, search)
+        steps[early] = sum(calls)  # hypotheses decoded, summed over steps
+        monkeypatch.undo()
+    for waited, early in zip(results[False], results[True]):
+        assert [h.tokens for h in waited] == [h.tokens for h in early]
+        assert [h.score for h in waited] == pytest.approx([h.score for h in early], abs=1e-5)
+    assert steps[True] <= steps[False]
+    if (lenpen, style, nbest) == (0.6, "gnmt", 1):  # the paper's setting: settled sentences do stop early here
+        assert steps[True] < steps[False]

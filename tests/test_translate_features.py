@@ -211,3 +211,24 @@ def test_ctranslate2_export_gives_our_beam_searchs_tokens(trained_checkpoint, co
     assert refused.returncode == 1 and "--lenpen-style length" in refused.stderr
     again = run_nmt("export", "ctranslate2", str(trained_checkpoint), str(exported), check=False)
     assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_bf16_decoding_runs_its_matrix_products_in_bf16_and_keeps_the_translations(trained_checkpoint):
+    lines = ["a red dog runs", "the small cat plays with a ball", "a man near the water", "blue bike"]
+    reference = Translator(trained_checkpoint).translate(lines)
+    half = Translator(trained_checkpoint, precision="bf16")
+    seen = []
+    half.model.decoder_layers[0].ffn.linear1.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    results = half.translate(lines)
+    assert seen and set(seen) == {torch.bfloat16}  # autocast is on: the products ran in bf16
+    assert all(math.isfinite(r[0].score) for r in results)
+    same = sum(a[0].text == b[0].text for a, b in zip(reference, results))
+    assert same >= len(lines) - 1, [(a[0].text, b[0].text) for a, b in zip(reference, results)]
+
+
+def test_precision_is_an_option_of_nmt_translate(trained_checkpoint):
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--precision", "bf16", input="a cat\n\n")
+    assert result.stdout.count("\n") == 2
+    for bad in (["--precision", "fp8"], ["--precision", "bf16", "--quantize", "int8"]):
+        failed = run_nmt("translate", "--checkpoint", str(trained_checkpoint), *bad, input="a cat\n", check=False)
+        assert failed.returncode == 1 and failed.stderr.strip().splitlines()[-1].startswith("error:")

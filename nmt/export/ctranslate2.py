@@ -144,7 +144,8 @@ class CTranslate2Translator:
     """The `Translator` interface over a CTranslate2 model folder written by `export_ctranslate2`."""
 
     def __init__(self, model_dir: Path, search: SearchConfig | None = None, device: str | None = None,
-                 max_tokens: int = 6000, quantize: str | None = None, threads: int | None = None):
+                 max_tokens: int = 6000, quantize: str | None = None, threads: int | None = None,
+                 precision: str = "fp32"):
         ctranslate2 = _ctranslate2()
         from nmt.vocab import Vocab
 
@@ -158,9 +159,19 @@ class CTranslate2Translator:
         compute_type = {"int8": "int8", None: "default", "none": "default"}.get(quantize)
         if compute_type is None:
             raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
+        if precision != "fp32":
+            if quantize == "int8":
+                raise NmtError("--precision bf16/fp16 and --quantize int8 are two ways to decode in less precision: "
+                               "choose one")
+            compute_type = {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
+            if compute_type is None:
+                raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
         device = device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
-        self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
-                                                 intra_threads=threads or 0, inter_threads=1)
+        try:
+            self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
+                                                     intra_threads=threads or 0, inter_threads=1)
+        except ValueError as error:  # e.g. a compute type this device does not support
+            raise NmtError(f"CTranslate2 cannot load {model_dir} on {device}: {error}") from None
         self.max_tokens = max_tokens
         if self.search.sampling:
             ctranslate2.set_random_seed(self.search.seed)

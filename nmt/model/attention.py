@@ -81,6 +81,15 @@ class MultiHeadAttention(nn.Module):
             self.kv_proj = nn.Linear(d_model, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
+    def memory_cache(self, memory: Tensor) -> KVCache:
+        """Encoder-decoder attention's keys and values of `memory` (B, S, d_model), computed once for a whole
+        decoding: the cache every later step of this layer reads."""
+        if self.self_attention:
+            raise ValueError("memory_cache is for encoder-decoder attention")
+        cache = KVCache()
+        cache.update(*self._split_heads(self.kv_proj(memory), 2))  # each (B, H, S, D)
+        return cache
+
     def _split_heads(self, x: Tensor, parts: int) -> list[Tensor]:
         B, T, _ = x.shape
         x = x.view(B, T, parts, self.heads, self.head_dim)  # (B, T, parts, H, D)

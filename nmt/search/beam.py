@@ -3,9 +3,9 @@
 Small pieces, each testable: `length_penalty`, `expand_beams`, `_finalize` (ended hypotheses), and `beam_search`
 that ties them together. Sentences that have finished leave the batch, so the cost follows the unfinished ones.
 
-The model is anything with the decoding protocol of `nmt.model.transformer.Transformer`:
-`encode(src_tokens) -> EncoderOut`, `init_state(EncoderOut) -> DecoderState`,
-`decode_step(tokens, state) -> log-probabilities`, and `decode(prev_tokens, EncoderOut) -> logits` (uncached).
+The model is anything that satisfies `nmt.search.protocol.DecodingModel` (a Transformer, an Ensemble):
+`encode(src_tokens)`, `init_state(encoder_out)`, `decode_step(tokens, state) -> log-probabilities`, and
+`decode(prev_tokens, encoder_out)` (uncached, the reference the cache is tested against).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from nmt.config import SearchConfig
 from nmt.search import constraints
+from nmt.search.protocol import DecodingModel
 
 
 @dataclass
@@ -40,7 +41,7 @@ def expand_beams(batch_size: int, beam: int, device) -> Tensor:
 
 
 @torch.no_grad()
-def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool = True,
+def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, use_cache: bool = True,
                 prefixes: list[list[int]] | None = None, record_attention: bool = False) -> list[list[Hypothesis]]:
     """The best `config.nbest` hypotheses of each source row, best first.
 
@@ -62,7 +63,7 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
     encoder_out = model.encode(src_tokens).select(expand_beams(batch_size, beam, device))  # (B*k, S, d)
     state = None
     if use_cache:
-        state = model.init_state(encoder_out)
+        state = model.init_state(encoder_out, max_length=int(max_lengths.max()))
         state.record_attention = record_attention
         encoder_out = None  # the state holds what decoding needs of it
     attention = None  # (n*k, t, layers, S): the attention of each beam's tokens so far
@@ -72,6 +73,7 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
     scores = torch.full((batch_size, beam), float("-inf"), device=device)  # (n, k) cumulative log-probabilities
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    nth_best = torch.full((batch_size,), float("-inf"), device=device)  # score of each one's nbest-th finished
 
     step = 0
     while len(sentence_ids) > 0:
@@ -83,15 +85,10 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
         step_attention = state.attention[:, None] if use_cache and record_attention else None  # (n*k, 1, L, S)
         active = len(sentence_ids)
         vocab_size = logprobs.shape[-1]
-        forcing = constraints.prefix_active(prefix, step)
-        original = logprobs.clone() if forcing else None
         length = step + 1  # of a hypothesis that ends at this step, eos included
-        constraints.forbid_specials(logprobs, pad, bos)
-        constraints.block_repeated_ngrams(logprobs, tokens[:, 1:], config.no_repeat_ngram_size)
-        constraints.enforce_lengths(logprobs, length, config.min_len, (max_lengths <= length).repeat_interleave(beam),
-                                    eos)
-        if forcing:
-            constraints.force_prefix(logprobs, original, prefix.repeat_interleave(beam, dim=0), step, pad)
+        forced = prefix.repeat_interleave(beam, dim=0) if constraints.prefix_active(prefix, step) else None
+        constraints.apply_step(logprobs, tokens[:, 1:], step, config, (max_lengths <= length).repeat_interleave(beam),
+                               forced, pad, bos, eos)
 
         candidates = scores.view(active, beam, 1) + logprobs.view(active, beam, vocab_size)  # (n, k, V)
         cand_scores, cand_index = candidates.view(active, -1).topk(2 * beam, dim=1)  # (n, 2k) best first
@@ -99,12 +96,14 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
 
         with_attention = torch.cat([attention, step_attention], dim=1) if attention is not None else step_attention
         done = _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
-                         with_attention)
+                         with_attention, nth_best)
         done = done | _end_at_limit(max_lengths <= length, tokens, sentence_ids, finished, beam, with_attention)
 
         # The k best candidates that do not end the sentence go on.
         continuing = cand_scores.masked_fill(cand_tokens.eq(eos), float("-inf"))
         scores, chosen = continuing.topk(beam, dim=1)  # (n, k)
+        if EARLY_STOP:
+            done = done | cannot_be_beaten(nth_best[sentence_ids], scores[:, 0], max_lengths, length, config)
         rows = torch.arange(active, device=device)[:, None] * beam + cand_beams.gather(1, chosen)  # (n, k)
         next_tokens = cand_tokens.gather(1, chosen)  # (n, k)
 
@@ -130,8 +129,27 @@ def beam_search(model, src_tokens: Tensor, config: SearchConfig, use_cache: bool
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[: config.nbest] for hyps in finished]
 
 
+def cannot_be_beaten(nth_best: Tensor, best_continuing: Tensor, max_lengths: Tensor, length: int,
+                     config: SearchConfig) -> Tensor:
+    """(n,) True where no continuing beam can still outscore the sentence's nbest-th finished hypothesis, so that
+    going on cannot change what is returned: a beam's log-probability only falls as it grows, so the best score it
+    can reach is its log-probability now over the largest length penalty still open to it (at the sentence's
+    length limit for alpha >= 0, at the next step for alpha < 0). This stops a sentence as soon as its result is
+    settled instead of waiting for `beam` finished hypotheses, without changing the result."""
+    if config.lenpen >= 0:
+        longest = max_lengths.to(best_continuing.dtype)
+    else:
+        longest = torch.full_like(best_continuing, length + 1)
+    bound = best_continuing / length_penalty(longest, config.lenpen, config.lenpen_style)
+    return nth_best.isfinite() & (nth_best >= bound)
+
+
+# Stop sentences whose result is settled (cannot_be_beaten); a switch for benchmarks/decode_breakdown.py's A/B.
+EARLY_STOP = True
+
+
 def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
-              attention: Tensor | None = None) -> Tensor:
+              attention: Tensor | None = None, nth_best: Tensor | None = None) -> Tensor:
     """Record candidates among the first k that end in eos; return which sentences now have k hypotheses."""
     beam = config.beam
     top = slice(0, beam)
@@ -148,6 +166,8 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
             logprob = float(cand_scores[group, position])
             finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), logprob / penalty, logprob,
                                                  attention[row] if attention is not None else None))
+            if nth_best is not None and len(finished[sentence]) >= config.nbest:
+                nth_best[sentence] = sorted((h.score for h in finished[sentence]), reverse=True)[config.nbest - 1]
         done = torch.tensor([len(finished[int(s)]) >= beam for s in sentence_ids.tolist()])
     return done.to(cand_scores.device)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nmt.config import SearchConfig
+
 
 def forbid_specials(logprobs: Tensor, pad: int, bos: int) -> None:
     logprobs[:, pad] = float("-inf")
@@ -75,3 +77,18 @@ def pad_prefixes(prefixes: list[list[int]] | None, pad: int, device) -> Tensor |
     for row, tokens in enumerate(prefixes):
         table[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
     return table
+
+
+def apply_step(logprobs: Tensor, generated: Tensor, step: int, config: SearchConfig, at_limit: Tensor,
+               prefix: Tensor | None, pad: int, bos: int, eos: int) -> None:
+    """Every constraint of one decoding step, in place, in the order both searches need: the specials, repeated
+    n-grams, the length limits, then the forced prefix (which overrides all of them: a prefix the user gave is never
+    blocked). generated (R, t): the outputs so far, bos excluded; at_limit (R,): rows that must end now; prefix
+    (R, P) or None, rows aligned with `logprobs`."""
+    forcing = prefix_active(prefix, step)
+    original = logprobs.clone() if forcing else None
+    forbid_specials(logprobs, pad, bos)
+    block_repeated_ngrams(logprobs, generated, config.no_repeat_ngram_size)
+    enforce_lengths(logprobs, step + 1, config.min_len, at_limit, eos)
+    if forcing:
+        force_prefix(logprobs, original, prefix, step, pad)

@@ -5,8 +5,8 @@
 - `prob`: the log of the mean of their probabilities, log (1/M sum_m p_m(y | ...)), computed as logsumexp minus
   log M, as fairseq's ensembles. It is a proper distribution and more forgiving of one model's doubt.
 
-The models must share the vocabulary and its special ids; their architectures may differ. `Ensemble` follows the decoding protocol of `nmt.model.transformer.Transformer`, so beam search and
-sampling take it as they take one model.
+The models must share the vocabulary and its special ids; their architectures may differ. `Ensemble` satisfies
+`nmt.search.protocol.DecodingModel`, so beam search and sampling take it as they take one model.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class Ensemble:
     def encode(self, src_tokens: Tensor) -> EnsembleEncoderOut:
         return EnsembleEncoderOut([model.encode(src_tokens) for model in self.models])
 
-    def init_state(self, encoder_out: EnsembleEncoderOut) -> EnsembleState:
-        return EnsembleState([model.init_state(part) for model, part in zip(self.models, encoder_out.parts)])
+    def init_state(self, encoder_out: EnsembleEncoderOut, max_length: int | None = None) -> EnsembleState:
+        return EnsembleState([model.init_state(part, max_length)
+                              for model, part in zip(self.models, encoder_out.parts)])
 
     def _mean(self, logprobs: list[Tensor]) -> Tensor:
         if self.combine == "logprob":

@@ -13,6 +13,7 @@ from torch import Tensor
 from nmt.config import SearchConfig
 from nmt.search import constraints
 from nmt.search.beam import Hypothesis, expand_beams, length_penalty
+from nmt.search.protocol import DecodingModel
 
 
 def filter_distribution(logprobs: Tensor, temperature: float, topk: int, topp: float) -> Tensor:
@@ -33,7 +34,7 @@ def filter_distribution(logprobs: Tensor, temperature: float, topk: int, topp: f
 
 
 @torch.no_grad()
-def sample(model, src_tokens: Tensor, config: SearchConfig, generator: torch.Generator,
+def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, generator: torch.Generator,
            prefixes: list[list[int]] | None = None, record_attention: bool = False) -> list[list[Hypothesis]]:
     """`config.nbest` samples of each source row, best score first."""
     model_config = model.config
@@ -49,7 +50,7 @@ def sample(model, src_tokens: Tensor, config: SearchConfig, generator: torch.Gen
         prefix = prefix.index_select(0, rows_of)
     max_lengths = max_lengths.index_select(0, rows_of)  # (R,)
 
-    state = model.init_state(model.encode(src_tokens).select(rows_of))
+    state = model.init_state(model.encode(src_tokens).select(rows_of), max_length=int(max_lengths.max()))
     state.record_attention = record_attention
     owner = rows_of.clone()  # input sentence of each live row
     tokens = torch.full((len(owner), 1), bos, dtype=torch.long, device=device)
@@ -59,14 +60,8 @@ def sample(model, src_tokens: Tensor, config: SearchConfig, generator: torch.Gen
     step = 0
     while len(owner) > 0:
         logprobs = model.decode_step(tokens[:, -1], state)  # (R, V)
-        forcing = constraints.prefix_active(prefix, step)
-        original = logprobs.clone() if forcing else None
         length = step + 1
-        constraints.forbid_specials(logprobs, pad, bos)
-        constraints.block_repeated_ngrams(logprobs, tokens[:, 1:], config.no_repeat_ngram_size)
-        constraints.enforce_lengths(logprobs, length, config.min_len, max_lengths <= length, eos)
-        if forcing:
-            constraints.force_prefix(logprobs, original, prefix, step, pad)
+        constraints.apply_step(logprobs, tokens[:, 1:], step, config, max_lengths <= length, prefix, pad, bos, eos)
         weights = filter_distribution(logprobs, config.temperature, config.topk, config.topp)
         weights = weights.nan_to_num(nan=float("-inf"), posinf=float("-inf"))  # a model gone numerically wrong
         dead = ~weights.isfinite().any(dim=-1)  # every token forbidden (an n-gram block can do this): end the row
