@@ -1,5 +1,6 @@
 """A short GPU check of `nmt train`: transformer_big, bf16, about 25k tokens per batch, a few hundred updates on
-synthetic data; prints target tokens/s, MFU against the GPU's measured bf16 matmul peak, and peak memory.
+synthetic data; prints target tokens/s, MFU against the GPU's measured bf16 matmul peak, and peak memory; then
+decodes 500 valid sentences with the trained model (beam 4, bf16) and prints sentences/s.
 
 Run through benchmarks/gpu_check.sh (it sets the defaults that fit in 4 minutes on an H100/H200). On a CPU,
 `--device cpu --arch transformer_tiny --updates 5 --max-tokens 1000 --pairs 3000` checks the script itself.
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=300_000)
     parser.add_argument("--vocab-size", type=int, default=32_000)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--decode-sentences", type=int, default=500)
+    parser.add_argument("--decode-precision", default="bf16")
+    parser.add_argument("--decode-max-tokens", type=int, default=16_000)
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -96,8 +100,34 @@ def main() -> None:
         else None,
         "wall_s": round(time.monotonic() - started),
     }
+    result["decoding"] = decoding_speed(save_dir / "checkpoint_last.pt", corpus / "valid.src", args)
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def decoding_speed(checkpoint: Path, source: Path, args) -> dict:
+    """`nmt translate`'s beam search on the trained model: sentences/s at beam 4 under --decode-precision, after a
+    warm-up (the model is barely trained, so outputs run long: a speed figure, not a quality one)."""
+    from nmt.config import SearchConfig
+    from nmt.translate import Translator
+
+    lines = source.read_text().splitlines()[: args.decode_sentences]
+    translator = Translator(checkpoint, SearchConfig(beam=4, max_len_a=1.0, max_len_b=10), args.device,
+                            max_tokens=args.decode_max_tokens, precision=args.decode_precision)
+    translator.translate(lines[:32])  # warm-up: kernel selection, allocator
+    if translator.device.type == "cuda":
+        torch.cuda.synchronize(translator.device)
+        torch.cuda.reset_peak_memory_stats(translator.device)
+    started = time.perf_counter()
+    outputs = translator.translate(lines)
+    if translator.device.type == "cuda":
+        torch.cuda.synchronize(translator.device)
+    seconds = time.perf_counter() - started
+    return {"sentences": len(lines), "beam": 4, "precision": args.decode_precision,
+            "max_tokens": args.decode_max_tokens, "sentences_per_s": round(len(lines) / seconds, 1),
+            "target_pieces_per_s": round(sum(len(t[0].tokens) + 1 for t in outputs) / seconds),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(translator.device) / 2 ** 30, 1)
+            if translator.device.type == "cuda" else None}
 
 
 if __name__ == "__main__":
