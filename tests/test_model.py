@@ -91,3 +91,21 @@ def test_invalid_shapes_name_the_flag():
         build_model(ModelConfig(vocab_size=10, d_model=30, heads=4))
     with pytest.raises(ConfigError, match="--dropout"):
         ModelConfig(dropout=1.5).validate()
+
+
+def test_weights_packed_for_cpu_inference_give_the_same_logits():
+    from nmt.model.packed import PackedLinear, pack_for_cpu_inference, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch has no oneDNN linear")
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=50, encoder_layers=2, decoder_layers=2, d_model=32, d_ff=64, heads=4)
+    model = build_model(config).eval()
+    src, prev = torch.randint(4, 50, (3, 7)), torch.randint(4, 50, (3, 5))
+    with torch.no_grad():
+        expected = model(src, prev)
+        assert pack_for_cpu_inference(model)
+        packed = model(src, prev)
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert isinstance(model.packed_output_projection, PackedLinear)
+    torch.testing.assert_close(packed, expected, rtol=1e-4, atol=1e-4)

@@ -232,3 +232,21 @@ def test_precision_is_an_option_of_nmt_translate(trained_checkpoint):
     for bad in (["--precision", "fp8"], ["--precision", "bf16", "--quantize", "int8"]):
         failed = run_nmt("translate", "--checkpoint", str(trained_checkpoint), *bad, input="a cat\n", check=False)
         assert failed.returncode == 1 and failed.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_cpu_fp32_decoding_packs_its_weights_and_translates_as_unpacked(trained_checkpoint, monkeypatch):
+    import nmt.translate
+    from nmt.model.packed import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch has no oneDNN linear")
+    lines = ["a red dog runs", "the small cat plays with a ball near the water", "blue bike", ""]
+    packed = Translator(trained_checkpoint)
+    assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
+    monkeypatch.setattr(nmt.translate, "PACK_FOR_CPU", False)
+    plain = Translator(trained_checkpoint)
+    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+    for a, b in zip(packed.translate(lines), plain.translate(lines)):
+        assert a[0].tokens == b[0].tokens and a[0].score == pytest.approx(b[0].score, abs=1e-4)
+    half = Translator(trained_checkpoint, precision="bf16")  # packed weights are fp32: autocast keeps nn.Linear
+    assert not any(isinstance(m, PackedLinear) for m in half.model.modules())

@@ -161,6 +161,8 @@ class Transformer(nn.Module):
         # Pre-norm leaves the last residual stream unnormalized, so it needs a final LayerNorm; post-norm does not.
         self.encoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else None
         self.decoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else None
+        # Set by nmt.model.packed.pack_for_cpu_inference: the tied projection with its weight packed for oneDNN.
+        self.packed_output_projection: nn.Module | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -192,6 +194,8 @@ class Transformer(nn.Module):
         return EncoderOut(x, padding_mask)
 
     def output_projection(self, x: Tensor) -> Tensor:
+        if self.packed_output_projection is not None:
+            return self.packed_output_projection(x)
         return F.linear(x, self.embed_tokens.weight)  # (B, T, V): tied, no bias
 
     def decode_hidden(self, prev_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
