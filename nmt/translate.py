@@ -17,7 +17,7 @@ from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_text_lines  # noqa: F401 (read_text_lines: part of this API)
 from nmt.device import pick_device
-from nmt.model.packed import pack_for_cpu_inference
+from nmt.model.packed import PackedLinear, pack_for_cpu_inference, packing_available
 from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
 from nmt.search.ensemble import Ensemble
@@ -94,6 +94,8 @@ class Translator:
                 if self.device.type != "cpu":
                     raise NmtError("--quantize int8 runs on the CPU only")
                 model = quantize_int8(model)
+                if PACK_FOR_CPU and packing_available():  # the fp32 output projection int8 leaves, packed
+                    model.packed_output_projection = PackedLinear(model.embed_tokens.weight, None)
             elif quantize not in (None, "none"):
                 raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
             elif self.device.type == "cpu" and precision == "fp32" and PACK_FOR_CPU:
