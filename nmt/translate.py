@@ -95,7 +95,10 @@ class Translator:
                     raise NmtError("--quantize int8 runs on the CPU only")
                 model = quantize_int8(model)
                 if PACK_FOR_CPU and packing_available():  # the fp32 output projection int8 leaves, packed
-                    model.packed_output_projection = PackedLinear(model.embed_tokens.weight, None)
+                    try:
+                        model.packed_output_projection = PackedLinear(model.embed_tokens.weight, None)
+                    except RuntimeError:  # a oneDNN that refuses this CPU: F.linear as before
+                        pass
             elif quantize not in (None, "none"):
                 raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
             elif self.device.type == "cpu" and precision == "fp32" and PACK_FOR_CPU:

@@ -44,10 +44,15 @@ def pack_for_cpu_inference(model: nn.Module) -> bool:
     the model untouched, where this torch has no oneDNN linear."""
     if not packing_available():
         return False
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
-                setattr(module, name, PackedLinear(child.weight, child.bias))
-    if hasattr(model, "embed_tokens"):  # the output projection shares the embedding matrix (section 3.4)
-        model.packed_output_projection = PackedLinear(model.embed_tokens.weight, None)
+    try:  # packed first, swapped in after: a oneDNN that refuses this CPU leaves the model as it was
+        replacements = [(module, name, PackedLinear(child.weight, child.bias))
+                        for module in model.modules() for name, child in module.named_children()
+                        if type(child) is nn.Linear]
+        output = PackedLinear(model.embed_tokens.weight, None) if hasattr(model, "embed_tokens") else None
+    except RuntimeError:
+        return False
+    for module, name, packed in replacements:
+        setattr(module, name, packed)
+    if output is not None:  # the output projection shares the embedding matrix (section 3.4)
+        model.packed_output_projection = output
     return True
