@@ -25,6 +25,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -399,8 +400,17 @@ class _Pipeline:
 def _worker_pool(processes: int):
     """Fresh ("spawn") worker processes that leave Ctrl-C to this one: on an interrupt or an error they are stopped
     at once (a shard or a SentencePiece run in progress is abandoned; its temporary files never get a final name)."""
-    pool = get_context("spawn").Pool(processes, initializer=worker_init, initargs=(os.getpid(),))
+    # Ctrl-C or SIGTERM while the workers start would leave a half-started worker without the data the parent sends
+    # it, and its traceback on the terminal: the signals wait until every worker has what it needs, then act here.
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     try:
+        pool = get_context("spawn").Pool(processes, initializer=worker_init, initargs=(os.getpid(),))
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal that came meanwhile is raised here
         yield pool
     except BaseException:
         pool.terminate()
