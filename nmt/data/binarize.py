@@ -74,9 +74,6 @@ def worker_init(parent_pid: int) -> None:
     parent killed outright (SIGKILL, OOM killer) leaves its workers running as orphans, which then write the same
     temporary files as the workers of the rerun (found by benchmarks/soak.py)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Started while the parent held SIGINT and SIGTERM back (nmt.data.prepare._worker_pool), a worker inherits that
-    # mask: SIGTERM must reach it again, or the pool could not stop it.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -401,16 +401,11 @@ def _worker_pool(processes: int):
     """Fresh ("spawn") worker processes that leave Ctrl-C to this one: on an interrupt or an error they are stopped
     at once (a shard or a SentencePiece run in progress is abandoned; its temporary files never get a final name)."""
     # Ctrl-C or SIGTERM while the workers start would leave a half-started worker without the data the parent sends
-    # it, and its traceback on the terminal: the signals wait until every worker has what it needs, then act here.
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    # it, and its traceback on the terminal: a signal then is only noted, and acted on once every worker has what
+    # it needs. (Blocking the signals would not do: the kernel hands them to another thread, and Python runs the
+    # handler in the main thread all the same.)
+    pool = _start_pool(processes)
     try:
-        pool = get_context("spawn").Pool(processes, initializer=worker_init, initargs=(os.getpid(),))
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        raise
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal that came meanwhile is raised here
         yield pool
     except BaseException:
         pool.terminate()
@@ -419,6 +414,28 @@ def _worker_pool(processes: int):
         pool.close()
     finally:
         pool.join()
+
+
+def _start_pool(processes: int):
+    noted: list[int] = []
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    handlers = {number: signal.getsignal(number) for number in stopping}
+    for number in stopping:
+        if callable(handlers[number]):  # a handler of ours or Python's; an ignored signal stays ignored
+            signal.signal(number, lambda signum, frame: noted.append(signum))
+    try:
+        pool = get_context("spawn").Pool(processes, initializer=worker_init, initargs=(os.getpid(),))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    if noted:
+        pool.terminate()
+        pool.join()
+        handler = handlers[noted[0]]
+        if callable(handler):
+            handler(noted[0], None)  # as if it came now: KeyboardInterrupt (Ctrl-C, or nmt's SIGTERM handler)
+        raise KeyboardInterrupt
+    return pool
 
 
 def _read_text(path: Path):
