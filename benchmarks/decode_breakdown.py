@@ -16,7 +16,6 @@ sit side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -29,25 +28,28 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from step_breakdown import OpTimer  # noqa: E402
+from step_breakdown import OpTimer, ops_per_unit, print_ops, record_result  # noqa: E402
 from nmt.config import SearchConfig  # noqa: E402
 from nmt.translate import Translator  # noqa: E402
 
-# In inference mode a linear layer reaches the dispatcher as `linear` (training sees mm/addmm).
-MATMULS = {"linear", "mm", "addmm", "bmm", "matmul"}
+# A linear layer reaches the dispatcher as `linear` in inference mode, as oneDNN's `_linear_pointwise` with packed
+# weights (nmt.model.packed), and as mm/addmm otherwise.
+LINEAR = {"linear", "_linear_pointwise"}
+MATMULS = LINEAR | {"mm", "addmm", "bmm", "matmul"}
 MULTI30K_TEST = REPO.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.en.gz"
 
 
 class DecodeOpTimer(OpTimer):
-    """OpTimer that also counts the FLOPs of `linear` (rows x in x out)."""
+    """OpTimer that also counts the FLOPs of linear layers (rows x in x out; a packed weight keeps its shape)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ != "linear":
+        name = func.overloadpacket.__name__
+        if name not in LINEAR:
             return super().__torch_dispatch__(func, types, args, kwargs)
         started = time.perf_counter()
         out = func(*args, **(kwargs or {}))
-        self.seconds["linear"] += time.perf_counter() - started
-        self.calls["linear"] += 1
+        self.seconds[name] += time.perf_counter() - started
+        self.calls[name] += 1
         weight = args[1]
         self.matmul_flops += 2 * args[0].numel() // args[0].shape[-1] * weight.shape[0] * weight.shape[1]
         return out
@@ -127,9 +129,7 @@ def main() -> None:
         "python_ms_per_pass": round((instrumented - matmul_seconds - sum(others.values())) / passes * 1000),
         "page_faults_per_pass": round(faults / (2 * passes)),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "ops_ms_per_pass": {name: {"ms": round(seconds / passes * 1000, 1), "calls": timer.calls[name] // passes}
-                            for name, seconds in sorted(others.items(), key=lambda item: -item[1])
-                            if seconds / passes >= 0.002},
+        "ops_ms_per_pass": ops_per_unit(timer, others, passes, 0.002),
         "outputs": [t[0].text for t in outputs],
     }
     print(f"{args.label}: {figures['sentences_per_s']} sentences/s ({figures['pass_ms']} ms a pass of {len(lines)}); "
@@ -137,12 +137,8 @@ def main() -> None:
           f"{figures['other_ops_ms_per_pass']} ms, Python {figures['python_ms_per_pass']} ms; "
           f"{figures['page_faults_per_pass']:,} page faults a pass; peak RSS {figures['peak_rss_mb']} MB; "
           f"{figures['cpu']}")
-    for name, op in list(figures["ops_ms_per_pass"].items())[:15]:
-        print(f"  {name:28} {op['ms']:8.1f} ms/pass  {op['calls']:6d} calls")
-    recorded = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    recorded[args.label] = figures
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(recorded, indent=1, ensure_ascii=False) + "\n")
+    print_ops(figures["ops_ms_per_pass"], "pass")
+    record_result(args.output, args.label, figures, indent=1)
 
 
 if __name__ == "__main__":

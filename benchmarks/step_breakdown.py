@@ -69,6 +69,25 @@ class OpTimer(TorchDispatchMode):
         return out
 
 
+def ops_per_unit(timer: OpTimer, names: dict, units: int, min_seconds: float) -> dict:
+    """{op: {"ms", "calls"}} per step (or pass), largest first, leaving out ops under `min_seconds` a unit."""
+    return {name: {"ms": round(seconds / units * 1000, 1), "calls": timer.calls[name] // units}
+            for name, seconds in sorted(names.items(), key=lambda item: -item[1]) if seconds / units >= min_seconds}
+
+
+def print_ops(ops: dict, unit: str, rows: int = 15) -> None:
+    for name, op in list(ops.items())[:rows]:
+        print(f"  {name:28} {op['ms']:8.1f} ms/{unit}  {op['calls']:6d} calls")
+
+
+def record_result(path: Path, key: str, results: dict, indent: int = 2) -> None:
+    """Add `results` under `key` to the JSON file at `path`, keeping the other keys (runs that sit side by side)."""
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    recorded[key] = results
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=indent, ensure_ascii=False) + "\n")
+
+
 def breakdown(data: ParallelDataset, arch: str, vocab_size: int, batches: int) -> dict:
     torch.manual_seed(1)
     config = preset(arch).model
@@ -117,9 +136,7 @@ def breakdown(data: ParallelDataset, arch: str, vocab_size: int, batches: int) -
         "python_and_autograd_ms_per_step": round((instrumented - matmul_seconds - sum(others.values()))
                                                  / batches * 1000),
         "ceiling_target_tokens_per_s": round(tokens / matmul_seconds, 1),
-        "ops_ms_per_step": {name: {"ms": round(seconds / batches * 1000, 1), "calls": timer.calls[name] // batches}
-                            for name, seconds in sorted(others.items(), key=lambda item: -item[1])
-                            if seconds / batches >= 0.0005},
+        "ops_ms_per_step": ops_per_unit(timer, others, batches, 0.0005),
     }
 
 
@@ -162,13 +179,9 @@ def main() -> None:
           f"{figures['other_ops_ms_per_step']} ms, Python/autograd {figures['python_and_autograd_ms_per_step']} ms; "
           f"ceiling {figures['ceiling_target_tokens_per_s']} target tokens/s; "
           f"{figures['page_faults_per_step']:,} page faults a step")
-    for name, op in list(figures["ops_ms_per_step"].items())[:15]:
-        print(f"  {name:28} {op['ms']:7.1f} ms/step  {op['calls']:5d} calls")
+    print_ops(figures["ops_ms_per_step"], "step")
     # One entry per malloc setting, so that the two runs sit side by side in the file.
-    recorded = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    recorded["unmap_freed_memory" if args.unmap_freed_memory else "keep_freed_memory"] = results
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(recorded, indent=2) + "\n")
+    record_result(args.output, "unmap_freed_memory" if args.unmap_freed_memory else "keep_freed_memory", results)
 
 
 if __name__ == "__main__":

@@ -527,13 +527,11 @@ def translate_command(
                                 precision=precision)
     else:
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
-    source = open(input, "rb") if input else _stdin()
-    window = buffer_size or (1 if source.isatty() else 1000)
-    if window < 1:
-        raise NmtError("--buffer-size must be at least 1")
     with contextlib.ExitStack() as files:
-        if input:
-            files.callback(source.close)
+        source = files.enter_context(open(input, "rb")) if input else _stdin()
+        window = buffer_size or (1 if source.isatty() else 1000)
+        if window < 1:
+            raise NmtError("--buffer-size must be at least 1")
         prefix_source = files.enter_context(open(prefix_file, "rb")) if prefix_file else None
         # A file appears whole once every line is translated, or not at all; stdout streams.
         sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
@@ -602,9 +600,8 @@ def score_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with scores and signatures.")] = False,
 ) -> None:
     """Score translations against references with sacreBLEU (detokenized BLEU, chrF, TER) and their signatures."""
-    from nmt.data.text import read_lines
+    from nmt.data.text import read_lines, read_text_lines
     from nmt.score import PAPER_LABEL, make_metric, paired_bootstrap, paper_bleu, score
-    from nmt.data.text import read_text_lines
 
     names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     if paired_bs_n < 1:

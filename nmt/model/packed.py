@@ -39,6 +39,17 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
+def pack_output_projection(model: nn.Module) -> bool:
+    """Only the tied output projection (what int8 dynamic quantization leaves in fp32); False where not possible."""
+    if not packing_available():
+        return False
+    try:
+        model.packed_output_projection = PackedLinear(model.embed_tokens.weight, None)
+    except RuntimeError:  # a oneDNN that refuses this CPU: F.linear as before
+        return False
+    return True
+
+
 def pack_for_cpu_inference(model: nn.Module) -> bool:
     """Replace, in place, every nn.Linear of `model` (and its tied output projection) by a PackedLinear; False, with
     the model untouched, where this torch has no oneDNN linear."""

@@ -219,13 +219,12 @@ class Transformer(nn.Module):
             hidden = hidden[output_mask]  # (N, d_model)
         return self.output_projection(hidden)
 
-    def init_state(self, encoder_out: EncoderOut, max_length: int | None = None) -> DecoderState:
-        """A decoding state whose encoder-decoder keys/values are computed now, once, for every layer.
-        `max_length` (the most steps the search will take) is part of the protocol for decoders that preallocate."""
+    def init_state(self, encoder_out: EncoderOut) -> DecoderState:
+        """A decoding state whose encoder-decoder keys/values are computed now, once, for every layer."""
         cross_caches = [layer.cross_attn.memory_cache(encoder_out.memory) for layer in self.decoder_layers]
-        # max_length is not used: caches preallocated for it, written in place and reordered into a second
+        # Self-attention caches grow as they go: preallocated ones, written in place and reordered into a second
         # buffer, made a beam search ~5% slower on a CPU (strided keys slow the fused attention kernel more than
-        # dropping torch.cat saves; benchmarks/README.md, decode_breakdown), so caches grow as they go.
+        # dropping torch.cat saves; benchmarks/README.md, decode_breakdown).
         return DecoderState([KVCache() for _ in self.decoder_layers], cross_caches, encoder_out.padding_mask)
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:

@@ -63,7 +63,7 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
     encoder_out = model.encode(src_tokens).select(expand_beams(batch_size, beam, device))  # (B*k, S, d)
     state = None
     if use_cache:
-        state = model.init_state(encoder_out, max_length=int(max_lengths.max()))
+        state = model.init_state(encoder_out)
         state.record_attention = record_attention
         encoder_out = None  # the state holds what decoding needs of it
     attention = None  # (n*k, t, layers, S): the attention of each beam's tokens so far
@@ -86,9 +86,10 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
         active = len(sentence_ids)
         vocab_size = logprobs.shape[-1]
         length = step + 1  # of a hypothesis that ends at this step, eos included
+        at_limit = max_lengths <= length  # (n,) sentences that must end now
         forced = prefix.repeat_interleave(beam, dim=0) if constraints.prefix_active(prefix, step) else None
-        constraints.apply_step(logprobs, tokens[:, 1:], step, config, (max_lengths <= length).repeat_interleave(beam),
-                               forced, pad, bos, eos)
+        constraints.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced, pad,
+                               bos, eos)
 
         candidates = scores.view(active, beam, 1) + logprobs.view(active, beam, vocab_size)  # (n, k, V)
         cand_scores, cand_index = candidates.view(active, -1).topk(2 * beam, dim=1)  # (n, 2k) best first
@@ -97,7 +98,7 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
         with_attention = torch.cat([attention, step_attention], dim=1) if attention is not None else step_attention
         done = _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
                          with_attention, nth_best)
-        done = done | _end_at_limit(max_lengths <= length, tokens, sentence_ids, finished, beam, with_attention)
+        done = done | _end_at_limit(at_limit, tokens, sentence_ids, finished, beam, with_attention)
 
         # The k best candidates that do not end the sentence go on.
         continuing = cand_scores.masked_fill(cand_tokens.eq(eos), float("-inf"))

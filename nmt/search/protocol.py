@@ -44,9 +44,8 @@ class DecodingModel(Protocol):
         """src_tokens (B, S), padded with pad_id, each row ending in eos."""
         ...
 
-    def init_state(self, encoder_out: EncoderOutput, max_length: int | None = None) -> DecodingState:
-        """A decoding state whose encoder-decoder keys and values are computed once, now; `max_length`, the most
-        steps the search will take, lets it preallocate its caches."""
+    def init_state(self, encoder_out: EncoderOutput) -> DecodingState:
+        """A decoding state whose encoder-decoder keys and values are computed once, now."""
         ...
 
     def decode_step(self, tokens: Tensor, state: DecodingState) -> Tensor:

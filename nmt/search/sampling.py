@@ -50,7 +50,7 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
         prefix = prefix.index_select(0, rows_of)
     max_lengths = max_lengths.index_select(0, rows_of)  # (R,)
 
-    state = model.init_state(model.encode(src_tokens).select(rows_of), max_length=int(max_lengths.max()))
+    state = model.init_state(model.encode(src_tokens).select(rows_of))
     state.record_attention = record_attention
     owner = rows_of.clone()  # input sentence of each live row
     tokens = torch.full((len(owner), 1), bos, dtype=torch.long, device=device)

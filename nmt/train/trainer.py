@@ -158,7 +158,8 @@ class Trainer:
         if not path.is_file():
             raise NmtError(f"{path}: not found (prepare the data again with `nmt prepare`)")
         data = path.read_bytes()
-        expected = (self.manifest.get("spm") or {}).get("sha256") if isinstance(self.manifest.get("spm"), dict) else None
+        recorded = self.manifest.get("spm")
+        expected = recorded.get("sha256") if isinstance(recorded, dict) else None
         if expected is not None and hashlib.sha256(data).hexdigest() != expected:
             raise NmtError(f"{path}: not the SentencePiece model this data was prepared with (its SHA-256 differs from "
                            "manifest.json's); the token ids would mean other pieces: prepare the data again")
@@ -512,9 +513,10 @@ class Trainer:
         kept = []
         with open(self.metrics_path, "rb") as handle:
             for raw in handle:
-                record = parse_record(raw.decode("utf-8", errors="replace"))
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                record = parse_record(line)
                 if record is not None and record["update"] <= update:  # else cut by a crash, or not a record
-                    kept.append(raw.decode("utf-8", errors="replace").rstrip("\n") + "\n")
+                    kept.append(line + "\n")
         write_text(self.metrics_path, "".join(kept))
 
     # --- validation and checkpoints --------------------------------------------------------------------------
