@@ -76,9 +76,30 @@ def test_cached_self_attention_one_step_at_a_time_equals_causal_attention():
     attn = MultiHeadAttention(d_model=16, heads=4).eval()
     x = torch.randn(2, 5, 16)
     cache = KVCache()
-    steps = [attn(x[:, t:t + 1], causal=True, cache=cache) for t in range(5)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), attn(x, causal=True), rtol=1e-5, atol=1e-5)
+    steps = [attn.self_attention_step(x[:, t], cache) for t in range(5)]
+    torch.testing.assert_close(torch.stack(steps, dim=1), attn(x, causal=True), rtol=1e-5, atol=1e-5)
     assert cache.keys.shape == (2, 4, 5, 4)  # (B, H, T, D)
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_cross_attention_step_over_shared_memory_equals_attention_over_repeated_memory(record):
+    """Three beams per source attend to one copy of its keys: the same output, and the same weights, as each beam
+    attending to its own copy of the memory with its padding mask."""
+    torch.manual_seed(4)
+    attn = MultiHeadAttention(d_model=16, heads=2, self_attention=False).eval()
+    memory = torch.randn(2, 7, 16)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 4:] = True
+    beams = torch.randn(6, 16)  # rows 0-2 read source 0, rows 3-5 source 1
+    weights: list[torch.Tensor] | None = [] if record else None
+    step = attn.cross_attention_step(beams, attn.memory_cache(memory), ~padding[:, None, None, :], weights)
+    rows = torch.tensor([0, 0, 0, 1, 1, 1])
+    expected_weights: list[torch.Tensor] = []
+    expected = attn(beams[:, None], memory[rows], padding[rows], weights_out=expected_weights)[:, 0]
+    torch.testing.assert_close(step, expected, rtol=1e-5, atol=1e-5)
+    if record:
+        torch.testing.assert_close(weights[0], expected_weights[0], rtol=1e-5, atol=1e-6)  # (6, 1, 7)
+        assert weights[0][3:, 0, 4:].abs().max() == 0  # padding gets no weight
 
 
 def test_cache_reorder_follows_index():

@@ -74,7 +74,13 @@ def test_decode_step_with_cache_equals_full_prefix_decoding(pre_norm):
         full = torch.log_softmax(model.decode(prefix, encoder_out), dim=-1)  # (B, T, V)
         state = model.init_state(encoder_out)
         steps = torch.stack([model.decode_step(prefix[:, t], state) for t in range(5)], dim=1)
+        # Two rows per source (beams): the encoder-side keys and values are kept once per source.
+        shared = model.init_state(encoder_out, rows_per_source=2)
+        pairs = prefix.repeat_interleave(2, dim=0)  # (2B, T)
+        paired = torch.stack([model.decode_step(pairs[:, t], shared) for t in range(5)], dim=1)
     torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(paired, full.repeat_interleave(2, dim=0), rtol=1e-5, atol=1e-5)
+    assert shared.cross_caches[0].keys.shape[0] == 3  # one copy per source, not per row
 
 
 def test_output_mask_selects_positions():

@@ -90,6 +90,32 @@ class MultiHeadAttention(nn.Module):
         cache.update(*self._split_heads(self.kv_proj(memory), 2))  # each (B, H, S, D)
         return cache
 
+    def self_attention_step(self, x: Tensor, cache: KVCache) -> Tensor:
+        """One decoding step: x (R, d_model) holds each row's newest position only; its keys and values join `cache`,
+        which the query attends to whole (no causal mask is needed: nothing later is in it)."""
+        R = x.shape[0]
+        q, k, v = self.qkv_proj(x).view(R, 3, self.heads, 1, self.head_dim).unbind(1)  # each (R, H, 1, D)
+        k, v = cache.update(k, v)  # (R, H, T, D)
+        out = F.scaled_dot_product_attention(q, k, v)  # (R, H, 1, D)
+        return self.out_proj(out.reshape(R, -1))
+
+    def cross_attention_step(self, x: Tensor, cache: KVCache, mask: Tensor | None,
+                             weights_out: list[Tensor] | None = None) -> Tensor:
+        """One decoding step of encoder-decoder attention: x (R, d_model), R = n sources x g rows each (a sentence's
+        beams share its source), and `cache` holds the n sources' keys and values once, not once per row. The g
+        queries of a source attend to its keys together, as one (g x S) product instead of g copies of the keys.
+        mask: (n, 1, 1, S), True where a key may be attended, or None for no padding."""
+        n = cache.keys.shape[0]
+        R = x.shape[0]
+        q = self.q_proj(x).view(n, R // n, self.heads, self.head_dim).transpose(1, 2)  # (n, H, g, D)
+        if weights_out is None:
+            out = F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=mask)  # (n, H, g, D)
+        else:
+            grouped: list[Tensor] = []
+            out = explicit_attention(q, cache.keys, cache.values, mask, False, 0.0, grouped)
+            weights_out.append(grouped[0].reshape(R, 1, -1))  # (n, g, S) -> (R, 1, S)
+        return self.out_proj(out.transpose(1, 2).reshape(R, -1))
+
     def _split_heads(self, x: Tensor, parts: int) -> list[Tensor]:
         B, T, _ = x.shape
         x = x.view(B, T, parts, self.heads, self.head_dim)  # (B, T, parts, H, D)
@@ -101,30 +127,23 @@ class MultiHeadAttention(nn.Module):
         memory: Tensor | None = None,  # (B, Tk, d_model): the encoder output, for encoder-decoder attention
         key_padding_mask: Tensor | None = None,  # (B, Tk) bool, True where the key is padding
         causal: bool = False,
-        cache: KVCache | None = None,
         weights_out: list[Tensor] | None = None,
     ) -> Tensor:
-        """With `weights_out`, the attention weights averaged over heads, (B, Tq, Tk), are appended to it (for
-        alignments and pictures; computed beside the fused kernel, which does not return them)."""
+        """Attention over whole sequences (the encoder, training, uncached decoding; a decoding step has
+        self_attention_step and cross_attention_step). With `weights_out`, the attention weights averaged over heads,
+        (B, Tq, Tk), are appended to it (for alignments and pictures; computed beside the fused kernel, which does
+        not return them)."""
         B, Tq, d_model = query.shape
         if self.self_attention:
             q, k, v = self._split_heads(self.qkv_proj(query), 3)  # each (B, H, Tq, D)
-            if cache is not None:
-                k, v = cache.update(k, v)  # (B, H, T_so_far, D)
         else:
             q = self._split_heads(self.q_proj(query), 1)[0]  # (B, H, Tq, D)
-            if cache is not None and cache.keys is not None:
-                k, v = cache.keys, cache.values
-            else:
-                k, v = self._split_heads(self.kv_proj(memory), 2)  # each (B, H, Tk, D)
-                if cache is not None:
-                    cache.update(k, v)
+            k, v = self._split_heads(self.kv_proj(memory), 2)  # each (B, H, Tk, D)
 
         attn_mask = None
         if key_padding_mask is not None:
             attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Tk), True = may attend
-        # With a cache the single new query may see every cached position, so no causal mask is needed then.
-        is_causal = causal and Tq > 1
+        is_causal = causal and Tq > 1  # a single query is the last position: it may see every key
         dropout_p = self.dropout if self.training else 0.0
         # The fused kernel pays a fixed cost per (sentence, head) that dominates at a few dozen keys: on a CPU the
         # explicit form was 1.3-2x faster (forward + backward) up to ~40 keys, equal at 64, slower at 128. A single

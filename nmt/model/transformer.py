@@ -90,6 +90,19 @@ class EncoderLayer(nn.Module):
         return self.ffn_sublayer(x, self.ffn)
 
 
+def residual(x: Tensor, sublayer_out: Tensor, norm: nn.LayerNorm, pre_norm: bool) -> Tensor:
+    """The inference form of Sublayer, without dropout, for a decoding step: post-norm LayerNorm(x + out); pre-norm
+    x + out, where out was computed from LayerNorm(x) (see `normed`)."""
+    if pre_norm:
+        return x + sublayer_out
+    return F.layer_norm(x + sublayer_out, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def normed(x: Tensor, norm: nn.LayerNorm, pre_norm: bool) -> Tensor:
+    """A sublayer's input in a decoding step: LayerNorm(x) for pre-norm, x itself for post-norm."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps) if pre_norm else x
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -101,13 +114,24 @@ class DecoderLayer(nn.Module):
         self.cross_attn_sublayer = Sublayer(config)
         self.ffn_sublayer = Sublayer(config)
 
-    def forward(self, x: Tensor, memory: Tensor | None, memory_padding_mask: Tensor,
-                self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
-                weights_out: list[Tensor] | None = None) -> Tensor:
-        x = self.self_attn_sublayer(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
-        x = self.cross_attn_sublayer(x, lambda h: self.cross_attn(h, memory, memory_padding_mask, cache=cross_cache,
-                                                                  weights_out=weights_out))
+    def forward(self, x: Tensor, memory: Tensor, memory_padding_mask: Tensor) -> Tensor:
+        x = self.self_attn_sublayer(x, lambda h: self.self_attn(h, causal=True))
+        x = self.cross_attn_sublayer(x, lambda h: self.cross_attn(h, memory, memory_padding_mask))
         return self.ffn_sublayer(x, self.ffn)
+
+    def step(self, x: Tensor, self_cache: KVCache, cross_cache: KVCache, memory_mask: Tensor | None,
+             weights_out: list[Tensor] | None = None) -> Tensor:
+        """One decoding step, x (R, d_model): the same function as forward() on the newest position, in eval mode,
+        written out without the per-call module and closure layers that dominate a step at a few rows."""
+        pre = self.self_attn_sublayer.pre_norm
+        norm = self.self_attn_sublayer.norm
+        x = residual(x, self.self_attn.self_attention_step(normed(x, norm, pre), self_cache), norm, pre)
+        norm = self.cross_attn_sublayer.norm
+        attended = self.cross_attn.cross_attention_step(normed(x, norm, pre), cross_cache, memory_mask, weights_out)
+        x = residual(x, attended, norm, pre)
+        norm = self.ffn_sublayer.norm
+        hidden = F.relu(self.ffn.linear1(normed(x, norm, pre)))
+        return residual(x, self.ffn.linear2(hidden), norm, pre)
 
 
 @dataclass
@@ -121,14 +145,26 @@ class EncoderOut:
 
 @dataclass
 class DecoderState:
-    """Everything incremental decoding carries from one step to the next."""
+    """Everything incremental decoding carries from one step to the next.
 
-    self_caches: list[KVCache]
-    cross_caches: list[KVCache]
-    memory_padding_mask: Tensor  # (B, S)
+    Rows are hypotheses, `rows_per_source` consecutive ones per source (a sentence's beams): the encoder-decoder
+    keys and values, and the padding mask, are kept once per source, not once per row."""
+
+    self_caches: list[KVCache]  # (R, H, T, D) each, R = sources x rows_per_source
+    cross_caches: list[KVCache]  # (n, H, S, D) each, n sources
+    memory_padding_mask: Tensor  # (n, S), True at padding
+    rows_per_source: int = 1
     step: int = 0  # positions decoded so far
     record_attention: bool = False  # keep each step's encoder-decoder attention in `attention`
-    attention: Tensor | None = None  # (B, layers, S): the last step's, averaged over heads
+    attention: Tensor | None = None  # (R, layers, S): the last step's, averaged over heads
+    memory_mask: Tensor | None = None  # (n, 1, 1, S), True where a key may be attended; None: no padding at all
+
+    def __post_init__(self) -> None:
+        self._update_memory_mask()
+
+    def _update_memory_mask(self) -> None:
+        padded = bool(self.memory_padding_mask.any())  # a batch without padding attends unmasked: a faster kernel
+        self.memory_mask = ~self.memory_padding_mask[:, None, None, :] if padded else None
 
     def reorder(self, index: Tensor) -> None:
         """Rows of the self-attention caches for the next step (beam back-pointers, finished sentences dropped)."""
@@ -136,11 +172,12 @@ class DecoderState:
             cache.reorder(index)
 
     def select_memory(self, index: Tensor) -> None:
-        """Keep the encoder-side rows in `index`. Beams of one sentence share their source, so this is needed only
-        when sentences leave the batch, not on every back-pointer reorder."""
+        """Keep the sources in `index` (when sentences leave the batch; beams of one sentence share its source,
+        so a back-pointer reorder never needs this)."""
         for cache in self.cross_caches:
             cache.reorder(index)
         self.memory_padding_mask = self.memory_padding_mask.index_select(0, index)
+        self._update_memory_mask()
 
 
 class Transformer(nn.Module):
@@ -219,26 +256,29 @@ class Transformer(nn.Module):
             hidden = hidden[output_mask]  # (N, d_model)
         return self.output_projection(hidden)
 
-    def init_state(self, encoder_out: EncoderOut) -> DecoderState:
-        """A decoding state whose encoder-decoder keys/values are computed now, once, for every layer."""
+    def init_state(self, encoder_out: EncoderOut, rows_per_source: int = 1) -> DecoderState:
+        """A decoding state whose encoder-decoder keys/values are computed now, once, for every layer. Each source
+        row of `encoder_out` is decoded by `rows_per_source` consecutive hypothesis rows (its beams)."""
         cross_caches = [layer.cross_attn.memory_cache(encoder_out.memory) for layer in self.decoder_layers]
         # Self-attention caches grow as they go: preallocated ones, written in place and reordered into a second
         # buffer, made a beam search ~5% slower on a CPU (strided keys slow the fused attention kernel more than
         # dropping torch.cat saves; benchmarks/README.md, decode_breakdown).
-        return DecoderState([KVCache() for _ in self.decoder_layers], cross_caches, encoder_out.padding_mask)
+        return DecoderState([KVCache() for _ in self.decoder_layers], cross_caches, encoder_out.padding_mask,
+                            rows_per_source)
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """One incremental step: tokens (B,) are the last outputs; returns log-probabilities (B, V) in fp32."""
-        x = self.embed(tokens[:, None], offset=state.step)  # (B, 1, d_model)
+        """One incremental step: tokens (R,) are the last outputs; returns log-probabilities (R, V) in fp32. An
+        inference step: no dropout, whatever the module's mode."""
+        x = self.embed_tokens(tokens) * self.embed_scale + self.embed_positions(1, state.step)  # (R, d_model)
         weights: list[Tensor] | None = [] if state.record_attention else None
         for layer, self_cache, cross_cache in zip(self.decoder_layers, state.self_caches, state.cross_caches):
-            x = layer(x, None, state.memory_padding_mask, self_cache, cross_cache, weights)
+            x = layer.step(x, self_cache, cross_cache, state.memory_mask, weights)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         if weights is not None:
-            state.attention = torch.stack([w[:, 0] for w in weights], dim=1)  # (B, layers, S)
+            state.attention = torch.stack([w[:, 0] for w in weights], dim=1)  # (R, layers, S)
         state.step += 1
-        return F.log_softmax(self.output_projection(x[:, 0]).float(), dim=-1)
+        return F.log_softmax(self.output_projection(x).float(), dim=-1)
 
 
 def build_model(config: ModelConfig) -> Transformer:

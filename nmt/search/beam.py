@@ -4,7 +4,8 @@ Small pieces, each testable: `length_penalty`, `expand_beams`, `_finalize` (ende
 that ties them together. Sentences that have finished leave the batch, so the cost follows the unfinished ones.
 
 The model is anything that satisfies `nmt.search.protocol.DecodingModel` (a Transformer, an Ensemble):
-`encode(src_tokens)`, `init_state(encoder_out)`, `decode_step(tokens, state) -> log-probabilities`, and
+`encode(src_tokens)`, `init_state(encoder_out, rows_per_source)`, `decode_step(tokens, state) ->
+log-probabilities`, and
 `decode(prev_tokens, encoder_out)` (uncached, the reference the cache is tested against).
 """
 
@@ -60,12 +61,14 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
     if prefix is not None:  # a forced prefix longer than the length limit still fits, with its eos
         max_lengths = torch.maximum(max_lengths, prefix.ne(pad).sum(dim=1) + 1)
 
-    encoder_out = model.encode(src_tokens).select(expand_beams(batch_size, beam, device))  # (B*k, S, d)
+    encoder_out = model.encode(src_tokens)  # (B, S, d)
     state = None
-    if use_cache:
-        state = model.init_state(encoder_out)
+    if use_cache:  # the state keeps each sentence's encoder keys/values once, for its `beam` rows
+        state = model.init_state(encoder_out, beam)
         state.record_attention = record_attention
         encoder_out = None  # the state holds what decoding needs of it
+    else:
+        encoder_out = encoder_out.select(expand_beams(batch_size, beam, device))  # (B*k, S, d)
     attention = None  # (n*k, t, layers, S): the attention of each beam's tokens so far
 
     sentence_ids = torch.arange(batch_size, device=device)  # which input sentence each active group is
@@ -114,11 +117,11 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
             sentence_ids, max_lengths = sentence_ids[keep], max_lengths[keep]
             if prefix is not None:
                 prefix = prefix[keep]
-            kept_rows = (torch.nonzero(keep)[:, 0, None] * beam + torch.arange(beam, device=device)).view(-1)
+            kept = torch.nonzero(keep)[:, 0]  # (n',) the groups that go on
             if use_cache:
-                state.select_memory(kept_rows)
+                state.select_memory(kept)
             else:
-                encoder_out = encoder_out.select(kept_rows)
+                encoder_out = encoder_out.select((kept[:, None] * beam + torch.arange(beam, device=device)).view(-1))
         rows = rows.view(-1)  # (n*k,) rows of the previous step each new beam extends
         tokens = torch.cat([tokens.index_select(0, rows), next_tokens.view(-1, 1)], dim=1)  # (n*k, t+1)
         if with_attention is not None:

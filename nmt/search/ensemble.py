@@ -65,8 +65,9 @@ class Ensemble:
     def encode(self, src_tokens: Tensor) -> EnsembleEncoderOut:
         return EnsembleEncoderOut([model.encode(src_tokens) for model in self.models])
 
-    def init_state(self, encoder_out: EnsembleEncoderOut) -> EnsembleState:
-        return EnsembleState([model.init_state(part) for model, part in zip(self.models, encoder_out.parts)])
+    def init_state(self, encoder_out: EnsembleEncoderOut, rows_per_source: int = 1) -> EnsembleState:
+        return EnsembleState([model.init_state(part, rows_per_source)
+                              for model, part in zip(self.models, encoder_out.parts)])
 
     def _mean(self, logprobs: list[Tensor]) -> Tensor:
         if self.combine == "logprob":

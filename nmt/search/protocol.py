@@ -33,7 +33,8 @@ class DecodingState(Protocol):
         ...
 
     def select_memory(self, index: Tensor) -> None:
-        """Keep the encoder-side rows in `index` (when sentences leave the batch)."""
+        """Keep the sources in `index` (when sentences leave the batch); their hypothesis rows are reordered
+        separately, by `reorder`."""
         ...
 
 
@@ -44,8 +45,9 @@ class DecodingModel(Protocol):
         """src_tokens (B, S), padded with pad_id, each row ending in eos."""
         ...
 
-    def init_state(self, encoder_out: EncoderOutput) -> DecodingState:
-        """A decoding state whose encoder-decoder keys and values are computed once, now."""
+    def init_state(self, encoder_out: EncoderOutput, rows_per_source: int = 1) -> DecodingState:
+        """A decoding state whose encoder-decoder keys and values are computed once, now; each source row of
+        `encoder_out` is decoded by `rows_per_source` consecutive hypothesis rows (a sentence's beams)."""
         ...
 
     def decode_step(self, tokens: Tensor, state: DecodingState) -> Tensor:
