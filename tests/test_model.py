@@ -115,3 +115,40 @@ def test_weights_packed_for_cpu_inference_give_the_same_logits():
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     assert isinstance(model.packed_output_projection, PackedLinear)
     torch.testing.assert_close(packed, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+@pytest.mark.parametrize("sources", [2, 20])  # 8 rows: the small-row products; 80 rows: oneDNN's
+def test_packed_decode_step_equals_the_layers_step(pre_norm, sources):
+    """PackedDecoderStep, the one-function step of a packed model, gives the log-probabilities of the modules' step
+    (DecoderLayer.step), with padded sources and four rows (beams) per source."""
+    import copy
+
+    from nmt.model.packed import PackedDecoderStep, SMALL_ROWS, pack_for_cpu_inference, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch has no oneDNN linear")
+    torch.manual_seed(1)
+    config = ModelConfig(vocab_size=40, encoder_layers=1, decoder_layers=2, d_model=32, d_ff=64, heads=4,
+                         pre_norm=pre_norm)
+    plain = build_model(config).eval()
+    with torch.no_grad():  # norms that differ from one another, so that one used for another shows
+        for module in plain.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+    packed = copy.deepcopy(plain)
+    assert pack_for_cpu_inference(packed) and isinstance(packed.packed_decode_step, PackedDecoderStep)
+    src = torch.randint(4, 40, (sources, 6))
+    src[:, -1] = config.eos_id
+    src[0, 3:] = config.pad_id
+    src[0, 2] = config.eos_id
+    prefix = torch.randint(4, 40, (sources * 4, 5))
+    assert (sources * 4 <= SMALL_ROWS) == (sources == 2)
+    with torch.no_grad():
+        states = [model.init_state(model.encode(src), rows_per_source=4) for model in (plain, packed)]
+        expected, got = ([model.decode_step(prefix[:, t], state) for t in range(5)]
+                         for model, state in zip((plain, packed), states))
+        for e, g in zip(expected, got):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    assert states[1].step == 5

@@ -6,16 +6,23 @@ reordered once into its blocked layout ran 1.5-3.7x faster per product here (2 c
 widths of transformer_small and the 8,000-piece output projection). That is the packing CTranslate2 does.
 
 Packed weights are for inference only: they are not parameters (no gradient, not in the state dict), and they stay
-fp32, so a model decoding under bf16/fp16 autocast, or with int8 linear layers, is left as it is.
+fp32, so a model decoding under bf16/fp16 autocast, or with int8 linear layers, is left as it is. Each layer also
+keeps its weight transposed, for calls at a few rows (a single sentence's decoding steps): the weights twice in
+memory where the model had them once.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 # What the weight's blocked layout is chosen for; any row count works, this one suits beam search's batches.
 ROWS_HINT = 256
+# oneDNN's linear costs ~20 us a call whatever its size (on 2 cores, Intel Xeon): at up to this many rows (one
+# sentence's beams), a plain matrix product with the weight stored transposed is faster, 6.5 against 25 us for
+# 4 x 256 x 256; from 64 rows on oneDNN's is (benchmarks/README.md, "Where a beam search's time goes").
+SMALL_ROWS = 32
 
 
 def packing_available() -> bool:
@@ -31,12 +38,74 @@ class PackedLinear(nn.Module):
         self.out_features, self.in_features = weight.shape
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(), ROWS_HINT)
         self.bias = bias.detach().float().contiguous() if bias is not None else None
+        self.transposed = weight.detach().float().t().contiguous()  # (in, out), for calls with few rows
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2 and x.shape[0] <= SMALL_ROWS:
+            if self.bias is None:
+                return torch.mm(x, self.transposed)
+            return torch.addmm(self.bias, x, self.transposed)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
+
+
+def _small(linear: PackedLinear, x: Tensor) -> Tensor:
+    return torch.addmm(linear.bias, x, linear.transposed)
+
+
+def _large(linear: PackedLinear, x: Tensor) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, linear.packed, linear.bias, "none", [], "")
+
+
+class PackedDecoderStep:
+    """`Transformer.decode_step` of a packed model, written as one function over its weights.
+
+    The same arithmetic as `DecoderLayer.step` (the test holds them equal), without a module call, a closure or an
+    attribute lookup per product: at a single sentence's four beams a step is a few hundred small operations, and
+    their Python overhead was a sixth of its time. Each product picks its kernel once a step (`SMALL_ROWS`)."""
+
+    def __init__(self, model: nn.Module):
+        config = model.config
+        self.model = model
+        self.heads, self.head_dim = config.heads, config.d_model // config.heads
+        self.pre_norm = config.pre_norm
+        self.layers = [(layer.self_attn.qkv_proj, layer.self_attn.out_proj, layer.self_attn_sublayer.norm,
+                        layer.cross_attn.q_proj, layer.cross_attn.out_proj, layer.cross_attn_sublayer.norm,
+                        layer.ffn.linear1, layer.ffn.linear2, layer.ffn_sublayer.norm)
+                       for layer in model.decoder_layers]
+        if not all(isinstance(linear, PackedLinear) for layer in self.layers for linear in layer[:2] + layer[3:5]
+                   + layer[6:8]):
+            raise TypeError("PackedDecoderStep needs a model packed by pack_for_cpu_inference")
+
+    def __call__(self, tokens: Tensor, state) -> Tensor:
+        model, H, D, pre = self.model, self.heads, self.head_dim, self.pre_norm
+        x = model.embed_tokens(tokens) * model.embed_scale + model.embed_positions(1, state.step)  # (R, d)
+        R, d = x.shape
+        n = state.cross_caches[0].keys.shape[0]  # sources; R // n rows (beams) each
+        linear = _small if R <= SMALL_ROWS else _large
+        for (qkv, out, norm1, q_proj, cross_out, norm2, ffn1, ffn2, norm3), self_cache, cross_cache in zip(
+                self.layers, state.self_caches, state.cross_caches):
+            h = F.layer_norm(x, (d,), norm1.weight, norm1.bias, norm1.eps) if pre else x
+            q, k, v = linear(qkv, h).view(R, 3, H, 1, D).unbind(1)  # each (R, H, 1, D)
+            k, v = self_cache.update(k, v)
+            h = linear(out, F.scaled_dot_product_attention(q, k, v).reshape(R, d))
+            x = x + h if pre else F.layer_norm(x + h, (d,), norm1.weight, norm1.bias, norm1.eps)
+
+            h = F.layer_norm(x, (d,), norm2.weight, norm2.bias, norm2.eps) if pre else x
+            q = linear(q_proj, h).view(n, R // n, H, D).transpose(1, 2)  # (n, H, g, D)
+            h = F.scaled_dot_product_attention(q, cross_cache.keys, cross_cache.values, attn_mask=state.memory_mask)
+            h = linear(cross_out, h.transpose(1, 2).reshape(R, d))
+            x = x + h if pre else F.layer_norm(x + h, (d,), norm2.weight, norm2.bias, norm2.eps)
+
+            h = F.layer_norm(x, (d,), norm3.weight, norm3.bias, norm3.eps) if pre else x
+            h = linear(ffn2, torch.relu(linear(ffn1, h)))
+            x = x + h if pre else F.layer_norm(x + h, (d,), norm3.weight, norm3.bias, norm3.eps)
+        if model.decoder_norm is not None:
+            x = model.decoder_norm(x)
+        state.step += 1
+        return F.log_softmax(model.output_projection(x), dim=-1)
 
 
 def pack_output_projection(model: nn.Module) -> bool:
@@ -66,4 +135,6 @@ def pack_for_cpu_inference(model: nn.Module) -> bool:
         setattr(module, name, packed)
     if output is not None:  # the output projection shares the embedding matrix (section 3.4)
         model.packed_output_projection = output
+    if hasattr(model, "decoder_layers"):
+        model.packed_decode_step = PackedDecoderStep(model)
     return True

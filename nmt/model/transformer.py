@@ -200,6 +200,8 @@ class Transformer(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else None
         # Set by nmt.model.packed.pack_for_cpu_inference: the tied projection with its weight packed for oneDNN.
         self.packed_output_projection: nn.Module | None = None
+        # Also set by pack_for_cpu_inference: decode_step over the packed weights as one function.
+        self.packed_decode_step = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -269,6 +271,8 @@ class Transformer(nn.Module):
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
         """One incremental step: tokens (R,) are the last outputs; returns log-probabilities (R, V) in fp32. An
         inference step: no dropout, whatever the module's mode."""
+        if self.packed_decode_step is not None and not state.record_attention:
+            return self.packed_decode_step(tokens, state)
         x = self.embed_tokens(tokens) * self.embed_scale + self.embed_positions(1, state.step)  # (R, d_model)
         weights: list[Tensor] | None = [] if state.record_attention else None
         for layer, self_cache, cross_cache in zip(self.decoder_layers, state.self_caches, state.cross_caches):
