@@ -92,7 +92,7 @@ def test_cross_attention_step_over_shared_memory_equals_attention_over_repeated_
     padding[1, 4:] = True
     beams = torch.randn(6, 16)  # rows 0-2 read source 0, rows 3-5 source 1
     weights: list[torch.Tensor] | None = [] if record else None
-    step = attn.cross_attention_step(beams, attn.memory_cache(memory), ~padding[:, None, None, :], weights)
+    step = attn.cross_attention_step(beams, attn.memory_cache(memory), ~padding[:, None, None, :], 3, weights)
     rows = torch.tensor([0, 0, 0, 1, 1, 1])
     expected_weights: list[torch.Tensor] = []
     expected = attn(beams[:, None], memory[rows], padding[rows], weights_out=expected_weights)[:, 0]

@@ -99,15 +99,14 @@ class MultiHeadAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # (R, H, 1, D)
         return self.out_proj(out.reshape(R, -1))
 
-    def cross_attention_step(self, x: Tensor, cache: KVCache, mask: Tensor | None,
+    def cross_attention_step(self, x: Tensor, cache: KVCache, mask: Tensor | None, rows_per_source: int = 1,
                              weights_out: list[Tensor] | None = None) -> Tensor:
-        """One decoding step of encoder-decoder attention: x (R, d_model), R = n sources x g rows each (a sentence's
-        beams share its source), and `cache` holds the n sources' keys and values once, not once per row. The g
-        queries of a source attend to its keys together, as one (g x S) product instead of g copies of the keys.
-        mask: (n, 1, 1, S), True where a key may be attended, or None for no padding."""
-        n = cache.keys.shape[0]
-        R = x.shape[0]
-        q = self.q_proj(x).view(n, R // n, self.heads, self.head_dim).transpose(1, 2)  # (n, H, g, D)
+        """One decoding step of encoder-decoder attention: x (R, d_model), R = n sources x g = `rows_per_source`
+        rows each (a sentence's beams share its source), and `cache` holds the n sources' keys and values once, not
+        once per row. The g queries of a source attend to its keys together, as one (g x S) product instead of g
+        copies of the keys. mask: (n, 1, 1, S), True where a key may be attended, or None for no padding."""
+        R, g = x.shape[0], rows_per_source
+        q = self.q_proj(x).view(R // g, g, self.heads, self.head_dim).transpose(1, 2)  # (n, H, g, D)
         if weights_out is None:
             out = F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=mask)  # (n, H, g, D)
         else:

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 # What the weight's blocked layout is chosen for; any row count works, this one suits beam search's batches.
 ROWS_HINT = 256
-# oneDNN's linear costs ~20 us a call whatever its size (on 2 cores, Intel Xeon): at up to this many rows (one
-# sentence's beams), a plain matrix product with the weight stored transposed is faster, 6.5 against 25 us for
-# 4 x 256 x 256; from 64 rows on oneDNN's is (benchmarks/README.md, "Where a beam search's time goes").
+# oneDNN's linear costs ~20 us a call whatever its size (2 cores, Intel Xeon): at up to this many rows (a sentence's
+# beams), a plain matrix product with the weight stored transposed is faster, 6.5 against 25 us for 4 x 256 x 256.
+# Above it the packed layout is kept, the one that ran faster on AMD EPYC (see above).
 SMALL_ROWS = 32
 
 
@@ -41,21 +41,21 @@ class PackedLinear(nn.Module):
         self.transposed = weight.detach().float().t().contiguous()  # (in, out), for calls with few rows
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 2 and x.shape[0] <= SMALL_ROWS:
-            if self.bias is None:
-                return torch.mm(x, self.transposed)
-            return torch.addmm(self.bias, x, self.transposed)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return (_small if x.dim() == 2 and x.shape[0] <= SMALL_ROWS else _large)(self, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
 def _small(linear: PackedLinear, x: Tensor) -> Tensor:
+    """x (rows, in) at up to SMALL_ROWS rows, times the transposed weight."""
+    if linear.bias is None:
+        return torch.mm(x, linear.transposed)
     return torch.addmm(linear.bias, x, linear.transposed)
 
 
 def _large(linear: PackedLinear, x: Tensor) -> Tensor:
+    """x of any leading shape, through oneDNN's packed weight."""
     return torch.ops.mkldnn._linear_pointwise(x, linear.packed, linear.bias, "none", [], "")
 
 
@@ -75,15 +75,14 @@ class PackedDecoderStep:
                         layer.cross_attn.q_proj, layer.cross_attn.out_proj, layer.cross_attn_sublayer.norm,
                         layer.ffn.linear1, layer.ffn.linear2, layer.ffn_sublayer.norm)
                        for layer in model.decoder_layers]
-        if not all(isinstance(linear, PackedLinear) for layer in self.layers for linear in layer[:2] + layer[3:5]
-                   + layer[6:8]):
+        if not all(isinstance(module, (PackedLinear, nn.LayerNorm)) for layer in self.layers for module in layer):
             raise TypeError("PackedDecoderStep needs a model packed by pack_for_cpu_inference")
 
     def __call__(self, tokens: Tensor, state) -> Tensor:
         model, H, D, pre = self.model, self.heads, self.head_dim, self.pre_norm
         x = model.embed_tokens(tokens) * model.embed_scale + model.embed_positions(1, state.step)  # (R, d)
         R, d = x.shape
-        n = state.cross_caches[0].keys.shape[0]  # sources; R // n rows (beams) each
+        g = state.rows_per_source  # a source's rows (beams), which share its keys and values
         linear = _small if R <= SMALL_ROWS else _large
         for (qkv, out, norm1, q_proj, cross_out, norm2, ffn1, ffn2, norm3), self_cache, cross_cache in zip(
                 self.layers, state.self_caches, state.cross_caches):
@@ -94,7 +93,7 @@ class PackedDecoderStep:
             x = x + h if pre else F.layer_norm(x + h, (d,), norm1.weight, norm1.bias, norm1.eps)
 
             h = F.layer_norm(x, (d,), norm2.weight, norm2.bias, norm2.eps) if pre else x
-            q = linear(q_proj, h).view(n, R // n, H, D).transpose(1, 2)  # (n, H, g, D)
+            q = linear(q_proj, h).view(R // g, g, H, D).transpose(1, 2)  # (n, H, g, D)
             h = F.scaled_dot_product_attention(q, cross_cache.keys, cross_cache.values, attn_mask=state.memory_mask)
             h = linear(cross_out, h.transpose(1, 2).reshape(R, d))
             x = x + h if pre else F.layer_norm(x + h, (d,), norm2.weight, norm2.bias, norm2.eps)

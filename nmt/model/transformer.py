@@ -120,14 +120,15 @@ class DecoderLayer(nn.Module):
         return self.ffn_sublayer(x, self.ffn)
 
     def step(self, x: Tensor, self_cache: KVCache, cross_cache: KVCache, memory_mask: Tensor | None,
-             weights_out: list[Tensor] | None = None) -> Tensor:
+             rows_per_source: int = 1, weights_out: list[Tensor] | None = None) -> Tensor:
         """One decoding step, x (R, d_model): the same function as forward() on the newest position, in eval mode,
         written out without the per-call module and closure layers that dominate a step at a few rows."""
         pre = self.self_attn_sublayer.pre_norm
         norm = self.self_attn_sublayer.norm
         x = residual(x, self.self_attn.self_attention_step(normed(x, norm, pre), self_cache), norm, pre)
         norm = self.cross_attn_sublayer.norm
-        attended = self.cross_attn.cross_attention_step(normed(x, norm, pre), cross_cache, memory_mask, weights_out)
+        attended = self.cross_attn.cross_attention_step(normed(x, norm, pre), cross_cache, memory_mask,
+                                                        rows_per_source, weights_out)
         x = residual(x, attended, norm, pre)
         norm = self.ffn_sublayer.norm
         hidden = F.relu(self.ffn.linear1(normed(x, norm, pre)))
@@ -153,7 +154,7 @@ class DecoderState:
     self_caches: list[KVCache]  # (R, H, T, D) each, R = sources x rows_per_source
     cross_caches: list[KVCache]  # (n, H, S, D) each, n sources
     memory_padding_mask: Tensor  # (n, S), True at padding
-    rows_per_source: int = 1
+    rows_per_source: int = 1  # the rows (beams) that share a source's keys and values
     step: int = 0  # positions decoded so far
     record_attention: bool = False  # keep each step's encoder-decoder attention in `attention`
     attention: Tensor | None = None  # (R, layers, S): the last step's, averaged over heads
@@ -276,7 +277,7 @@ class Transformer(nn.Module):
         x = self.embed_tokens(tokens) * self.embed_scale + self.embed_positions(1, state.step)  # (R, d_model)
         weights: list[Tensor] | None = [] if state.record_attention else None
         for layer, self_cache, cross_cache in zip(self.decoder_layers, state.self_caches, state.cross_caches):
-            x = layer.step(x, self_cache, cross_cache, state.memory_mask, weights)
+            x = layer.step(x, self_cache, cross_cache, state.memory_mask, state.rows_per_source, weights)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         if weights is not None:

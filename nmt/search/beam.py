@@ -4,9 +4,8 @@ Small pieces, each testable: `length_penalty`, `expand_beams`, `_finalize` (ende
 that ties them together. Sentences that have finished leave the batch, so the cost follows the unfinished ones.
 
 The model is anything that satisfies `nmt.search.protocol.DecodingModel` (a Transformer, an Ensemble):
-`encode(src_tokens)`, `init_state(encoder_out, rows_per_source)`, `decode_step(tokens, state) ->
-log-probabilities`, and
-`decode(prev_tokens, encoder_out)` (uncached, the reference the cache is tested against).
+`encode(src_tokens)`, `init_state(encoder_out, rows_per_source)`, `decode_step(tokens, state)` (log-probabilities),
+and `decode(prev_tokens, encoder_out)` (uncached, the reference the cache is tested against).
 """
 
 from __future__ import annotations
