@@ -138,7 +138,8 @@ def test_packed_decode_step_equals_the_layers_step(pre_norm, sources):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0.0, 0.1)
     packed = copy.deepcopy(plain)
-    assert pack_for_cpu_inference(packed) and isinstance(packed.packed_decode_step, PackedDecoderStep)
+    assert pack_for_cpu_inference(packed, small_rows=SMALL_ROWS)  # both kernels, whichever this CPU prefers
+    assert isinstance(packed.packed_decode_step, PackedDecoderStep)
     src = torch.randint(4, 40, (sources, 6))
     src[:, -1] = config.eos_id
     src[0, 3:] = config.pad_id

@@ -13,16 +13,20 @@ projection: those weights twice in memory where the model had them once.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 # What the weight's blocked layout is chosen for; any row count works, this one suits beam search's batches.
 ROWS_HINT = 256
-# oneDNN's linear costs ~20 us a call whatever its size (2 cores, Intel Xeon): at up to this many rows (a sentence's
-# beams), a plain matrix product with the weight stored transposed is faster, 6.5 against 25 us for 4 x 256 x 256.
-# Above it the packed layout is kept, the one that ran faster on AMD EPYC (see above). Not for the output projection
-# (d_model -> vocabulary): there the packed layout is faster at every row count, 0.35 against 1.08 ms for
+# oneDNN's linear costs ~20 us a call whatever its size on some CPUs (2 cores, Intel Xeon): at up to this many rows
+# (a sentence's beams), a plain matrix product with the weight stored transposed was faster there, 6.5 against 25 us
+# for 4 x 256 x 256. On others (AMD EPYC, 2 threads) the packed layout was faster at every row count: a
+# transformer_base sentence took 181-188 ms packed against 296-329 ms so. Hence `pack_for_cpu_inference` times both
+# on the model's own layers, at the thread count it runs with, and keeps the faster. Not for the output projection
+# (d_model -> vocabulary): there the packed layout was faster at every row count on both, 0.35 against 1.08 ms for
 # 4 x 256 x 8,000 (AMD EPYC, 1 thread), so it is packed only.
 SMALL_ROWS = 32
 
@@ -68,11 +72,12 @@ class PackedDecoderStep:
 
     The same arithmetic as `DecoderLayer.step` (the test holds them equal), without a module call, a closure or an
     attribute lookup per product: at a single sentence's four beams a step is a few hundred small operations, and
-    their Python overhead was a sixth of its time. Each product picks its kernel once a step (`SMALL_ROWS`)."""
+    their Python overhead was a sixth of its time. Each product picks its kernel once a step (`small_rows`)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, small_rows: int = SMALL_ROWS):
         config = model.config
         self.model = model
+        self.small_rows = small_rows
         self.heads, self.head_dim = config.heads, config.d_model // config.heads
         self.pre_norm = config.pre_norm
         self.layers = [(layer.self_attn.qkv_proj, layer.self_attn.out_proj, layer.self_attn_sublayer.norm,
@@ -87,7 +92,7 @@ class PackedDecoderStep:
         x = model.embed_tokens(tokens) * model.embed_scale + model.embed_positions(1, state.step)  # (R, d)
         R, d = x.shape
         g = state.rows_per_source  # a source's rows (beams), which share its keys and values
-        linear = _small if R <= SMALL_ROWS else _large
+        linear = _small if R <= self.small_rows else _large
         for (qkv, out, norm1, q_proj, cross_out, norm2, ffn1, ffn2, norm3), self_cache, cross_cache in zip(
                 self.layers, state.self_caches, state.cross_caches):
             h = F.layer_norm(x, (d,), norm1.weight, norm1.bias, norm1.eps) if pre else x
@@ -122,9 +127,27 @@ def pack_output_projection(model: nn.Module) -> bool:
     return True
 
 
-def pack_for_cpu_inference(model: nn.Module) -> bool:
+def transposed_is_faster(layers: list[PackedLinear], rows: int = 4, calls: int = 10) -> bool:
+    """Whether `layers` (one decoder layer's products) run faster at a sentence's `rows` with the transposed weight
+    than with oneDNN's packed one, on this CPU at the current thread count: the best of `calls` of each, a few
+    milliseconds in all."""
+    inputs = [torch.randn(rows, layer.in_features) for layer in layers]
+
+    def best(kernel) -> float:
+        times = []
+        for _ in range(calls + 1):  # the first call warms up
+            started = time.perf_counter()
+            for layer, x in zip(layers, inputs):
+                kernel(layer, x)
+            times.append(time.perf_counter() - started)
+        return min(times[1:])
+    return best(_small) < best(_large)
+
+
+def pack_for_cpu_inference(model: nn.Module, small_rows: int | None = None) -> bool:
     """Replace, in place, every nn.Linear of `model` (and its tied output projection) by a PackedLinear; False, with
-    the model untouched, where this torch has no oneDNN linear."""
+    the model untouched, where this torch has no oneDNN linear. `small_rows`: up to how many rows the transposed
+    weight is used; None: SMALL_ROWS where `transposed_is_faster` on the first decoder layer, else 0."""
     if not packing_available():
         return False
     try:  # packed first, swapped in after: a oneDNN that refuses this CPU leaves the model as it was
@@ -138,6 +161,14 @@ def pack_for_cpu_inference(model: nn.Module) -> bool:
         setattr(module, name, packed)
     if output is not None:  # the output projection shares the embedding matrix (section 3.4)
         model.packed_output_projection = output
+    if small_rows is None:
+        first = [m for m in model.decoder_layers[0].modules() if isinstance(m, PackedLinear)] \
+            if hasattr(model, "decoder_layers") else []
+        small_rows = SMALL_ROWS if first and transposed_is_faster(first) else 0
+    for _, _, packed in replacements:
+        packed.small_rows = small_rows
+        if not small_rows:
+            packed.transposed = None  # not used: the memory back
     if hasattr(model, "decoder_layers"):
-        model.packed_decode_step = PackedDecoderStep(model)
+        model.packed_decode_step = PackedDecoderStep(model, small_rows)
     return True
