@@ -36,3 +36,30 @@ def matmul_peak_gflops(dtype_name: str, device: str = "cpu", size: int = 2048, r
             torch.cuda.synchronize()
         best = max(best, 5 * 2 * size ** 3 / (time.perf_counter() - started))
     return best / 1e9
+
+
+def cpu_bf16_support() -> dict:
+    """The CPU's model name and the bf16 instructions it reports (Linux /proc/cpuinfo)."""
+    model, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
+
+
+if __name__ == "__main__":
+    # Is bf16 faster than fp32 on this CPU? It depends on the CPU: with AVX512-BF16 or AMX, bf16 matrix products can
+    # run at twice the fp32 rate or more; without them, bf16 is emulated and slower.
+    import json
+
+    import torch
+    support = cpu_bf16_support()
+    peaks = {name: round(matmul_peak_gflops(name), 1) for name in ("fp32", "bf16")}
+    print(json.dumps({**support, "threads": torch.get_num_threads(), "matmul_gflops": peaks,
+                      "bf16_over_fp32": round(peaks["bf16"] / peaks["fp32"], 2)}))

@@ -75,11 +75,28 @@ def link_checkpoint(source: Path, dest: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """Load without executing pickled code (weights_only=True); refuse foreign, truncated or unsafe files."""
+    payload = _read_payload(path)
+    for name, tensor in payload["model"].items():
+        # NaN weights translate to nothing and would poison an average; refused here, where every user loads.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NmtError(f"{path}: weight {name} holds NaN or infinite values; use an earlier checkpoint")
+    return payload
+
+
+def read_configs(path: Path) -> tuple[dict, dict | None]:
+    """A checkpoint's (model_config, train_config) dicts, read without loading its weights (memory-mapped)."""
+    payload = _read_payload(path, mmap=True)
+    train = payload.get("train_config")
+    return payload["model_config"], train if isinstance(train, dict) else None
+
+
+def _read_payload(path: Path, mmap: bool = False) -> dict:
+    """torch.load with weights_only=True, and the checks of the payload's structure."""
     path = Path(path)
     if not path.is_file():
-        raise NmtError(f"{path}: checkpoint not found")
+        raise NmtError(describe_missing_checkpoint(path))
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         # PyTorch's message is several paragraphs; the line naming what was refused is the useful one.
         text = str(error)
@@ -107,11 +124,24 @@ def load_checkpoint(path: Path) -> dict:
     vocab = payload["vocab"]
     if not isinstance(vocab, torch.Tensor) or vocab.dtype != torch.uint8 or vocab.dim() != 1:
         raise NmtError(f"{path}: its vocab is not a SentencePiece model's bytes (damaged?)")
-    for name, tensor in weights.items():
-        # NaN weights translate to nothing and would poison an average; refused here, where every user loads.
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise NmtError(f"{path}: weight {name} holds NaN or infinite values; use an earlier checkpoint")
     return payload
+
+
+def describe_missing_checkpoint(path: Path) -> str:
+    """Why `path` is not a checkpoint file, and what to give instead: a folder names the files it holds."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path}: checkpoint not found"
+    if not path.is_dir():
+        return f"{path}: not a regular file, so not a checkpoint"
+    if (path / "model.bin").is_file():
+        return f"{path} is a CTranslate2 model folder: add --engine ctranslate2 to decode with it"
+    held = [name for name in ("averaged.pt", "checkpoint_best.pt", "checkpoint_last.pt") if (path / name).is_file()]
+    held += [p.name for _, p in reversed(interval_checkpoints(path))][: max(0, 3 - len(held))]
+    if held:
+        return (f"{path} is a folder, not a checkpoint file: name one of the checkpoints it holds, e.g. "
+                f"{path / held[0]} ({', '.join(held)})")
+    return f"{path} is a folder holding no checkpoint (*.pt): name a checkpoint file"
 
 
 def make_payload(model: Transformer, vocab: Vocab, train_config, src: str, tgt: str, update: int, epoch: int,
@@ -229,9 +259,17 @@ def select_checkpoints(inputs: list[Path], last: int | None = None, best: int | 
         return [path for _, _, path in sorted(scored)[:count]]
     if last is not None or best is not None:
         raise NmtError("--last and --best take a save dir, not checkpoint files")
+    seen: dict[tuple[int, int], Path] = {}
     for path in inputs:
         if not Path(path).is_file():
-            raise NmtError(f"{path}: checkpoint not found")
+            raise NmtError(describe_missing_checkpoint(path))
+        # checkpoint_best.pt and _last.pt are links to an interval checkpoint: one file named twice would count
+        # double in the mean.
+        status = Path(path).stat()
+        twin = seen.setdefault((status.st_dev, status.st_ino), Path(path))
+        if twin != Path(path):
+            raise NmtError(f"{path} and {twin} are the same file (one links to the other): name each checkpoint "
+                           "once, or it counts twice in the average")
     return [Path(path) for path in inputs]
 
 

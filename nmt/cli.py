@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import json
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from nmt import __version__
 from nmt.atomic import atomic_write, check_output_file
-from nmt.config import PRESETS, SearchConfig, preset, replace_fields
+from nmt.config import PRESETS, SearchConfig, replace_fields
 from nmt.errors import NmtError
 
 app = typer.Typer(
@@ -58,6 +59,35 @@ def main() -> None:
         where = f"{error.filename}: " if error.filename else ""
         console.print(f"[bold red]error:[/] {where}{error.strerror or error}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _readable_usage() -> None:
+    """Help as a person writes it: a required argument as `NAME...` (Typer's own help braces it, `{NAME}...`) and a
+    list-valued option or argument by its element type (`<path>`, not `<list[Path]>`)."""
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:
+        return
+    if hasattr(TyperArgument, "_usage_display_name"):
+        def usage_name(self) -> str:
+            name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+            return name + ("..." if self.nargs != 1 else "")
+        TyperArgument._usage_display_name = usage_name
+    for cls in (TyperArgument, TyperOption):
+        original = getattr(cls, "display_type", None)
+        if original is None or getattr(original, "readable", False):
+            continue
+
+        def display_type(self, ctx, _original=original) -> str:
+            shown = _original(self, ctx)
+            if isinstance(shown, str) and shown.startswith("<list[") and shown.endswith("]>"):
+                shown = f"<{shown[6:-2].lower()}>"
+            return shown
+        display_type.readable = True
+        cls.display_type = display_type
+
+
+_readable_usage()
 
 
 def _show_usage_error(error, file=None) -> None:
@@ -297,7 +327,9 @@ class _RichTrainReporter:
 def train_command(
     data_dir: Annotated[Optional[Path], typer.Argument(
         help="A prepared DATA_DIR. Default: the one dataset under data/.")] = None,
-    arch: Annotated[str, typer.Option(help=f"Preset: {', '.join(PRESETS)}.")] = "transformer_base",
+    arch: Annotated[Optional[str], typer.Option(
+        help=f"Preset: {', '.join(PRESETS)} (--print-config shows every value it sets). Default: transformer_base; "
+             "with --init-from or --resume, the checkpoint's architecture.")] = None,
     save_dir: Annotated[Path, typer.Option(help="Where checkpoints and metrics.jsonl go.")] = DEFAULT_SAVE_DIR,
     resume: Annotated[bool, typer.Option(help="Continue the run in --save-dir from checkpoint_last.pt.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... Default: cuda if present.")] = None,
@@ -325,7 +357,9 @@ def train_command(
     update_freq: Annotated[Optional[int], typer.Option(help="Batches accumulated into one update.")] = None,
     max_updates: Annotated[Optional[int], typer.Option(help="Stop after this many updates (0: no limit).")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs (0: no limit).")] = None,
-    max_time: Annotated[Optional[float], typer.Option(help="Stop after this many minutes (0: no limit).")] = None,
+    max_time: Annotated[Optional[float], typer.Option(
+        help="Stop after this many minutes, validations included: training stops early enough for the final "
+             "validation to end within it (0: no limit).")] = None,
     clip_norm: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this (0: off).")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon_ls.")] = None,
     adam_beta1: Annotated[Optional[float], typer.Option(help="Adam beta1.")] = None,
@@ -354,12 +388,20 @@ def train_command(
         "--compile/--no-compile", help="torch.compile the model for training (helps most on GPUs).")] = None,
     init_from: Annotated[Optional[Path], typer.Option(
         help="Start from this checkpoint's weights (fine-tuning); optimizer and schedule start anew.")] = None,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the resolved model and training settings (preset, checkpoint and options "
+                               "applied) as JSON and exit; nothing is read but a checkpoint named.")] = False,
 ) -> None:
     """Train a Transformer on a prepared DATA_DIR; checkpoints and metrics.jsonl go to --save-dir."""
+    from nmt.train.defaults import run_defaults
     from nmt.train.trainer import Trainer
 
     _set_threads(threads)
-    chosen = preset(arch)
+    dry_run = os.environ.get("NMT_DRY_RUN", "") not in ("", "0")
+    # A dry run checks options only: a checkpoint that does not exist yet is no error there.
+    defaults = run_defaults(arch, save_dir, resume,
+                            init_from if init_from is not None and (not dry_run or init_from.exists()) else None)
+    chosen = defaults.preset
     model_config = replace_fields(chosen.model, dict(
         encoder_layers=encoder_layers, decoder_layers=decoder_layers, d_model=d_model, d_ff=d_ff, heads=heads,
         dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
@@ -374,8 +416,12 @@ def train_command(
         init_from=str(init_from) if init_from else None))
     model_config.validate()
     train_config.validate()
+    if print_config:
+        typer.echo(json.dumps({"defaults": defaults.source, "model": dataclasses.asdict(model_config),
+                               "train": dataclasses.asdict(train_config)}, indent=2))
+        return
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if _dry_run("train", {"architecture": arch, "model": model_config, "training": train_config,
+    if _dry_run("train", {"architecture": defaults.source, "model": model_config, "training": train_config,
                           "tokens per update (budget)": f"{train_config.max_tokens:,} x --update-freq "
                           f"{train_config.update_freq} x {world_size} processes = "
                           f"{train_config.max_tokens * train_config.update_freq * world_size:,}"}):
@@ -385,6 +431,8 @@ def train_command(
     from nmt.train.host_memory import keep_freed_memory
     if pick_device(device).type == "cpu":
         keep_freed_memory()  # ~5% of a CPU step went to page faults on freshly mapped tensors
+    if arch is None and (init_from is not None or resume):
+        console.print(f"[cyan]train[/] architecture and defaults from {defaults.source}", highlight=False)
     try:
         trainer = Trainer(data_dir or _default_data_dir(), save_dir, model_config, train_config, resume=resume,
                           device=device, reporter=_RichTrainReporter())
@@ -403,6 +451,7 @@ def train_command(
 @_command("average-checkpoints")
 def average_checkpoints_command(
     inputs: Annotated[list[Path], typer.Argument(
+        metavar="PATH", show_default=False,
         help="A save dir (with --last or --best) or checkpoint files to average.")],
     output: Annotated[Path, typer.Option(help="Where to write the averaged checkpoint.")],
     last: Annotated[Optional[int], typer.Option(help="Average the last N interval checkpoints of the save dir.")] = None,
@@ -421,6 +470,12 @@ def average_checkpoints_command(
     check_counts()
     check_output_file(output)  # before any checkpoint is read
     paths = select_checkpoints(inputs, last, best)
+    asked = last if last is not None else best
+    if asked is not None and len(paths) < asked:
+        console.print(f"[yellow]warning:[/] {'--last' if last is not None else '--best'} {asked} asked, but "
+                      f"{inputs[0]} holds only {len(paths)} interval checkpoint{'s' * (len(paths) != 1)}"
+                      f"{' with validation results' if best is not None else ''}: averaging {len(paths)}",
+                      highlight=False, soft_wrap=True)
     save_checkpoint(average_checkpoints(paths), output)
     console.print(f"[green]averaged[/] {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {output}")
 
@@ -442,7 +497,7 @@ def translate_command(
              "--engine ctranslate2, the folder `nmt export ctranslate2` wrote. Default: checkpoints/averaged.pt, "
              "else checkpoints/checkpoint_best.pt.")] = None,
     more_checkpoints: Annotated[Optional[list[Path]], typer.Argument(
-        metavar="[CHECKPOINTS]...", help="More ensemble members (as in `--checkpoint a.pt b.pt`).",
+        metavar="CHECKPOINT", help="More ensemble members (as in `--checkpoint a.pt b.pt`).",
         show_default=False)] = None,
     ensemble_combine: Annotated[str, typer.Option(
         help="How an ensemble combines its models at each step: logprob (the mean of their log-probabilities, "
@@ -452,8 +507,9 @@ def translate_command(
     output: Annotated[Optional[Path], typer.Option(help="Write translations here instead of stdout.")] = None,
     beam: Annotated[int, typer.Option(help="Beam size (1: greedy).")] = 4,
     lenpen: Annotated[float, typer.Option(help="Length penalty alpha.")] = 0.6,
-    lenpen_style: Annotated[str, typer.Option(
-        help="gnmt: ((5 + |Y|) / 6)^alpha, as in the paper; length: |Y|^alpha.")] = "gnmt",
+    lenpen_style: Annotated[Optional[str], typer.Option(
+        help="gnmt: ((5 + |Y|) / 6)^alpha, as in the paper; length: |Y|^alpha. Default: gnmt; length with --engine "
+             "ctranslate2, the only style it implements.")] = None,
     max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
     min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
@@ -490,10 +546,15 @@ def translate_command(
     from nmt.translate import format_json, format_translations, read_text_lines
 
     _set_threads(threads)
-    search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style, max_len_a=max_len_a,
+    search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style or "gnmt", max_len_a=max_len_a,
                           max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
                           sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
     search.validate()
+    if engine == "ctranslate2" and not sampling and search.lenpen_style != "length":
+        if lenpen_style is not None:
+            console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
+                          f"is used instead of {lenpen_style}", highlight=False, soft_wrap=True)
+        search.lenpen_style = "length"
     if max_tokens < 1:
         raise NmtError("--max-tokens must be at least 1")
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
@@ -552,6 +613,64 @@ def translate_command(
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
+
+
+# --- logprob -------------------------------------------------------------------------------------------------------
+
+@_command("logprob")
+def logprob_command(
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Model checkpoint. Default: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt.")] = None,
+    source: Annotated[Optional[Path], typer.Option(help="Source lines (with --target).")] = None,
+    target: Annotated[Optional[Path], typer.Option(
+        help="Target lines to score, line-aligned with --source. Without both: `source<TAB>target` lines on "
+             "stdin.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the scores here instead of stdout.")] = None,
+    word_scores: Annotated[bool, typer.Option(
+        "--word-scores", help="Also each target piece's log-probability, end-of-sentence last.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per pair: logprob, per_token, pieces (and word_scores).")] = False,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per batch (the longer side, padding counted).")] = 6000,
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; log-probabilities in fp32).")]
+    = "fp32",
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... Default: cuda if present.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+) -> None:
+    """Score given translations: the model's log-probability of each target given its source (teacher-forced, as
+    fairseq's --score-reference and marian-scorer), for reranking n-best lists, filtering noisy corpora or a model's
+    perplexity on references. A line per pair: `LOGPROB<TAB>PER_TOKEN` (the sum over the target's pieces and its
+    end-of-sentence, and that sum divided by their number), then the piece scores with --word-scores."""
+    from nmt.forced import ForcedScorer, read_file_pairs, read_tsv_pairs
+
+    _set_threads(threads)
+    if (source is None) != (target is None):
+        raise NmtError("give both --source and --target, or neither (then `source<TAB>target` lines on stdin)")
+    if max_tokens < 1:
+        raise NmtError("--max-tokens must be at least 1")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
+    if _dry_run("logprob", {"checkpoint": checkpoint or "the default", "pairs": f"{source} / {target}" if source
+                            else "stdin (TSV)"}):
+        return
+    if output is not None:
+        check_output_file(output)
+    pairs = read_file_pairs(source, target) if source is not None else None  # line counts checked here, first
+    scorer = ForcedScorer(checkpoint or _default_checkpoint(), device, max_tokens, precision=precision)
+    with contextlib.ExitStack() as files:
+        sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
+        for result in scorer.score_stream(pairs if pairs is not None else read_tsv_pairs(_stdin())):
+            if as_json:
+                record = {"logprob": round(result.logprob, 6), "per_token": round(result.per_token, 6),
+                          "pieces": result.pieces}
+                if word_scores:
+                    record["word_scores"] = [round(value, 6) for value in result.piece_logprobs]
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                sink.write(f"{result.logprob:.6f}\t{result.per_token:.6f}" + (
+                    "\t" + " ".join(f"{value:.6f}" for value in result.piece_logprobs) if word_scores else "") + "\n")
+    if scorer.truncated:
+        console.print(f"[yellow]warning:[/] {scorer.truncated} sources were longer than {scorer.max_source_tokens} "
+                      "pieces and were cut")
 
 
 # --- export --------------------------------------------------------------------------------------------------------

@@ -221,6 +221,19 @@ PRESETS = {
 }
 
 
+# What makes two models one architecture: the fields a preset fixes, less dropouts and the vocabulary.
+ARCHITECTURE_FIELDS = ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "pre_norm",
+                       "learned_positions")
+
+
+def matching_preset(model: ModelConfig) -> str | None:
+    """The name of the preset whose architecture `model` has, if any."""
+    for name, make in PRESETS.items():
+        if all(getattr(make().model, key) == getattr(model, key) for key in ARCHITECTURE_FIELDS):
+            return name
+    return None
+
+
 def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"--arch must be one of {', '.join(PRESETS)}; got {name!r}")

@@ -29,6 +29,21 @@ def _label(piece: str) -> str:
 
 def plot_attention(translation, path: Path, title: str = "") -> Path:
     """Draw `translation.attention` (layers, target + eos, source + eos) to `path` (written atomically)."""
+    import matplotlib.pyplot as plt
+
+    figure = attention_figure(translation, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_write(path, "wb") as handle:
+            figure.savefig(handle, dpi=110, format="png")
+    finally:
+        plt.close(figure)
+    return path
+
+
+def attention_figure(translation, title: str = ""):
+    """The matplotlib figure: a heat map per decoder layer, source pieces across, target pieces down, and one colour
+    bar for the attention weight (0 to 1, shared by every panel)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -44,23 +59,17 @@ def plot_attention(translation, path: Path, title: str = "") -> Path:
     cell = 0.32
     width = max(3.0, columns * cell + 1.5)
     height = max(3.0, rows * cell + 1.5)
-    figure, axes = plt.subplots(1, layers, figsize=(width * layers, height), squeeze=False)
+    figure, axes = plt.subplots(1, layers, figsize=(width * layers + 1.2, height), squeeze=False, layout="constrained")
     for layer, ax in enumerate(axes[0]):
-        ax.imshow(attention[layer], cmap="Blues", vmin=0.0, vmax=1.0, aspect="equal")
+        image = ax.imshow(attention[layer], cmap="Blues", vmin=0.0, vmax=1.0, aspect="equal")
         ax.set_xticks(range(columns), sources[:columns], rotation=90, family=families, fontsize=8)
         ax.set_yticks(range(rows), targets[:rows], family=families, fontsize=8)
         last = " (last: alignments)" if layer == layers - 1 else ""
         ax.set_title(f"decoder layer {layer + 1}, mean of heads{last}", fontsize=9)
-        ax.set_xlabel("source")
+        ax.set_xlabel("source pieces")
         if layer == 0:
-            ax.set_ylabel("target")
+            ax.set_ylabel("target pieces")
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="attention weight")
     if title:
         figure.suptitle(f"{title}: {translation.text}", fontsize=10, family=families)
-    figure.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_write(path, "wb") as handle:
-            figure.savefig(handle, dpi=110, format="png")
-    finally:
-        plt.close(figure)
-    return path
+    return figure

@@ -107,6 +107,11 @@ def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
     return written
 
 
+def _log_interval(train: list[dict]) -> str:
+    steps = {later["update"] - earlier["update"] for earlier, later in zip(train, train[1:])}
+    return str(steps.pop()) if len(steps) == 1 else "varying numbers of"
+
+
 def _table(rows: list[tuple[str, object]]) -> list[str]:
     return ["| field | value |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows]
 
@@ -118,12 +123,17 @@ def render(run: Run, plots: list[tuple[str, str]]) -> str:
     summary = []
     if train:
         last = train[-1]
-        summary += [("updates", last["update"]), ("epoch", last.get("epoch", "")),
+        # The last record of any kind: the final validation ends a run, after the last training window.
+        wall = max(r.get("wall", 0) for r in run.records)
+        summary += [("updates", max(r["update"] for r in run.records)), ("epoch", last.get("epoch", "")),
                     ("last training loss", f"{last['loss']:.4f}"),
-                    ("wall time", f"{last.get('wall', 0) / 60:.1f} minutes")]
+                    ("wall time (training and validation)", f"{wall / 60:.1f} minutes ({wall:,.0f} s)")]
         speeds = sorted(r["tgt_tokens_per_s"] for r in train if r.get("tgt_tokens_per_s"))
         if speeds:
-            summary.append(("target tokens/s (median of the log windows)", f"{speeds[len(speeds) // 2]:,.0f}"))
+            label = ("target tokens/s (the one log window)" if len(speeds) == 1
+                     else f"target tokens/s (median of {len(speeds)} log windows of "
+                          f"{_log_interval(train)} updates)")
+            summary.append((label, f"{speeds[len(speeds) // 2]:,.0f}"))
     if valid:
         best = min(valid, key=lambda r: r["valid_loss"])
         summary.append(("best validation loss", f"{best['valid_loss']:.4f} (update {best['update']})"))

@@ -113,24 +113,57 @@ def test_gpu_cluster_scripts_pass_a_dry_run_of_every_command(script, tmp_path):
     assert "error" not in result.stderr.lower()
 
 
-def test_the_custom_corpus_example_runs_end_to_end_on_tiny_settings(tmp_path):
-    corpus = write_copy_corpus(tmp_path / "corpus", sizes=(("train", 1500), ("dev", 60), ("test", 60)))
-    result = run_script(REPO / "examples" / "custom-corpus" / "run.sh", tmp_path, CORPUS=str(corpus), SRC="src",
-                        TGT="tgt", ARCH="transformer_tiny", MINUTES="0.15", VOCAB="400", WORK=str(tmp_path / "work"))
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory) -> Path:
+    """The repository's files as a fresh clone has them (tracked and not ignored), without .venv."""
+    clone = tmp_path_factory.mktemp("fresh-clone")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            (clone / name).write_bytes(source.read_bytes())
+    return clone
+
+
+def run_as_a_new_user(command: str, cwd: Path, **env) -> subprocess.CompletedProcess:
+    """`bash -c COMMAND` in a fresh shell: no `nmt` on PATH (folders holding one are left out), no virtual
+    environment, no PYTHONPATH; the example must install what it needs itself."""
+    path = [folder for folder in os.environ["PATH"].split(os.pathsep) if not (Path(folder) / "nmt").exists()]
+    environment = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    environment.update(PATH=os.pathsep.join(path), **env)
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def test_the_custom_corpus_example_runs_from_a_fresh_clone_as_its_header_says(fresh_clone):
+    write_copy_corpus(fresh_clone / "corpus", sizes=(("train", 1500), ("dev", 60), ("test", 60)))
+    header = (REPO / "examples" / "custom-corpus" / "run.sh").read_text()
+    assert "CORPUS=corpus SRC=en TGT=de bash examples/custom-corpus/run.sh" in header
+    result = run_as_a_new_user("CORPUS=corpus SRC=src TGT=tgt bash examples/custom-corpus/run.sh", fresh_clone,
+                               ARCH="transformer_tiny", MINUTES="0.15", VOCAB="400")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BLEU = " in result.stdout
-    assert (tmp_path / "work" / "test.hyp.tgt").read_text().count("\n") == 60
-    assert (tmp_path / "work" / "checkpoints" / "report" / "loss.png").is_file()
+    work = fresh_clone / "runs" / "custom-src-tgt"
+    assert (work / "test.hyp.tgt").read_text().count("\n") == 60
+    assert (work / "checkpoints" / "report" / "loss.png").is_file()
+    assert (fresh_clone / ".venv" / "bin" / "nmt").is_file()  # installed into the clone, as the script says
 
 
 @requires_multi30k
-def test_the_multi30k_example_runs_end_to_end_on_tiny_settings(tmp_path):
-    result = run_script(REPO / "examples" / "multi30k" / "run.sh", tmp_path, ARCH="transformer_tiny", MINUTES="0.25",
-                        WORK=str(tmp_path / "work"), MIRROR=str(SHARED_MULTI30K))
+def test_the_multi30k_example_runs_from_a_fresh_clone_as_its_header_says(fresh_clone):
+    # ../shared beside the clone, as beside a checkout: the script finds the mirror itself.
+    (fresh_clone.parent / "shared").mkdir(exist_ok=True)
+    mirror = fresh_clone.parent / "shared" / "data"
+    if not mirror.exists():
+        mirror.symlink_to(SHARED_MULTI30K.parent, target_is_directory=True)
+    result = run_as_a_new_user("bash examples/multi30k/run.sh", fresh_clone, ARCH="transformer_tiny",
+                               MINUTES="0.25", WORK="runs/tiny")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BLEU = " in result.stdout
-    assert (tmp_path / "work" / "test.hyp.de").read_text(encoding="utf-8").count("\n") == 1000
-    assert (tmp_path / "work" / "checkpoints" / "report" / "report.md").is_file()
+    assert (fresh_clone / "runs" / "tiny" / "test.hyp.de").read_text(encoding="utf-8").count("\n") == 1000
+    assert (fresh_clone / "runs" / "tiny" / "checkpoints" / "report" / "report.md").is_file()
 
 
 def test_a_dry_run_refuses_what_a_real_run_would_refuse():

@@ -206,9 +206,9 @@ def test_ctranslate2_export_gives_our_beam_searchs_tokens(trained_checkpoint, co
     assert len(ours) == len(theirs) == len(lines)
     same = sum(a == b for a, b in zip(ours, theirs))
     assert same >= math.ceil(0.99 * len(lines)), [(a, b) for a, b in zip(ours, theirs) if a != b]
-    refused = run_nmt("translate", "--engine", "ctranslate2", "--checkpoint", str(exported), input="a\n",
-                      check=False)
-    assert refused.returncode == 1 and "--lenpen-style length" in refused.stderr
+    told_gnmt = run_nmt("translate", "--engine", "ctranslate2", "--checkpoint", str(exported), "--lenpen-style",
+                        "gnmt", *options[2:])
+    assert told_gnmt.stdout.splitlines() == theirs and "--lenpen-style length is used" in told_gnmt.stderr
     again = run_nmt("export", "ctranslate2", str(trained_checkpoint), str(exported), check=False)
     assert again.returncode == 1 and "--force" in again.stderr
 

@@ -5,7 +5,7 @@
 #   corpus/dev.en   corpus/dev.de
 #   corpus/test.en  corpus/test.de      (optional)
 #
-#   CORPUS=corpus SRC=en TGT=de bash examples/custom-corpus/run.sh
+#   CORPUS=corpus SRC=en TGT=de bash examples/custom-corpus/run.sh   # from the clone's root, in any shell
 #   ARCH=transformer_base MINUTES=600 CORPUS=corpus bash examples/custom-corpus/run.sh   # a GPU run
 #
 # Sides of different lengths, bytes that are not UTF-8 and missing files stop the preparation with the file and line
@@ -19,6 +19,8 @@ WORK=${WORK:-runs/custom-$SRC-$TGT}
 ARCH=${ARCH:-transformer_small}
 MINUTES=${MINUTES:-20}
 VOCAB=${VOCAB:-8000}
+# nmt on PATH: an active environment's, else the clone's .venv (installed on first use).
+source "$(dirname "$0")/../install.sh"
 
 TEST=$( [ -f "$CORPUS/test.$SRC" ] || [ -f "$CORPUS/test.$SRC.gz" ] && echo "--test $CORPUS/test" || true )
 nmt prepare custom --src "$SRC" --tgt "$TGT" --train "$CORPUS/train" --valid "$CORPUS/dev" $TEST \

@@ -19,15 +19,7 @@ SEED=${SEED:-1}
 # ../shared/data/multi30k is a verified copy of the upstream files; without it they are downloaded from GitHub.
 MIRROR=${MIRROR:-$( [ -d ../shared/data/multi30k ] && echo ../shared/data/multi30k || true )}
 
-# Install into .venv unless nmt is installed already. TORCH_SPEC picks the torch build (the CPU one lies on this disk).
-if [ -x .venv/bin/nmt ]; then
-  export PATH="$PWD/.venv/bin:$PATH"
-elif ! command -v nmt >/dev/null; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-  .venv/bin/pip install -q -e ".[plot]"
-  export PATH="$PWD/.venv/bin:$PATH"
-fi
+source examples/install.sh   # nmt on PATH: an active environment's, else .venv (installed on first use)
 
 nmt prepare multi30k-en-de --out "$WORK/data" ${MIRROR:+--mirror "$MIRROR"}
 RESUME=$( [ -f "$WORK/checkpoints/checkpoint_last.pt" ] && echo --resume || true )

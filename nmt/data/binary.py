@@ -87,7 +87,7 @@ class TokenArray:
 def load_manifest(data_dir: Path) -> dict:
     path = Path(data_dir) / "manifest.json"
     if not path.is_file():
-        raise NmtError(f"{data_dir}: no manifest.json; prepare a dataset there with `nmt prepare`")
+        raise NmtError(_no_manifest(Path(data_dir)))
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
@@ -99,6 +99,21 @@ def load_manifest(data_dir: Path) -> dict:
                        f"this nmt reads {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}: prepare the data again")
     _check_manifest(manifest, path)
     return manifest
+
+
+def _no_manifest(data_dir: Path) -> str:
+    """What is at DATA_DIR instead of a prepared dataset, and the likely fix."""
+    if not data_dir.exists():
+        return (f"{data_dir}: no such folder; prepare a dataset into it first (`nmt prepare CORPUS --out "
+                f"{data_dir}`) or name the folder `nmt prepare` wrote")
+    if not data_dir.is_dir():
+        return f"{data_dir}: a file, not a DATA_DIR folder; name the folder `nmt prepare` wrote"
+    inside = sorted(str(manifest.parent) for manifest in data_dir.glob("*/manifest.json"))
+    if inside:
+        return (f"{data_dir}: no manifest.json here, but {', '.join(inside[:3])} "
+                f"{'holds' if len(inside) == 1 else 'hold'} a prepared dataset: name "
+                f"{'it' if len(inside) == 1 else 'one'} as DATA_DIR")
+    return f"{data_dir}: no manifest.json; prepare a dataset there with `nmt prepare CORPUS --out {data_dir}`"
 
 
 def _check_manifest(manifest: dict, path: Path) -> None:

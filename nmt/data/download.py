@@ -113,7 +113,8 @@ def _download_with_retries(url, partial: Path, remote: RemoteFile, progress, ret
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             if attempt == retries:
                 reason = getattr(error, "reason", None) or error
-                raise NmtError(f"{url}: download failed after {retries + 1} attempts ({reason})") from None
+                raise NmtError(f"{url}: download failed after {retries + 1} attempts ({reason}); without a "
+                               "network, give a local copy of the files with --mirror DIR_OR_URL") from None
         time.sleep(backoff * 2 ** attempt)
 
 

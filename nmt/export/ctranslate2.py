@@ -8,7 +8,8 @@ rather than left to CTranslate2 (which orders sine and cosine differently); the 
 (source, target, output projection), as CTranslate2 stores them separately. The SentencePiece model goes beside it
 (`spm.model`), with `nmt.json` naming the source checkpoint and languages.
 
-CTranslate2 normalizes beam scores by |Y|^alpha only, so `--engine ctranslate2` requires `--lenpen-style length`.
+CTranslate2 normalizes beam scores by |Y|^alpha only: `nmt translate --engine ctranslate2` uses `--lenpen-style
+length` unless told otherwise (and says so when told another style); this class refuses any other style.
 """
 
 from __future__ import annotations
@@ -152,7 +153,9 @@ class CTranslate2Translator:
         self.search = search or SearchConfig()
         self.search.validate()
         if not (model_dir / "model.bin").is_file() or not (model_dir / "spm.model").is_file():
-            raise NmtError(f"{model_dir}: not a model folder written by `nmt export ctranslate2`")
+            hint = ("; an nmt checkpoint decodes with --engine torch (the default), or export it first: "
+                    f"nmt export ctranslate2 {model_dir} DIR") if Path(model_dir).is_file() else ""
+            raise NmtError(f"{model_dir}: not a model folder written by `nmt export ctranslate2`{hint}")
         if self.search.lenpen_style != "length" and not self.search.sampling:
             raise NmtError("CTranslate2 normalizes scores by |Y|^alpha only: add --lenpen-style length")
         self.vocab = Vocab.from_file(model_dir / "spm.model")

@@ -29,7 +29,7 @@ import torch
 from nmt.atomic import write_json, write_text
 from nmt.checkpoint import (interval_checkpoints, link_checkpoint, load_checkpoint, make_payload, prune_checkpoints,
                             save_checkpoint)
-from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict, replace_fields
+from nmt.config import ModelConfig, SearchConfig, TrainConfig, from_dict, matching_preset, replace_fields
 from nmt.data.batching import make_batches
 from nmt.data.binary import load_manifest
 from nmt.data.dataset import ParallelDataset
@@ -71,6 +71,7 @@ class TrainProgress:
     epoch: int = 1
     batch_position: int = 0  # the next batch of this epoch's plan
     elapsed: float = 0.0  # seconds of training before this process started
+    validation_seconds: float = 0.0  # how long the last validation took: --max-time keeps that much for the final one
     best_valid_loss: float = math.inf
     best_valid_bleu: float = -1.0
     validations_without_improvement: int = 0  # of --early-stop-metric, for --patience
@@ -248,7 +249,13 @@ class Trainer:
         saved = from_dict(ModelConfig, payload["model_config"])
         if saved != self.model.config:
             changed = [name for name in asdict(saved) if getattr(saved, name) != getattr(self.model.config, name)]
-            raise NmtError(f"--init-from {path}: another architecture ({', '.join(changed)} differ)")
+            theirs, ours = matching_preset(saved), matching_preset(self.model.config)
+            named = ""
+            if theirs != ours:
+                named = (f"; the checkpoint is a {theirs}" + (f", not a {ours}" if ours else "")
+                         + f": drop --arch (the checkpoint's architecture is the default) or pass --arch {theirs}"
+                         if theirs else "; drop --arch and the architecture options: the checkpoint's are the default")
+            raise NmtError(f"--init-from {path}: another architecture ({', '.join(changed)} differ){named}")
         self.model.load_state_dict(payload["model"])
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -461,7 +468,9 @@ class Trainer:
             return f"reached --max-updates {config.max_updates}"
         if config.max_epochs and progress.epoch > config.max_epochs:
             return f"reached --max-epochs {config.max_epochs}"
-        if include_time and config.max_time and self.elapsed() >= config.max_time * 60:
+        # --max-time covers the final validation too: stop when the time left would not hold one.
+        if include_time and config.max_time and (
+                self.elapsed() + self.progress.validation_seconds >= config.max_time * 60):
             return f"reached --max-time {config.max_time:g} minutes"
         return None
 
@@ -534,6 +543,10 @@ class Trainer:
                             shuffle=False)
         search = SearchConfig(beam=config.valid_beam, max_len_a=VALID_MAX_LEN_A, max_len_b=VALID_MAX_LEN_B)
         hypotheses: dict[int, str] = {}
+        # Decoding an untrained model's outputs to the length limit can take long: past the --max-time limit, BLEU
+        # is given up for this validation (the loss is always computed).
+        deadline = self.started + config.max_time * 60 - self.progress.elapsed if config.max_time else math.inf
+        out_of_time = False
         for indices in plan.batches[ranks.rank::ranks.world_size]:  # every batch, none dropped
             batch = self.valid_data.collate(indices).to(self.device)
             with self._autocast():
@@ -542,16 +555,21 @@ class Trainer:
             loss, nll = label_smoothed_nll_loss(logits, batch.target[output_mask], config.label_smoothing,
                                                 model.config.pad_id)
             loss_sum, nll_sum, tokens = loss_sum + loss.item(), nll_sum + nll.item(), tokens + batch.tgt_count
-            if config.valid_bleu:
+            out_of_time = out_of_time or time.monotonic() > deadline
+            if config.valid_bleu and not out_of_time:
                 with self._autocast():
                     results = beam_search(model, batch.src_tokens, search)
                 for index, text in zip(indices, self.vocab.decode([hyps[0].tokens for hyps in results])):
                     hypotheses[int(index)] = text
-        loss_sum, nll_sum, tokens = distributed.all_reduce_sum([loss_sum, nll_sum, tokens], self.device, ranks)
+        loss_sum, nll_sum, tokens, late_ranks = distributed.all_reduce_sum(
+            [loss_sum, nll_sum, tokens, float(out_of_time)], self.device, ranks)
         tokens = max(tokens, 1)
         metrics = {"valid_loss": round(loss_sum / tokens, 4), "valid_nll_loss": round(nll_sum / tokens, 4),
                    "valid_ppl": round(math.exp(min(nll_sum / tokens, 50)), 2)}
-        if config.valid_bleu:
+        if config.valid_bleu and late_ranks:
+            self.reporter.message(f"update {self.progress.update}: validation BLEU left out: decoding the valid "
+                                  f"split would have run past --max-time {config.max_time:g} minutes")
+        elif config.valid_bleu:
             for part in distributed.all_gather_objects(hypotheses, ranks):
                 hypotheses.update(part)
             ordered = [hypotheses[i] for i in range(len(self.valid_data))]
@@ -564,6 +582,7 @@ class Trainer:
         progress = self.progress
         valid = {}
         if validate:
+            started = time.monotonic()
             try:
                 valid = self.validate()
             except Exception as error:
@@ -572,6 +591,7 @@ class Trainer:
                 reason = str(error) if isinstance(error, NmtError) else f"{type(error).__name__}: {error}"
                 raise NmtError(f"validation at update {progress.update} failed ({reason}); the training so far is "
                                f"saved as checkpoint_{progress.update}.pt, which --resume continues from") from error
+            progress.validation_seconds = time.monotonic() - started
             self._write_record({"update": progress.update, "epoch": progress.epoch, **valid,
                                 "wall": round(self.elapsed(), 1)})
         is_best = bool(valid) and valid["valid_loss"] < progress.best_valid_loss
