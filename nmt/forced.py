@@ -1,0 +1,151 @@
+"""Forced scoring: the model's log-probability of given translations (fairseq's --score-reference, marian-scorer).
+
+Each (source, target) pair is teacher-forced through the model once: the decoder reads bos + target and the score of
+the target is the sum of the log-probabilities of its pieces and of the end-of-sentence that follows them, the same
+sum a beam search ranks by before its length penalty (`Hypothesis.logprob`). Uses: reranking n-best lists, filtering a
+noisy corpus (dual conditional cross-entropy: a forward and a backward model's per-token scores), a model's
+perplexity on references.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nmt.checkpoint import load_model
+from nmt.data.batching import make_batches
+from nmt.data.dataset import pad_sequences
+from nmt.data.text import normalize, read_lines, read_text_lines
+from nmt.device import pick_device
+from nmt.errors import NmtError
+from nmt.translate import PRECISIONS
+
+
+@dataclass
+class PairScore:
+    logprob: float  # log P(target | source): the sum over the target's pieces and its end-of-sentence
+    pieces: list[str]  # the target's pieces, then "</s>"
+    piece_logprobs: list[float]  # one per entry of `pieces`
+
+    @property
+    def per_token(self) -> float:
+        """The mean log-probability per piece, end-of-sentence counted (as fairseq's score-reference)."""
+        return self.logprob / len(self.pieces)
+
+
+class ForcedScorer:
+    """A loaded model that scores given translations; `score(sources, targets)` keeps the input order."""
+
+    def __init__(self, checkpoint: Path, device: str | None = None, max_tokens: int = 6000,
+                 max_source_tokens: int = 1024, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
+        if max_tokens < 1:
+            raise NmtError("--max-tokens must be at least 1")
+        self.device = pick_device(device)
+        self.model, self.vocab, _ = load_model(checkpoint, self.device)
+        config = self.model.config
+        self.pad, self.bos, self.eos = config.pad_id, config.bos_id, config.eos_id
+        self.max_tokens = max_tokens
+        self.precision = precision
+        # As `nmt translate`: an over-long source is cut to what the model reads (and counted); a target cannot be
+        # cut without changing what is scored, so one past a learned-position table is refused.
+        self.max_source_tokens = min(max_source_tokens, config.max_positions) if config.learned_positions \
+            else max_source_tokens
+        self.max_target_tokens = config.max_positions if config.learned_positions else None
+        self.truncated = 0
+
+    def score(self, sources: list[str], targets: list[str], first_line: int = 1) -> list[PairScore]:
+        """Scores of each pair, in order. `first_line` numbers the pairs in error messages."""
+        if len(sources) != len(targets):
+            raise NmtError(f"{len(sources)} sources but {len(targets)} targets")
+        source_ids = self.vocab.encode([normalize(line) for line in sources])
+        target_texts = [normalize(line) for line in targets]
+        target_ids = self.vocab.encode(target_texts)
+        for offset, (source, target, ids) in enumerate(zip(sources, target_texts, target_ids)):
+            line = first_line + offset
+            if not normalize(source):
+                raise NmtError(f"line {line}: the source is empty; every pair needs a source and a target")
+            if not target:
+                raise NmtError(f"line {line}: the target is empty; every pair needs a source and a target")
+            if self.max_target_tokens is not None and len(ids) + 1 > self.max_target_tokens:
+                raise NmtError(f"line {line}: the target has {len(ids) + 1} pieces (end-of-sentence included), more "
+                               f"than the model's {self.max_target_tokens} learned positions")
+        sources_eos = []
+        for ids in source_ids:
+            if len(ids) >= self.max_source_tokens:
+                ids = ids[: self.max_source_tokens - 1]
+                self.truncated += 1
+            sources_eos.append(np.asarray(ids + [self.eos], dtype=np.int64))
+        targets_eos = [np.asarray(ids + [self.eos], dtype=np.int64) for ids in target_ids]
+        plan = make_batches(np.array([len(s) for s in sources_eos]), np.array([len(t) for t in targets_eos]),
+                            self.max_tokens, shuffle=False)
+        piece = self.vocab.processor.id_to_piece
+        results: list[PairScore | None] = [None] * len(sources)
+        for indices in plan.batches:
+            logprobs = self._target_logprobs([sources_eos[i] for i in indices], [targets_eos[i] for i in indices])
+            for row, index in enumerate(indices):
+                ids = targets_eos[index]
+                values = logprobs[row, : len(ids)].tolist()
+                results[index] = PairScore(float(logprobs[row, : len(ids)].double().sum()),
+                                           [piece(int(i)) for i in ids[:-1]] + ["</s>"], values)
+        return results
+
+    @torch.inference_mode()
+    def _target_logprobs(self, sources: list[np.ndarray], targets: list[np.ndarray]) -> torch.Tensor:
+        """(B, T) log-probabilities of each target piece (eos included) given the source and the pieces before it;
+        0 on padding."""
+        src_tokens = torch.from_numpy(pad_sequences(sources, self.pad)).to(self.device)
+        target = torch.from_numpy(pad_sequences(targets, self.pad)).to(self.device)  # pieces + eos
+        prev_tokens = torch.cat([torch.full_like(target[:, :1], self.bos), target[:, :-1]], dim=1)
+        prev_tokens = prev_tokens.masked_fill(prev_tokens.eq(self.eos), self.pad)  # the eos is never read
+        with self._autocast():
+            logits = self.model.decode(prev_tokens, self.model.encode(src_tokens))
+        logprobs = F.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return logprobs.masked_fill(target.eq(self.pad), 0.0).cpu()
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    def score_stream(self, pairs: Iterable[tuple[str, str]], window: int = 10_000) -> Iterator[PairScore]:
+        """Score a stream of pairs window by window (sorted by length inside each), yielding in input order."""
+        buffer: list[tuple[str, str]] = []
+        line = 1
+        for pair in pairs:
+            buffer.append(pair)
+            if len(buffer) >= window:
+                yield from self.score([s for s, _ in buffer], [t for _, t in buffer], line)
+                line += len(buffer)
+                buffer = []
+        if buffer:
+            yield from self.score([s for s, _ in buffer], [t for _, t in buffer], line)
+
+
+def count_lines(path: Path) -> int:
+    return sum(1 for _ in read_lines(path))
+
+
+def read_file_pairs(source: Path, target: Path) -> Iterator[tuple[str, str]]:
+    """Pairs from two line-aligned files, whose line counts are checked before any pair is scored."""
+    counts = count_lines(source), count_lines(target)
+    if counts[0] != counts[1]:
+        raise NmtError(f"{source} has {counts[0]:,} lines but {target} has {counts[1]:,}: the files must be "
+                       "line-aligned")
+    return zip(read_lines(source), read_lines(target))
+
+
+def read_tsv_pairs(stream, name: str = "<stdin>") -> Iterator[tuple[str, str]]:
+    """Pairs from `source<TAB>target` lines."""
+    for number, line in enumerate(read_text_lines(stream, name), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise NmtError(f"{name}:{number}: expected `source<TAB>target`, found {len(fields) - 1} tabs")
+        yield fields[0], fields[1]
