@@ -107,11 +107,6 @@ def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
     return written
 
 
-def _log_interval(train: list[dict]) -> str:
-    steps = {later["update"] - earlier["update"] for earlier, later in zip(train, train[1:])}
-    return str(steps.pop()) if len(steps) == 1 else "varying numbers of"
-
-
 def _table(rows: list[tuple[str, object]]) -> list[str]:
     return ["| field | value |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows]
 
@@ -130,9 +125,10 @@ def render(run: Run, plots: list[tuple[str, str]]) -> str:
                     ("wall time (training and validation)", f"{wall / 60:.1f} minutes ({wall:,.0f} s)")]
         speeds = sorted(r["tgt_tokens_per_s"] for r in train if r.get("tgt_tokens_per_s"))
         if speeds:
+            interval = (run.config.get("train") or {}).get("log_interval") if isinstance(run.config, dict) else None
+            every = f", every {interval} updates" if isinstance(interval, int) else ""
             label = ("target tokens/s (the one log window)" if len(speeds) == 1
-                     else f"target tokens/s (median of {len(speeds)} log windows of "
-                          f"{_log_interval(train)} updates)")
+                     else f"target tokens/s (median of {len(speeds)} log windows{every})")
             summary.append((label, f"{speeds[len(speeds) // 2]:,.0f}"))
     if valid:
         best = min(valid, key=lambda r: r["valid_loss"])

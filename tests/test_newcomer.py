@@ -105,7 +105,7 @@ def test_max_time_holds_the_final_validation_and_the_report_says_what_was_measur
     wall = max(r["wall"] for r in records)
     assert f"| wall time (training and validation) | {wall / 60:.1f} minutes ({wall:,.0f} s) |" in report
     windows = sum(1 for r in records if "loss" in r and r.get("tgt_tokens_per_s"))
-    assert f"median of {windows} log windows of 5 updates" in report
+    assert f"median of {windows} log windows, every 5 updates" in report
 
 
 def test_validation_bleu_is_left_out_rather_than_overrun_the_time_limit(copy_data, tmp_path):
