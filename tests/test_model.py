@@ -47,14 +47,37 @@ def test_sinusoids_follow_the_formula():
                                                          abs=1e-6)
 
 
-def test_embeddings_are_tied_and_scaled():
+def test_embeddings_are_scaled_and_pad_is_zero():
     config = transformer_tiny().model
     config.vocab_size = 50
     model = build_model(config)
-    assert model.embed_tokens.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
     std = model.embed_tokens.weight[1:].std().item()
     assert std == pytest.approx(config.d_model ** -0.5, rel=0.15)  # N(0, d_model^-0.5)
     assert model.embed_tokens.weight[config.pad_id].abs().sum() == 0
+
+
+def test_the_output_projection_is_the_embedding_matrix():
+    """Section 3.4: source, target and pre-softmax weights are one matrix. No (V, d) weight but the embedding is
+    stored, the logits are the decoder's hidden states times that matrix, and a gradient from the output side alone
+    reaches the embedding rows of the target words."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=40, encoder_layers=1, decoder_layers=1, d_model=16, d_ff=32, heads=2, dropout=0.0)
+    model = build_model(config).eval()
+    vocab_by_model = [name for name, tensor in model.state_dict().items() if tuple(tensor.shape) == (40, 16)]
+    assert vocab_by_model == ["embed_tokens.weight"]
+    src = torch.tensor([[5, 6, 7, 3]])
+    prev = torch.tensor([[2, 8, 9]])
+    hidden = model.decode_hidden(prev, model.encode(src))
+    logits = model.decode(prev, model.encode(src))
+    assert torch.allclose(logits, hidden @ model.embed_tokens.weight.t(), atol=1e-6)
+
+    targets = torch.tensor([11, 12, 13])
+    loss = torch.nn.functional.cross_entropy(model.output_projection(hidden.detach())[0], targets)
+    loss.backward()  # the hidden states are detached: only the output projection carries a gradient
+    grad = model.embed_tokens.weight.grad
+    assert grad is not None and bool((grad[targets].abs().sum(dim=1) > 0).all())
+    assert grad[[5, 6, 7, 8, 9]].abs().sum() > 0  # every row gets the softmax's share, target rows the most
+    assert bool((grad[targets].norm(dim=1) > grad[[20, 21, 22]].norm(dim=1)).all())
 
 
 @pytest.mark.parametrize("pre_norm", [False, True])

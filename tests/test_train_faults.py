@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO, run_nmt
 from nmt.checkpoint import load_checkpoint
 
@@ -35,17 +37,18 @@ def per_update_losses(save_dir) -> dict[int, float]:
     return {record["update"]: record["loss"] for record in records if "loss" in record}
 
 
-def test_kill_9_then_resume_gives_exactly_the_losses_of_an_uninterrupted_run(copy_data, tmp_path):
-    run_nmt("train", str(copy_data), "--save-dir", str(tmp_path / "straight"), *ARGS, "--max-updates", "60")
+@pytest.mark.parametrize("dropout", ["0.0", "0.1"])  # 0.1: the resume must restore the dropout masks' RNG too
+def test_kill_9_then_resume_gives_exactly_the_losses_of_an_uninterrupted_run(copy_data, tmp_path, dropout):
+    options = [*ARGS, "--dropout", dropout, "--max-updates", "60"]
+    run_nmt("train", str(copy_data), "--save-dir", str(tmp_path / "straight"), *options)
 
-    process = start(copy_data, tmp_path / "killed", "--max-updates", "60")
+    process = start(copy_data, tmp_path / "killed", *options[len(ARGS):])
     wait_for(tmp_path / "killed" / "checkpoint_10.pt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "checkpoint_60.pt").exists(), "killed before the end"
 
-    resumed = run_nmt("train", str(copy_data), "--save-dir", str(tmp_path / "killed"), *ARGS, "--max-updates", "60",
-                      "--resume")
+    resumed = run_nmt("train", str(copy_data), "--save-dir", str(tmp_path / "killed"), *options, "--resume")
     started_at = int(resumed.stderr.split("resuming at update ")[1].split()[0])
     assert started_at >= 10
     straight, killed = per_update_losses(tmp_path / "straight"), per_update_losses(tmp_path / "killed")
