@@ -1,4 +1,5 @@
-"""metrics.jsonl, read back: what `--resume`, `average-checkpoints --best`, pruning and `nmt report` take from it.
+"""metrics.jsonl, written by the trainer and read back: what `--resume`, `average-checkpoints --best`, pruning and
+`nmt report` take from it.
 
 The trainer appends one JSON object per line. A run killed mid-write leaves a cut last line, and a file edited or
 damaged by hand may hold anything: a bare number, a record without its update, bytes that are not UTF-8, a string
@@ -12,6 +13,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nmt.atomic import write_text
+
 
 @dataclass
 class MetricsLog:
@@ -55,3 +59,23 @@ def read_metrics(path: Path) -> MetricsLog:
             else:
                 log.records.append(record)
     return log
+
+
+def append_record(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def keep_records_up_to(path: Path, update: int) -> None:
+    """A resumed run continues the log from its checkpoint's update: records a crash left beyond it go (and lines
+    that are not records), so the log reads as one uninterrupted run."""
+    if not Path(path).is_file():
+        return
+    kept = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            record = parse_record(line)
+            if record is not None and record["update"] <= update:
+                kept.append(line + "\n")
+    write_text(path, "".join(kept))

@@ -34,15 +34,22 @@ def main() -> None:
         "lr_schedule": "constant", "lr": 1e-3, "max_tokens": 256, "update_freq": args.update_freq,
         "max_updates": args.updates, "save_interval_updates": 0, "valid_bleu": False, "log_interval": 1,
         "clip_norm": 0.0})
-    trainer = Trainer(args.data_dir, args.out_dir / "run", model, train)
-    trainer.synchronize_gradients = not args.no_sync
     rank = int(os.environ.get("RANK", "0"))
 
-    def save_gradients(update, module):
-        flat = torch.cat([p.grad.detach().flatten() for p in module.parameters()])
-        torch.save(flat.clone(), args.out_dir / f"grads_rank{rank}_update{update}.pt")
+    class RecordingTrainer(Trainer):
+        """Saves every update's gradients once they are synchronized and normalized, before clipping; with
+        --no-sync, leaves each rank's gradients its own (the ranks then train different models: the tests' proof
+        that they would see a missing all-reduce)."""
 
-    trainer.gradient_hook = save_gradients
+        def _clip_gradients(self, update):
+            flat = torch.cat([p.grad.detach().flatten() for p in self.model.parameters()])
+            torch.save(flat.clone(), args.out_dir / f"grads_rank{rank}_update{update}.pt")
+            return super()._clip_gradients(update)
+
+        def _gradient_sync(self, last):
+            return super()._gradient_sync(last and not args.no_sync)
+
+    trainer = RecordingTrainer(args.data_dir, args.out_dir / "run", model, train)
     try:
         trainer.run()
         flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])

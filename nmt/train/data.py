@@ -1,0 +1,65 @@
+"""What training reads of a prepared DATA_DIR, checked before the first update: the manifest, the SentencePiece model
+(against the digest the manifest recorded), both splits (token ids within the vocabulary, a non-empty valid split)
+and the raw valid references for BLEU."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmt.config import ModelConfig
+from nmt.data.binary import load_manifest
+from nmt.data.dataset import ParallelDataset
+from nmt.errors import NmtError
+from nmt.vocab import Vocab
+
+
+@dataclass
+class TrainingData:
+    data_dir: Path
+    manifest: dict
+    vocab: Vocab
+    train: ParallelDataset
+    valid: ParallelDataset
+    valid_references: list[str]
+
+
+def load_training_data(data_dir: Path) -> TrainingData:
+    data_dir = Path(data_dir)
+    manifest = load_manifest(data_dir)
+    vocab = _load_vocab(data_dir, manifest)
+    train, valid = ParallelDataset(data_dir, "train", manifest), ParallelDataset(data_dir, "valid", manifest)
+    if len(valid) == 0:
+        raise NmtError(f"{data_dir}: the valid split is empty; prepare the data with a validation set")
+    for dataset in (train, valid):
+        dataset.check_ids(len(vocab))
+    references = (data_dir / manifest["splits"]["valid"]["text"]["tgt"]).read_text(encoding="utf-8").split("\n")
+    return TrainingData(data_dir, manifest, vocab, train, valid, references[: len(valid)])
+
+
+def _load_vocab(data_dir: Path, manifest: dict) -> Vocab:
+    """A swapped spm.model would train silently on ids that mean other pieces: its digest is checked."""
+    path = data_dir / manifest["spm_model"]
+    if not path.is_file():
+        raise NmtError(f"{path}: not found (prepare the data again with `nmt prepare`)")
+    data = path.read_bytes()
+    recorded = manifest.get("spm")
+    expected = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise NmtError(f"{path}: not the SentencePiece model this data was prepared with (its SHA-256 differs from "
+                       "manifest.json's); the token ids would mean other pieces: prepare the data again")
+    return Vocab.from_bytes(data)
+
+
+def check_positions(data: TrainingData, model_config: ModelConfig) -> None:
+    """Learned positions have a table of max_positions rows: a longer pair would index past it."""
+    if not model_config.learned_positions:
+        return
+    for dataset in (data.train, data.valid):
+        # the decoder reads bos + target without eos: as many positions as the target's length with eos
+        longest = int(max(dataset.src_lengths.max(initial=0), dataset.tgt_lengths.max(initial=0)))
+        if longest > model_config.max_positions:
+            raise NmtError(f"{data.data_dir}: the {dataset.split} split has a sentence of {longest} pieces "
+                           f"(end-of-sentence included), more than --max-positions {model_config.max_positions} of "
+                           "--learned-positions: raise --max-positions, or prepare with a lower --max-tokens")
