@@ -173,3 +173,40 @@ def test_a_dry_run_refuses_what_a_real_run_would_refuse():
                  ["translate", "--beam", "0"], ["score", "--ref", "r", "--metrics", "meteor"]):
         result = runner.invoke(app, args, env={"NMT_DRY_RUN": "1"})
         assert result.exit_code != 0 and "options are valid" not in result.output, args
+
+
+MARKDOWN = DOCS + [REPO / "benchmarks" / "README.md"]
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped (hyphens and underscores kept), spaces as
+    hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_relative_link_in_the_docs_resolves_to_a_file_and_heading():
+    problems = []
+    for path in MARKDOWN:
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not ours to check offline
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            if not linked.exists():
+                problems.append(f"{path.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), flags=re.M)
+                if anchor not in {github_anchor(h) for h in headings}:
+                    problems.append(f"{path.relative_to(REPO)}: {target} (no such heading)")
+    assert problems == []
+
+
+def test_the_docs_describe_the_project_not_the_history_of_the_work():
+    history = re.compile(r"the stop before|this stop|at the stop|an earlier stop|last stop|landed|this session|"
+                         r"previous session|as it is now|was measured before", re.I)
+    found = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in MARKDOWN
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if history.search(line)]
+    assert found == []

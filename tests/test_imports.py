@@ -1,4 +1,4 @@
-"""Imports flow one way (STYLE.md): config at the bottom, cli on top; modules on one level do not import each other."""
+"""Imports flow one way: config at the bottom, cli on top; modules on one level do not import each other."""
 
 import ast
 from pathlib import Path
