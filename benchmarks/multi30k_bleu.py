@@ -2,11 +2,15 @@
 
     python benchmarks/multi30k_bleu.py --seeds 1 2 3 --minutes 20      # the 20-minute figure and its spread
     python benchmarks/multi30k_bleu.py --seeds 1 --minutes 90          # the long run
+    python benchmarks/multi30k_bleu.py --seeds 1 2 3 --ema-decay 0.999  # with a moving average of the weights
 
-Each seed runs the example script as a user would (prepare -> train -> average the best 5 by valid loss -> translate
-test_2016_flickr -> sacreBLEU) in benchmarks/work/seedN. A longer --minutes on an existing work dir resumes that run
-(the schedule is a function of the update number and resume restores optimizer, RNG and batch position, so this is the
-trajectory of one uninterrupted run). Figures go to benchmarks/results/multi30k_small_{MINUTES}min.json.
+Each seed runs the example script as a user would (prepare -> train -> average the best 5 by valid loss -> tune the
+length penalty on the valid split -> translate test_2016_flickr -> sacreBLEU) in benchmarks/work/seedN (seedN_emaD
+with --ema-decay D). Each run is also scored with the paper's search settings (beam 4, GNMT length penalty 0.6) on
+the same averaged model, so the tuned penalty's gain is measured on the same weights. A longer --minutes on an
+existing work dir resumes that run (the schedule is a function of the update number and resume restores optimizer,
+RNG and batch position, so this is the trajectory of one uninterrupted run). Figures go to
+benchmarks/results/multi30k_small_{MINUTES}min[_emaD].json.
 """
 
 from __future__ import annotations
@@ -23,19 +27,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_seed(seed: int, minutes: float, work: Path) -> dict:
+def run_seed(seed: int, minutes: float, work: Path, ema_decay: float = 0.0) -> dict:
     started = time.time()
-    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work)}
+    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work),
+           "TRAIN_ARGS": f"--ema-decay {ema_decay}" if ema_decay else ""}
     subprocess.run(["bash", str(REPO / "examples" / "multi30k" / "run.sh")], check=True, env=env, cwd=REPO)
     wall = time.time() - started
     return summarize(seed, minutes, work, wall)
 
 
-def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) -> dict:
+def test_scores(work: Path, hypotheses: Path) -> dict:
     python = REPO / ".venv" / "bin" / "python"
     scored = subprocess.run([str(python), "-m", "nmt", "score", "--ref", str(work / "data" / "test.de"), "--hyp",
-                             str(work / "test.hyp.de"), "--json"], check=True, capture_output=True, text=True)
-    scores = json.loads(scored.stdout)
+                             str(hypotheses), "--json"], check=True, capture_output=True, text=True)
+    return json.loads(scored.stdout)
+
+
+def untuned_bleu(work: Path) -> float:
+    """Test BLEU of the same averaged model with the paper's settings instead of the tuned ones."""
+    python = REPO / ".venv" / "bin" / "python"
+    hypotheses = work / "test.hyp.untuned.de"
+    subprocess.run([str(python), "-m", "nmt", "translate", "--checkpoint", str(work / "checkpoints" / "averaged.pt"),
+                    "--beam", "4", "--lenpen", "0.6", "--lenpen-style", "gnmt",
+                    "--input", str(work / "data" / "test.en"), "--output", str(hypotheses)], check=True)
+    return test_scores(work, hypotheses)["bleu"]["score"]
+
+
+def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) -> dict:
+    scores = test_scores(work, work / "test.hyp.de")
     records = [json.loads(line) for line in (work / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "tgt_tokens_per_s" in r]
     valid = [r for r in records if "valid_loss" in r]
@@ -43,6 +62,7 @@ def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) 
         "seed": seed,
         "minutes": minutes,
         "test_bleu": scores["bleu"]["score"],
+        "test_bleu_untuned": untuned_bleu(work),
         "test_chrf": scores["chrf"]["score"],
         "bleu_signature": scores["bleu"]["signature"],
         "updates": train[-1]["update"] if train else 0,
@@ -61,19 +81,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--work-root", type=Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--ema-decay", type=float, default=0.0, help="nmt train --ema-decay (0: off)")
     parser.add_argument("--summarize-only", action="store_true", help="Score existing work dirs, train nothing.")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="Results files whose runs (of other seeds) join these, e.g. from an earlier invocation.")
     args = parser.parse_args()
 
-    out = REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min.json"
+    suffix = f"_ema{args.ema_decay:g}" if args.ema_decay else ""
+    out = REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min{suffix}.json"
     runs = {}
     for path in args.merge:
         for run in json.loads(path.read_text())["runs"]:
             runs[run["seed"]] = run
     for seed in args.seeds:
-        work = args.work_root / f"seed{seed}"
-        result = summarize(seed, args.minutes, work) if args.summarize_only else run_seed(seed, args.minutes, work)
+        work = args.work_root / f"seed{seed}{suffix}"
+        result = (summarize(seed, args.minutes, work) if args.summarize_only
+                  else run_seed(seed, args.minutes, work, args.ema_decay))
         runs[seed] = result
         print(json.dumps(result))
     results = [runs[seed] for seed in sorted(runs)]
@@ -86,6 +109,8 @@ def main() -> None:
         "bleu_min": min(bleus),
         "bleu_max": max(bleus),
         "bleu_stdev": round(statistics.stdev(bleus), 2) if len(bleus) > 1 else 0.0,
+        "ema_decay": args.ema_decay,
+        "bleu_untuned_mean": round(statistics.mean(r["test_bleu_untuned"] for r in results), 2),
         "runs": results,
     }
     out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -85,9 +85,15 @@ def load_checkpoint(path: Path) -> dict:
 
 def read_configs(path: Path) -> tuple[dict, dict | None]:
     """A checkpoint's (model_config, train_config) dicts, read without loading its weights (memory-mapped)."""
-    payload = _read_payload(path, mmap=True)
+    payload = peek_checkpoint(path)
     train = payload.get("train_config")
     return payload["model_config"], train if isinstance(train, dict) else None
+
+
+def peek_checkpoint(path: Path) -> dict:
+    """A checkpoint's payload, its tensors memory-mapped rather than read: for its small entries (configs, the search
+    settings `nmt tune` stored)."""
+    return _read_payload(path, mmap=True)
 
 
 def _read_payload(path: Path, mmap: bool = False) -> dict:

@@ -388,6 +388,12 @@ def train_command(
         "--compile/--no-compile", help="torch.compile the model for training (helps most on GPUs).")] = None,
     init_from: Annotated[Optional[Path], typer.Option(
         help="Start from this checkpoint's weights (fine-tuning); optimizer and schedule start anew.")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(
+        help="Keep an exponential moving average of the weights with this decay (e.g. 0.999, warmed up as "
+             "min(D, (1+t)/(10+t))): validation and the checkpoints' model use it (0: off).")] = None,
+    tensorboard: Annotated[Optional[Path], typer.Option(
+        help="Also write metrics.jsonl's scalars as TensorBoard events into this folder (needs nmt[tensorboard]).")]
+    = None,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the resolved model and training settings (preset, checkpoint and options "
                                "applied) as JSON and exit; nothing is read but a checkpoint named.")] = False,
@@ -413,7 +419,8 @@ def train_command(
         log_interval=log_interval, save_interval_updates=save_interval_updates, keep_last=keep_last,
         valid_bleu=valid_bleu, precision=precision, lr_schedule=lr_schedule, valid_beam=valid_beam,
         patience=patience, early_stop_metric=early_stop_metric, max_nonfinite=max_nonfinite, compile=compile,
-        init_from=str(init_from) if init_from else None))
+        init_from=str(init_from) if init_from else None, ema_decay=ema_decay,
+        tensorboard=str(tensorboard) if tensorboard else None))
     model_config.validate()
     train_config.validate()
     if print_config:
@@ -490,6 +497,23 @@ def _default_checkpoint() -> Path:
                    "exists")
 
 
+def _tuned_search(path: Path | None, engine: str) -> dict:
+    """The search settings `nmt tune` stored in a checkpoint (or carried into a CTranslate2 export, as the |Y|^alpha
+    style), or {}: a missing or unreadable file is left for the real load to report."""
+    from nmt.tune import stored_search
+
+    try:
+        if path is None:
+            path = _default_checkpoint()
+        if engine == "ctranslate2":
+            marker = json.loads((Path(path) / "nmt.json").read_text(encoding="utf-8"))
+            return stored_search(marker, style="length") if isinstance(marker, dict) else {}
+        from nmt.checkpoint import peek_checkpoint
+        return stored_search(peek_checkpoint(path))
+    except (NmtError, OSError, ValueError):
+        return {}
+
+
 @_command("translate")
 def translate_command(
     checkpoint: Annotated[Optional[list[Path]], typer.Option(
@@ -505,11 +529,13 @@ def translate_command(
     = "logprob",
     input: Annotated[Optional[Path], typer.Option(help="Read lines from this file instead of stdin.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write translations here instead of stdout.")] = None,
-    beam: Annotated[int, typer.Option(help="Beam size (1: greedy).")] = 4,
-    lenpen: Annotated[float, typer.Option(help="Length penalty alpha.")] = 0.6,
+    beam: Annotated[Optional[int], typer.Option(
+        help="Beam size (1: greedy). Default: what `nmt tune` stored in the checkpoint, else 4.")] = None,
+    lenpen: Annotated[Optional[float], typer.Option(
+        help="Length penalty alpha. Default: what `nmt tune` stored in the checkpoint, else 0.6.")] = None,
     lenpen_style: Annotated[Optional[str], typer.Option(
-        help="gnmt: ((5 + |Y|) / 6)^alpha, as in the paper; length: |Y|^alpha. Default: gnmt; length with --engine "
-             "ctranslate2, the only style it implements.")] = None,
+        help="gnmt: ((5 + |Y|) / 6)^alpha, as in the paper; length: |Y|^alpha. Default: the tuned one, else gnmt; "
+             "length with --engine ctranslate2, the only style it implements.")] = None,
     max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
     min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
@@ -546,6 +572,17 @@ def translate_command(
     from nmt.translate import format_json, format_translations, read_text_lines
 
     _set_threads(threads)
+    checkpoints = (checkpoint or []) + (more_checkpoints or [])
+    tuned = {}
+    if not sampling and None in (beam, lenpen, lenpen_style) and len(checkpoints) <= 1:
+        tuned = _tuned_search(checkpoints[0] if checkpoints else None, engine)
+        if tuned:
+            console.print(f"[cyan]note:[/] decoding with the search settings `nmt tune` stored: beam "
+                          f"{beam or tuned['beam']}, lenpen {lenpen if lenpen is not None else tuned['lenpen']} "
+                          f"({lenpen_style or tuned['lenpen_style']}); options override them", highlight=False)
+    beam = beam if beam is not None else tuned.get("beam", 4)
+    lenpen = lenpen if lenpen is not None else tuned.get("lenpen", 0.6)
+    lenpen_style = lenpen_style or tuned.get("lenpen_style")
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style or "gnmt", max_len_a=max_len_a,
                           max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
                           sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
@@ -557,7 +594,6 @@ def translate_command(
         search.lenpen_style = "length"
     if max_tokens < 1:
         raise NmtError("--max-tokens must be at least 1")
-    checkpoints = (checkpoint or []) + (more_checkpoints or [])
     if engine not in ("torch", "ctranslate2"):
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     if ensemble_combine not in ("logprob", "prob"):
@@ -613,6 +649,68 @@ def translate_command(
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
+
+
+# --- tune ----------------------------------------------------------------------------------------------------------
+
+@_command("tune")
+def tune_command(
+    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint to tune (e.g. checkpoints/averaged.pt); the chosen "
+                                                    "settings are stored in it.")],
+    data_dir: Annotated[Path, typer.Argument(help="The prepared DATA_DIR whose valid split decides.")],
+    lenpen: Annotated[str, typer.Option(help="Comma-separated length penalties alpha to try, for each style.")]
+    = "0.2,0.6,1.0,1.4,2.0",
+    beam: Annotated[str, typer.Option(help="Comma-separated beam sizes to try.")] = "4",
+    max_tokens: Annotated[int, typer.Option(help="Source tokens per batch.")] = 6000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trials and the choice as one JSON object.")]
+    = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... Default: cuda if present.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+) -> None:
+    """Choose the search settings on the valid split (never the test split): decode it with each length penalty (both
+    styles; each beam size given) and store the best by sacreBLEU in the checkpoint, which `nmt translate` then uses
+    unless an option overrides it. The best alpha of the |Y|^alpha style is stored too, for exports (CTranslate2)."""
+    from nmt.tune import best_settings, store_settings, tune
+
+    _set_threads(threads)
+    alphas = _number_list(lenpen, float, "--lenpen")
+    beams = _number_list(beam, int, "--beam")
+    if any(b < 1 for b in beams):
+        raise NmtError("--beam sizes must be at least 1")
+    if any(a != a or a in (float("inf"), float("-inf")) for a in alphas):
+        raise NmtError("--lenpen values must be finite numbers")
+    if _dry_run("tune", {"checkpoint": checkpoint, "data_dir": data_dir, "lenpen": alphas, "beam": beams}):
+        return
+    if not checkpoint.is_file():
+        from nmt.checkpoint import describe_missing_checkpoint
+        raise NmtError(describe_missing_checkpoint(checkpoint))
+    table = Table("beam", "style", "lenpen", "valid BLEU", "BP", title=f"search settings on {data_dir}'s valid split")
+    with Progress(TextColumn("tune"), BarColumn(), TextColumn("{task.completed}/{task.total}"), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("tune", total=len(alphas) * len(beams) * 2)
+        results = tune(checkpoint, data_dir, alphas, beams, max_tokens, device,
+                       progress=lambda result: progress.advance(task))
+    settings = best_settings(results)
+    store_settings(checkpoint, settings)
+    if as_json:
+        typer.echo(json.dumps({"trials": [vars(r) for r in results], "chosen": settings}))
+        return
+    for r in results:
+        table.add_row(str(r.beam), r.lenpen_style, f"{r.lenpen:g}", f"{r.bleu:.2f}", f"{r.brevity_penalty:.3f}")
+    Console().print(table)
+    typer.echo(f"stored in {checkpoint}: beam {settings['beam']}, lenpen {settings['lenpen']:g} (gnmt), valid BLEU "
+               f"{settings['valid_bleu']:.2f}; for exports (|Y|^alpha): lenpen "
+               f"{settings['length_style']['lenpen']:g}")
+
+
+def _number_list(text: str, kind, option: str) -> list:
+    try:
+        values = [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise NmtError(f"{option}: a comma-separated list of numbers, got {text!r}") from None
+    if not values:
+        raise NmtError(f"{option}: give at least one value")
+    return values
 
 
 # --- logprob -------------------------------------------------------------------------------------------------------

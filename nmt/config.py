@@ -79,6 +79,8 @@ class TrainConfig:
     max_nonfinite: int = 5  # stop after this many updates in a row whose loss or gradient is inf/NaN (each skipped)
     compile: bool = False  # torch.compile the model for training
     init_from: str = ""  # a checkpoint whose weights start this run (fine-tuning); optimizer and schedule start anew
+    ema_decay: float = 0.0  # exponential moving average of the weights, checkpointed and validated (0: off)
+    tensorboard: str = ""  # a folder for TensorBoard event files of the metrics.jsonl scalars ("": none)
 
     def validate(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -113,6 +115,7 @@ class TrainConfig:
             raise ConfigError("--early-stop-metric bleu needs --valid-bleu")
         if self.max_nonfinite < 1:
             raise ConfigError("--max-nonfinite must be at least 1")
+        _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)", self.ema_decay)
 
 
 @dataclass

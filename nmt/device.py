@@ -1,6 +1,9 @@
-"""Which device to run on: the one asked for (checked to exist), else the GPU when there is one."""
+"""Which device to run on: the one asked for (checked to exist), else the GPU when there is one; and the precision
+the matrix products run in there."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -23,3 +26,11 @@ def pick_device(name: str | None = None) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise NmtError(f"--device {name}: Apple's MPS backend is not available here")
     return device
+
+
+def autocast(device: torch.device, precision: str):
+    """fp32: as it is; bf16 / fp16: autocast, the matrix products in half precision while what needs the range
+    (softmax, log-probabilities, the loss) stays fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -9,7 +9,6 @@ perplexity on references.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,7 +21,7 @@ from nmt.checkpoint import load_model
 from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_lines, read_text_lines
-from nmt.device import pick_device
+from nmt.device import autocast, pick_device
 from nmt.errors import NmtError
 from nmt.translate import PRECISIONS
 
@@ -105,15 +104,10 @@ class ForcedScorer:
         target = torch.from_numpy(pad_sequences(targets, self.pad)).to(self.device)  # pieces + eos
         prev_tokens = torch.cat([torch.full_like(target[:, :1], self.bos), target[:, :-1]], dim=1)
         prev_tokens = prev_tokens.masked_fill(prev_tokens.eq(self.eos), self.pad)  # the eos is never read
-        with self._autocast():
+        with autocast(self.device, self.precision):
             logits = self.model.decode(prev_tokens, self.model.encode(src_tokens))
         logprobs = F.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logprobs.masked_fill(target.eq(self.pad), 0.0).cpu()
-
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
     def score_stream(self, pairs: Iterable[tuple[str, str]], window: int = 10_000) -> Iterator[PairScore]:
         """Score a stream of pairs window by window (sorted by length inside each), yielding in input order."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from nmt.config import SearchConfig
 from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_text_lines  # noqa: F401 (read_text_lines: part of this API)
-from nmt.device import pick_device
+from nmt.device import autocast, pick_device
 from nmt.model.packed import pack_for_cpu_inference, pack_output_projection
 from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
@@ -139,7 +138,7 @@ class Translator:
         for batch_indices in plan.batches:
             src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices])).to(self.device)
             batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 if self.search.sampling:
                     hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
                                         self.record_attention)
@@ -150,13 +149,6 @@ class Translator:
                 source_ids = sources[position][:-1].tolist()
                 results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
         return results
-
-    def _autocast(self):
-        """Half precision through autocast: the matrix products in bf16/fp16, log-probabilities in fp32 (decode_step
-        casts them), as on GPUs one would decode; fp32 runs as it is."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
     def _translation(self, hypothesis: Hypothesis, source_ids: list[int]) -> Translation:
         pieces = self.vocab.processor.id_to_piece

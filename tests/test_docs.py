@@ -159,7 +159,7 @@ def test_the_multi30k_example_runs_from_a_fresh_clone_as_its_header_says(fresh_c
     if not mirror.exists():
         mirror.symlink_to(SHARED_MULTI30K.parent, target_is_directory=True)
     result = run_as_a_new_user("bash examples/multi30k/run.sh", fresh_clone, ARCH="transformer_tiny",
-                               MINUTES="0.25", WORK="runs/tiny")
+                               MINUTES="0.25", WORK="runs/tiny", TUNE_LENPEN="0.6")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BLEU = " in result.stdout
     assert (fresh_clone / "runs" / "tiny" / "test.hyp.de").read_text(encoding="utf-8").count("\n") == 1000

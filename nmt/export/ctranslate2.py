@@ -126,7 +126,7 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
         write_bytes(partial / "spm.model", vocab.model_proto)
         write_export_marker(partial, "ctranslate2", checkpoint, {
             "src": payload.get("src"), "tgt": payload.get("tgt"), "model_config": payload["model_config"],
-            "quantization": quantization or "float32"})
+            "quantization": quantization or "float32", "search": payload.get("search")})
     return out_dir
 
 

@@ -24,16 +24,19 @@ from nmt.atomic import write_json
 from nmt.checkpoint import link_checkpoint, make_payload, prune_checkpoints, save_checkpoint
 from nmt.config import ModelConfig, TrainConfig, from_dict, replace_fields
 from nmt.data.batching import make_batches
+from nmt.device import autocast
 from nmt.errors import NmtError
 from nmt.metrics_log import append_record, keep_records_up_to
 from nmt.model.transformer import build_model, count_parameters
 from nmt.train import distributed
 from nmt.train.data import check_positions, load_training_data
+from nmt.train.ema import ExponentialMovingAverage
 from nmt.train.lock import SaveDirLock
 from nmt.train.loss import label_smoothed_nll_loss
 from nmt.train.reporter import NullReporter, TrainReporter
-from nmt.train.schedule import inverse_sqrt_lr
+from nmt.train.schedule import learning_rate, make_optimizer
 from nmt.train.stopping import StopSignals
+from nmt.train.tensorboard import TensorBoardScalars
 from nmt.train.state import (TrainProgress, init_from_weights, patience_exhausted, restore_training_state,
                              resume_payload, training_state)
 from nmt.train.validation import validate
@@ -87,15 +90,21 @@ class Trainer:
                                                          self.model.config))
         if self.ranks.distributed:  # each rank its own dropout stream
             torch.manual_seed(config.seed + 1_000_003 * self.ranks.rank)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.progress = TrainProgress()
         if resumed is not None:
-            self.model.load_state_dict(resumed["model"])
+            # With an average kept, the checkpoint's model is the average and the raw weights are in its state.
+            self.model.load_state_dict(resumed["training"].get("raw_model") or resumed["model"])
+        self.ema = ExponentialMovingAverage(self.model, config.ema_decay) if config.ema_decay else None
+        if self.ema is not None and resumed is not None and "raw_model" in resumed["training"]:
+            self.ema.model.load_state_dict(resumed["model"])
+        if resumed is not None:
             self.progress = restore_training_state(resumed["training"], self.optimizer, self.scaler, self.ranks.rank,
                                                    self.ranks.world_size, self.device, config.seed,
                                                    self.reporter.message)
         self.metrics_path = self.save_dir / "metrics.jsonl"
+        self.tensorboard = None  # opened by run() on rank 0 with --tensorboard
         self.window = MetricsWindow(self.device)
         self.ddp = None
         self.train_model = self.model
@@ -105,15 +114,6 @@ class Trainer:
             self.train_model = self.ddp
         if config.compile:
             self.train_model = torch.compile(self.train_model, dynamic=True)
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        config = self.config
-        kwargs = dict(lr=0.0, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
-                      weight_decay=config.weight_decay)
-        try:  # one fused kernel for all parameters instead of several small ones per tensor
-            return torch.optim.Adam(self.model.parameters(), fused=True, **kwargs)
-        except (RuntimeError, TypeError):
-            return torch.optim.Adam(self.model.parameters(), **kwargs)
 
     # --- the loop --------------------------------------------------------------------------------------------
 
@@ -126,6 +126,8 @@ class Trainer:
                        {"model": asdict(self.model.config), "train": asdict(config), "data_dir": str(self.data_dir),
                         "world_size": self.ranks.world_size})
             keep_records_up_to(self.metrics_path, progress.update)
+            if config.tensorboard:
+                self.tensorboard = TensorBoardScalars(Path(config.tensorboard))
         self.started = time.monotonic()
         self.signals = StopSignals()
         self.stop_reason = self._limit_reached(include_time=True)  # a resumed run may already be done
@@ -141,6 +143,8 @@ class Trainer:
                 self._train_until_stopped()
         finally:
             self.reporter.stop()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             self.close()
         return {"update": progress.update, "epoch": progress.epoch, "stop_reason": self.stop_reason,
                 "best_valid_loss": progress.best_valid_loss, "save_dir": str(self.save_dir),
@@ -187,7 +191,7 @@ class Trainer:
         try:
             for position, batch in enumerate(batches):
                 with self._gradient_sync(last=position == len(batches) - 1):
-                    with self._autocast():
+                    with autocast(self.device, config.precision):
                         output_mask = batch.target.ne(model.config.pad_id)  # (B, T)
                         logits = self.train_model(batch.src_tokens, batch.prev_tokens, output_mask)  # (N, V)
                     loss, nll = label_smoothed_nll_loss(logits, batch.target[output_mask], config.label_smoothing,
@@ -199,7 +203,7 @@ class Trainer:
             return self._skip_out_of_memory()
 
         update = self.progress.update + 1
-        lr = self._learning_rate(update)
+        lr = learning_rate(update, self.model.config.d_model, config)
         for group_params in self.optimizer.param_groups:
             group_params["lr"] = lr
         self.scaler.unscale_(self.optimizer)
@@ -218,6 +222,8 @@ class Trainer:
             return self._skip_nonfinite(update)
         self.nonfinite_in_a_row = 0
         self.progress.update = update
+        if self.ema is not None:
+            self.ema.update(update)
         self.window.add_update(tgt_tokens, src_tokens, lr, grad_norm)
         return True
 
@@ -275,17 +281,6 @@ class Trainer:
                            f"resume from checkpoint_last.pt with --resume")
         return True
 
-    def _learning_rate(self, update: int) -> float:
-        if self.config.lr_schedule == "constant":
-            return self.config.lr
-        return inverse_sqrt_lr(update, self.model.config.d_model, self.config.warmup, self.config.lr)
-
-    def _autocast(self):
-        precision = self.config.precision
-        if precision == "fp32":
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
     def _after_update(self, epoch_done: bool) -> None:
         config, progress = self.config, self.progress
         self.reporter.advance(progress.update)
@@ -332,6 +327,8 @@ class Trainer:
     def _write_record(self, record: dict) -> None:
         if self.ranks.is_main:
             append_record(self.metrics_path, record)
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
             self.reporter.record(record)
 
     # --- validation and checkpoints --------------------------------------------------------------------------
@@ -340,9 +337,14 @@ class Trainer:
         """The valid split's loss and BLEU (nmt/train/validation.py), within what --max-time leaves."""
         config = self.config
         deadline = self.started + config.max_time * 60 - self.progress.elapsed if config.max_time else math.inf
-        return validate(self.model, self.valid_data, self.data.valid_references, self.vocab, config, self.ranks,
-                        self.device, self._autocast, deadline,
+        return validate(self.evaluated_model, self.valid_data, self.data.valid_references, self.vocab, config,
+                        self.ranks, self.device, deadline,
                         lambda text: self.reporter.message(f"update {self.progress.update}: {text}"))
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """What validation decodes and checkpoints hold: the moving average when one is kept, else the weights."""
+        return self.ema.model if self.ema is not None else self.model
 
     def _save(self, validate: bool) -> None:
         """Validate, write checkpoint_UPDATE.pt, and point checkpoint_last.pt (and _best) at it."""
@@ -381,8 +383,10 @@ class Trainer:
         if self.ranks.is_main:
             training = training_state(self.optimizer, self.scaler, replace(progress, elapsed=self.elapsed()),
                                       torch_states, cuda_states, self.ranks.world_size, len(self.train_data))
+            if self.ema is not None:  # the checkpoint's model is the average, what translate and averaging read
+                training["raw_model"] = {name: value.detach().cpu() for name, value in self.model.state_dict().items()}
             manifest = self.data.manifest
-            payload = make_payload(self.model, self.vocab, self.config, manifest["src"], manifest["tgt"],
+            payload = make_payload(self.evaluated_model, self.vocab, self.config, manifest["src"], manifest["tgt"],
                                    progress.update, progress.epoch, valid=valid, training=training)
             path = self.save_dir / f"checkpoint_{progress.update}.pt"
             save_checkpoint(payload, path)

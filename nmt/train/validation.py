@@ -13,6 +13,7 @@ import torch
 from nmt.config import SearchConfig, TrainConfig
 from nmt.data.batching import make_batches
 from nmt.data.dataset import ParallelDataset
+from nmt.device import autocast
 from nmt.search.beam import beam_search
 from nmt.train import distributed
 from nmt.train.loss import label_smoothed_nll_loss
@@ -24,9 +25,9 @@ VALID_MAX_LEN_A, VALID_MAX_LEN_B = 1.5, 10
 
 @torch.no_grad()
 def validate(model, data: ParallelDataset, references: list[str], vocab: Vocab, config: TrainConfig, ranks,
-             device: torch.device, autocast, deadline: float = math.inf, message=lambda text: None) -> dict:
-    """valid_loss, valid_nll_loss, valid_ppl and (config.valid_bleu) valid_bleu. `autocast()`: the training's
-    precision context. Decoding an untrained model's outputs to the length limit can take long: past `deadline`
+             device: torch.device, deadline: float = math.inf, message=lambda text: None) -> dict:
+    """valid_loss, valid_nll_loss, valid_ppl and (config.valid_bleu) valid_bleu, in the training's precision.
+    Decoding an untrained model's outputs to the length limit can take long: past `deadline`
     (time.monotonic()), BLEU is left out of this validation and `message` says so (the loss is always computed)."""
     model.eval()
     loss_sum = nll_sum = 0.0
@@ -37,7 +38,7 @@ def validate(model, data: ParallelDataset, references: list[str], vocab: Vocab, 
     out_of_time = False
     for indices in plan.batches[ranks.rank::ranks.world_size]:  # every batch, none dropped
         batch = data.collate(indices).to(device)
-        with autocast():
+        with autocast(device, config.precision):
             output_mask = batch.target.ne(model.config.pad_id)
             logits = model(batch.src_tokens, batch.prev_tokens, output_mask)
         loss, nll = label_smoothed_nll_loss(logits, batch.target[output_mask], config.label_smoothing,
@@ -45,7 +46,7 @@ def validate(model, data: ParallelDataset, references: list[str], vocab: Vocab, 
         loss_sum, nll_sum, tokens = loss_sum + loss.item(), nll_sum + nll.item(), tokens + batch.tgt_count
         out_of_time = out_of_time or time.monotonic() > deadline
         if config.valid_bleu and not out_of_time:
-            with autocast():
+            with autocast(device, config.precision):
                 results = beam_search(model, batch.src_tokens, search)
             for index, text in zip(indices, vocab.decode([hyps[0].tokens for hyps in results])):
                 hypotheses[int(index)] = text

@@ -1,0 +1,102 @@
+"""Search settings chosen on the valid split: `nmt tune CHECKPOINT DATA_DIR`.
+
+A grid over the length penalty alpha (and the beam size, when several are given) is decoded on the valid split, and
+the setting with the best sacreBLEU is stored in the checkpoint under `search`: the beam, alpha and its style (the
+paper's GNMT penalty), and the best alpha of the |Y|^alpha style as well, the only one CTranslate2 and Hugging Face
+implement, for the exports to carry. `nmt translate` (and what serves a checkpoint) decodes with the stored settings
+unless an option overrides them. Only the valid split is read: the test split stays untouched until the final
+score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import sacrebleu
+
+from nmt.checkpoint import load_checkpoint, save_checkpoint
+from nmt.config import SearchConfig
+from nmt.data.binary import load_manifest
+from nmt.data.text import read_lines
+from nmt.errors import NmtError
+from nmt.translate import Translator
+
+STYLES = ("gnmt", "length")
+SEARCH_KEYS = ("beam", "lenpen", "lenpen_style")  # what a checkpoint's `search` sets for `nmt translate`
+
+
+@dataclass
+class TrialResult:
+    beam: int
+    lenpen: float
+    lenpen_style: str
+    bleu: float
+    brevity_penalty: float
+
+
+def valid_split(data_dir: Path) -> tuple[list[str], list[str]]:
+    """The valid split's source lines and references, as `nmt prepare` kept them."""
+    manifest = load_manifest(data_dir)
+    text = manifest["splits"].get("valid", {}).get("text") if isinstance(manifest["splits"], dict) else None
+    if not isinstance(text, dict) or "src" not in text or "tgt" not in text:
+        raise NmtError(f"{data_dir}: the manifest names no valid split text to tune on")
+    sources = list(read_lines(Path(data_dir) / text["src"]))
+    references = list(read_lines(Path(data_dir) / text["tgt"]))
+    if not sources or len(sources) != len(references):
+        raise NmtError(f"{data_dir}: the valid split's text is empty or its sides differ in length")
+    return sources, references
+
+
+def tune(checkpoint: Path, data_dir: Path, lenpens: list[float], beams: list[int], max_tokens: int = 6000,
+         device: str | None = None, progress=lambda result: None) -> list[TrialResult]:
+    """Decode the valid split with every (beam, alpha, style) of the grid; the results in grid order."""
+    sources, references = valid_split(data_dir)
+    translator = Translator(checkpoint, device=device, max_tokens=max_tokens)
+    results = []
+    for beam in beams:
+        for style in STYLES:
+            for lenpen in lenpens:
+                translator.search = replace(SearchConfig(), beam=beam, lenpen=lenpen, lenpen_style=style)
+                translator.search.validate()
+                hypotheses = [hyps[0].text for hyps in translator.translate(sources)]
+                bleu = sacrebleu.corpus_bleu(hypotheses, [references])
+                results.append(TrialResult(beam, lenpen, style, round(bleu.score, 2), round(bleu.bp, 3)))
+                progress(results[-1])
+    return results
+
+
+def best_settings(results: list[TrialResult]) -> dict:
+    """The checkpoint's `search` entry: the best setting of the GNMT style, and the best alpha of the length style
+    (for exports), each the first of equal scores in grid order."""
+    def best(style: str) -> TrialResult:
+        return max((r for r in results if r.lenpen_style == style), key=lambda r: r.bleu)
+
+    gnmt, length = best("gnmt"), best("length")
+    return {"beam": gnmt.beam, "lenpen": gnmt.lenpen, "lenpen_style": "gnmt", "valid_bleu": gnmt.bleu,
+            "length_style": {"beam": length.beam, "lenpen": length.lenpen, "valid_bleu": length.bleu},
+            "tuned_on": "valid"}
+
+
+def store_settings(checkpoint: Path, settings: dict) -> None:
+    """Rewrite the checkpoint (atomically) with `settings` as its search defaults."""
+    payload = load_checkpoint(checkpoint)
+    payload["search"] = settings
+    save_checkpoint(payload, checkpoint)
+
+
+def stored_search(payload: dict, style: str | None = None) -> dict:
+    """The search defaults a checkpoint (or an export's nmt.json) carries: beam, lenpen and lenpen_style; with
+    style="length", those of the |Y|^alpha style. {} where nothing was tuned or the entry is not usable."""
+    search = payload.get("search")
+    if not isinstance(search, dict):
+        return {}
+    if style == "length":
+        length = search.get("length_style")
+        if not isinstance(length, dict):
+            return {}
+        search = {**length, "lenpen_style": "length"}
+    chosen = {key: search.get(key) for key in SEARCH_KEYS}
+    usable = (isinstance(chosen["beam"], int) and not isinstance(chosen["beam"], bool) and chosen["beam"] >= 1
+              and isinstance(chosen["lenpen"], (int, float)) and chosen["lenpen_style"] in STYLES)
+    return chosen if usable else {}
