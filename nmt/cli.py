@@ -194,6 +194,9 @@ def prepare(
         help="custom: training prefix; PREFIX.SRC and PREFIX.TGT (or .gz) are read.")] = None,
     valid: Annotated[Optional[str], typer.Option(help="custom: validation prefix.")] = None,
     test: Annotated[Optional[str], typer.Option(help="custom: test prefix (optional).")] = None,
+    vocab: Annotated[Optional[Path], typer.Option(
+        help="Use this vocabulary instead of learning one: a SentencePiece model, or an nmt checkpoint (whose own "
+             "model is used), e.g. the parent of a fine-tuning run.")] = None,
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
 ) -> None:
     """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR."""
@@ -227,8 +230,12 @@ def prepare(
                              cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
     recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
     options.resolved(recipe_vocab, options.cleaning)  # option values first, before any file is read
-    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses"}):
+    if _dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses",
+                            "vocabulary": vocab or "learned"}):
         return
+    if vocab is not None:  # read once the options are known good; checked against --vocab-size
+        options = dataclasses.replace(options, vocab_model=_vocabulary_bytes(vocab), vocab_source=str(vocab))
+        options.resolved(recipe_vocab, options.cleaning)
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
         console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
@@ -252,6 +259,26 @@ def prepare(
         f"{name} {split['sentences']:,} pairs" for name, split in manifest["splits"].items())
         + f"; vocabulary {manifest['vocab_size']}; training pairs kept {report['kept']:,}, dropped "
         + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
+
+
+def _vocabulary_bytes(path: Path) -> bytes:
+    """The SentencePiece model `--vocab` names: the file itself, or the one an nmt checkpoint carries."""
+    import zipfile
+
+    from nmt.vocab import Vocab
+
+    if not path.is_file():
+        raise NmtError(f"--vocab {path}: file not found")
+    if zipfile.is_zipfile(path):  # torch.save's format: a checkpoint
+        from nmt.checkpoint import load_checkpoint
+        data = load_checkpoint(path)["vocab"].numpy().tobytes()
+    else:
+        data = path.read_bytes()
+    try:
+        Vocab.from_bytes(data)
+    except NmtError as error:
+        raise NmtError(f"--vocab {path}: neither a SentencePiece model nor an nmt checkpoint ({error})") from None
+    return data
 
 
 class _progress_bars:
@@ -793,6 +820,23 @@ def export_ctranslate2_command(
         return
     export_ctranslate2(checkpoint, out_dir, quantization=quantization, force=force)
     console.print(f"wrote {out_dir} (CTranslate2); try: nmt translate --engine ctranslate2 --checkpoint {out_dir}")
+
+
+@_command("huggingface", export_app, "export huggingface")
+def export_huggingface_command(
+    checkpoint: Annotated[Path, typer.Argument(help="An nmt checkpoint (e.g. checkpoints/averaged.pt).")],
+    out_dir: Annotated[Path, typer.Argument(help="The Hugging Face model folder to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT_DIR if an earlier export is there.")] = False,
+) -> None:
+    """A MarianMT folder for Hugging Face transformers (config, safetensors weights, MarianTokenizer files,
+    generation settings, a model card), loaded offline with AutoModelForSeq2SeqLM / AutoTokenizer / pipeline."""
+    from nmt.export.huggingface import export_huggingface
+
+    if _dry_run("export huggingface", {"checkpoint": checkpoint, "out_dir": out_dir}):
+        return
+    export_huggingface(checkpoint, out_dir, force=force)
+    console.print(f"wrote {out_dir} (MarianMT for transformers); try: python -c \"from transformers import pipeline; "
+                  f"print(pipeline('translation', model='{out_dir}')('...'))\"", highlight=False, soft_wrap=True)
 
 
 # --- score ---------------------------------------------------------------------------------------------------------

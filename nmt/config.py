@@ -224,6 +224,8 @@ PRESETS = {
 }
 
 
+# Model fields that shape training but not the weights: a fine-tuning run may change them.
+REGULARIZATION_FIELDS = ("dropout", "attention_dropout", "activation_dropout")
 # What makes two models one architecture: the fields a preset fixes, less dropouts and the vocabulary.
 ARCHITECTURE_FIELDS = ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "pre_norm",
                        "learned_positions")

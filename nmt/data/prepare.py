@@ -32,7 +32,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from nmt.atomic import atomic_write, write_json
+from nmt.atomic import atomic_write, write_bytes, write_json
 from nmt.config import ConfigError
 from nmt.data.binarize import ENCODE_BATCH, ShardTask, binarize_shard, merge_shards, peak_rss_mb, worker_init
 from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, TokenArrayWriter, token_dtype
@@ -54,15 +54,23 @@ class PrepareOptions:
     workers: int = 1  # processes that clean, encode and binarize the training shards
     seed: int = 1  # of the SentencePiece sample
     cleaning: CleaningOptions | None = None  # None: the recipe's (the defaults for your own corpora)
+    # A SentencePiece model to use instead of learning one (`--vocab`: a parent model's, for fine-tuning data).
+    vocab_model: bytes | None = None
+    vocab_source: str = ""  # where vocab_model came from, for the manifest
 
     def resolved(self, vocab_size: int, cleaning: CleaningOptions) -> "PrepareOptions":
         """These options with the recipe's values where they are None, validated."""
+        if self.vocab_model is not None:
+            vocab_size = len(Vocab.from_bytes(self.vocab_model))
+            if self.vocab_size not in (None, vocab_size):
+                raise ConfigError(f"--vocab-size {self.vocab_size} differs from the {vocab_size} pieces of --vocab "
+                                  f"{self.vocab_source}: drop --vocab-size")
         options = replace(self, vocab_size=self.vocab_size or vocab_size, cleaning=self.cleaning or cleaning)
         options.validate()
         return options
 
     def validate(self) -> None:
-        if self.vocab_size < 300:
+        if self.vocab_size < 300 and self.vocab_model is None:
             raise ConfigError(f"--vocab-size must be at least 300 (256 byte pieces + specials), got {self.vocab_size}")
         if self.spm_max_sentences < 1:
             raise ConfigError("--spm-sample must be at least 1")
@@ -200,9 +208,11 @@ class _Pipeline:
             "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
             "splits": entries,
             "cleaning": {"options": asdict(options.cleaning), "train": train_report},
-            "spm": {"vocab_size": options.vocab_size, "max_sentences": options.spm_max_sentences,
-                    "sampled_sentences": spm["sample_sentences"], "seed": options.seed, "model_type": "bpe",
-                    "sha256": spm["sha256"]},
+            "spm": ({"given": options.vocab_source, "vocab_size": len(vocab), "sha256": spm["sha256"]}
+                    if options.vocab_model is not None else
+                    {"vocab_size": options.vocab_size, "max_sentences": options.spm_max_sentences,
+                     "sampled_sentences": spm["sample_sentences"], "seed": options.seed, "model_type": "bpe",
+                     "sha256": spm["sha256"]}),
             "corpora": {split: [corpus.name for corpus in corpora] for split, corpora in splits.items()},
             **provenance,
         }
@@ -285,6 +295,8 @@ class _Pipeline:
         return {"paths": outputs, "fingerprints": [file_fingerprint(p) for p in outputs], **result}
 
     def _spm(self, index: dict, options: PrepareOptions) -> dict:
+        if options.vocab_model is not None:
+            return self._given_spm(options)
         cleaning = options.cleaning
         params = {"index": index["digest"], "vocab_size": options.vocab_size, "sample": options.spm_max_sentences,
                   "seed": options.seed, "max_chars": cleaning.max_chars, "invalid_utf8": cleaning.invalid_utf8}
@@ -308,6 +320,17 @@ class _Pipeline:
             return [model], {"sha256": sha256, "sample_sentences": sentences, "spm_peak_rss_mb": child_peak}
 
         return self.step("spm", params, run)
+
+    def _given_spm(self, options: PrepareOptions) -> dict:
+        """`--vocab`: the given model becomes spm.model; its digest is the step's parameter, so another model
+        redoes this step and everything encoded with it."""
+        digest = hashlib.sha256(options.vocab_model).hexdigest()
+
+        def run() -> tuple[list[Path], dict]:
+            write_bytes(self.out_dir / "spm.model", options.vocab_model)
+            return [self.out_dir / "spm.model"], {"sha256": digest, "sample_sentences": 0}
+
+        return self.step("spm", {"given": digest}, run)
 
     def _binarize_train(self, index: dict, spm: dict, options: PrepareOptions, src: str, tgt: str,
                         dtype: str) -> dict:

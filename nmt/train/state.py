@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from nmt.checkpoint import interval_checkpoints, load_checkpoint
-from nmt.config import ModelConfig, TrainConfig, from_dict, matching_preset
+from nmt.config import REGULARIZATION_FIELDS, ModelConfig, TrainConfig, from_dict, matching_preset
 from nmt.errors import NmtError
 from nmt.vocab import Vocab
 
@@ -148,21 +148,23 @@ def check_resumable(payload: dict, save_dir: Path, data_dir: Path, vocab: Vocab,
 
 
 def init_from_weights(path: Path, data_dir: Path, vocab: Vocab, model_config: ModelConfig) -> dict:
-    """Fine-tuning: the weights of `path`, checked to fit the model being trained (vocabulary, architecture)."""
+    """Fine-tuning: the weights of `path`, checked to fit the model being trained (vocabulary, architecture). What
+    does not change the weights may differ: the dropouts here, and every training setting (label smoothing, the
+    schedule, the learning rate), which the checkpoint does not impose."""
     payload = load_checkpoint(path)
     if bytes(payload["vocab"].numpy().tobytes()) != vocab.model_proto:
         raise NmtError(f"--init-from {path}: its vocabulary differs from {data_dir}'s spm.model; prepare the "
                        "fine-tuning data with the same SentencePiece model")
     saved = from_dict(ModelConfig, payload["model_config"])
-    if saved != model_config:
+    changed = [name for name in _differing(saved, model_config) if name not in REGULARIZATION_FIELDS]
+    if changed:
         theirs, ours = matching_preset(saved), matching_preset(model_config)
         named = ""
         if theirs != ours:
             named = (f"; the checkpoint is a {theirs}" + (f", not a {ours}" if ours else "")
                      + f": drop --arch (the checkpoint's architecture is the default) or pass --arch {theirs}"
                      if theirs else "; drop --arch and the architecture options: the checkpoint's are the default")
-        raise NmtError(f"--init-from {path}: another architecture ({', '.join(_differing(saved, model_config))} "
-                       f"differ){named}")
+        raise NmtError(f"--init-from {path}: another architecture ({', '.join(changed)} differ){named}")
     return payload["model"]
 
 
