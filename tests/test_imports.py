@@ -11,7 +11,8 @@ LEVELS = [
     {"data", "model", "plot"},
     {"search", "checkpoint"},
     {"train", "translate", "score", "report"},
-    {"export", "forced"},
+    {"forced", "tune"},
+    {"export"},
     {"cli"},
     {"__main__", "reference"},
 ]
