@@ -9,6 +9,7 @@ A checkpoint is a dict of tensors and plain values:
   update, epoch              progress
   valid                      validation metrics at this update (interval checkpoints)
   training                   optimizer, RNG and batcher state (training checkpoints only; averaged ones drop it)
+  search                     the search settings `nmt tune` chose on the valid split (when it was run)
 """
 
 from __future__ import annotations
@@ -296,3 +297,20 @@ def _valid_losses(metrics_path: Path) -> dict[int, float]:
     if not metrics_path.is_file():
         raise NmtError(f"{metrics_path}: not found; --best reads validation losses from it")
     return read_metrics(metrics_path).valid_losses()
+
+
+def search_defaults(payload: dict, style: str | None = None) -> dict:
+    """The search defaults a checkpoint (or an export's nmt.json) carries: beam, lenpen and lenpen_style; with
+    style="length", those of the |Y|^alpha style. {} where nothing was tuned or the entry is not usable."""
+    search = payload.get("search")
+    if not isinstance(search, dict):
+        return {}
+    if style == "length":
+        length = search.get("length_style")
+        if not isinstance(length, dict):
+            return {}
+        search = {**length, "lenpen_style": "length"}
+    chosen = {key: search.get(key) for key in ("beam", "lenpen", "lenpen_style")}
+    usable = (isinstance(chosen["beam"], int) and not isinstance(chosen["beam"], bool) and chosen["beam"] >= 1
+              and isinstance(chosen["lenpen"], (int, float)) and chosen["lenpen_style"] in ("gnmt", "length"))
+    return chosen if usable else {}

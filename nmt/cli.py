@@ -527,16 +527,15 @@ def _default_checkpoint() -> Path:
 def _tuned_search(path: Path | None, engine: str) -> dict:
     """The search settings `nmt tune` stored in a checkpoint (or carried into a CTranslate2 export, as the |Y|^alpha
     style), or {}: a missing or unreadable file is left for the real load to report."""
-    from nmt.tune import stored_search
+    from nmt.checkpoint import peek_checkpoint, search_defaults
 
     try:
         if path is None:
             path = _default_checkpoint()
         if engine == "ctranslate2":
             marker = json.loads((Path(path) / "nmt.json").read_text(encoding="utf-8"))
-            return stored_search(marker, style="length") if isinstance(marker, dict) else {}
-        from nmt.checkpoint import peek_checkpoint
-        return stored_search(peek_checkpoint(path))
+            return search_defaults(marker, style="length") if isinstance(marker, dict) else {}
+        return search_defaults(peek_checkpoint(path))
     except (NmtError, OSError, ValueError):
         return {}
 

@@ -23,7 +23,6 @@ from nmt.errors import NmtError
 from nmt.translate import Translator
 
 STYLES = ("gnmt", "length")
-SEARCH_KEYS = ("beam", "lenpen", "lenpen_style")  # what a checkpoint's `search` sets for `nmt translate`
 
 
 @dataclass
@@ -83,20 +82,3 @@ def store_settings(checkpoint: Path, settings: dict) -> None:
     payload = load_checkpoint(checkpoint)
     payload["search"] = settings
     save_checkpoint(payload, checkpoint)
-
-
-def stored_search(payload: dict, style: str | None = None) -> dict:
-    """The search defaults a checkpoint (or an export's nmt.json) carries: beam, lenpen and lenpen_style; with
-    style="length", those of the |Y|^alpha style. {} where nothing was tuned or the entry is not usable."""
-    search = payload.get("search")
-    if not isinstance(search, dict):
-        return {}
-    if style == "length":
-        length = search.get("length_style")
-        if not isinstance(length, dict):
-            return {}
-        search = {**length, "lenpen_style": "length"}
-    chosen = {key: search.get(key) for key in SEARCH_KEYS}
-    usable = (isinstance(chosen["beam"], int) and not isinstance(chosen["beam"], bool) and chosen["beam"] >= 1
-              and isinstance(chosen["lenpen"], (int, float)) and chosen["lenpen_style"] in STYLES)
-    return chosen if usable else {}

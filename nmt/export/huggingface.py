@@ -27,11 +27,10 @@ from pathlib import Path
 import torch
 
 from nmt.atomic import atomic_directory, write_bytes, write_text
-from nmt.checkpoint import load_model
+from nmt.checkpoint import load_model, search_defaults
 from nmt.errors import NmtError
 from nmt.export.marker import check_export_folder, write_export_marker
 from nmt.model.transformer import Transformer, count_parameters
-from nmt.tune import stored_search
 
 MAX_LENGTH = 512  # generation's maximum length (MarianMT's usual); ours is per sentence
 
@@ -90,6 +89,10 @@ def marian_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
             linear_reads(f"{prefix}.{name}", weight, bias)
         linear_writes(f"{prefix}.out_proj", out_proj)
 
+    def self_attention(prefix, module):  # our fused (3d, d) projection: queries, keys, values
+        w, b = module.qkv_proj.weight, module.qkv_proj.bias
+        attention(prefix, (w[:d], b[:d]), (w[d:2 * d], b[d:2 * d]), (w[2 * d:], b[2 * d:]), module.out_proj)
+
     def ffn(prefix, layer):
         linear_reads(f"{prefix}.fc1", layer.ffn.linear1.weight, layer.ffn.linear1.bias)
         linear_writes(f"{prefix}.fc2", layer.ffn.linear2)
@@ -97,17 +100,13 @@ def marian_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     state["model.shared.weight"] = reads(model.embed_tokens.weight)
     for i, layer in enumerate(model.encoder_layers):
         prefix = f"model.encoder.layers.{i}"
-        w, b = layer.self_attn.qkv_proj.weight, layer.self_attn.qkv_proj.bias
-        attention(f"{prefix}.self_attn", (w[:d], b[:d]), (w[d:2 * d], b[d:2 * d]), (w[2 * d:], b[2 * d:]),
-                  layer.self_attn.out_proj)
+        self_attention(f"{prefix}.self_attn", layer.self_attn)
         norm(f"{prefix}.self_attn_layer_norm", layer.attn_sublayer.norm)
         ffn(prefix, layer)
         norm(f"{prefix}.final_layer_norm", layer.ffn_sublayer.norm)
     for i, layer in enumerate(model.decoder_layers):
         prefix = f"model.decoder.layers.{i}"
-        w, b = layer.self_attn.qkv_proj.weight, layer.self_attn.qkv_proj.bias
-        attention(f"{prefix}.self_attn", (w[:d], b[:d]), (w[d:2 * d], b[d:2 * d]), (w[2 * d:], b[2 * d:]),
-                  layer.self_attn.out_proj)
+        self_attention(f"{prefix}.self_attn", layer.self_attn)
         norm(f"{prefix}.self_attn_layer_norm", layer.self_attn_sublayer.norm)
         cross = layer.cross_attn
         kv_w, kv_b = cross.kv_proj.weight, cross.kv_proj.bias
@@ -136,7 +135,7 @@ def marian_config(model: Transformer, generation: dict):
 
 
 def generation_settings(model: Transformer, payload: dict) -> dict:
-    tuned = stored_search(payload, style="length")
+    tuned = search_defaults(payload, style="length")
     config = model.config
     return {"num_beams": tuned.get("beam", 4), "length_penalty": float(tuned.get("lenpen", 0.6)),
             "early_stopping": True, "max_length": MAX_LENGTH, "decoder_start_token_id": config.bos_id,
