@@ -82,13 +82,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--work-root", type=Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--ema-decay", type=float, default=0.0, help="nmt train --ema-decay (0: off)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Results file (default: results/multi30k_small_{MINUTES}min[_emaD].json).")
     parser.add_argument("--summarize-only", action="store_true", help="Score existing work dirs, train nothing.")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="Results files whose runs (of other seeds) join these, e.g. from an earlier invocation.")
     args = parser.parse_args()
 
     suffix = f"_ema{args.ema_decay:g}" if args.ema_decay else ""
-    out = REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min{suffix}.json"
+    out = args.out or REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min{suffix}.json"
     runs = {}
     for path in args.merge:
         for run in json.loads(path.read_text())["runs"]:
