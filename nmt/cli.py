@@ -599,16 +599,15 @@ def translate_command(
 
     _set_threads(threads)
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
-    tuned = {}
+    tuned = {}  # what `nmt tune` stored, for the options not given (one model, beam search)
     if not sampling and None in (beam, lenpen, lenpen_style) and len(checkpoints) <= 1:
         tuned = _tuned_search(checkpoints[0] if checkpoints else None, engine)
-        if tuned:
-            console.print(f"[cyan]note:[/] decoding with the search settings `nmt tune` stored: beam "
-                          f"{beam or tuned['beam']}, lenpen {lenpen if lenpen is not None else tuned['lenpen']} "
-                          f"({lenpen_style or tuned['lenpen_style']}); options override them", highlight=False)
     beam = beam if beam is not None else tuned.get("beam", 4)
     lenpen = lenpen if lenpen is not None else tuned.get("lenpen", 0.6)
     lenpen_style = lenpen_style or tuned.get("lenpen_style")
+    if tuned:
+        console.print(f"[cyan]note:[/] decoding with the search settings `nmt tune` stored: beam {beam}, lenpen "
+                      f"{lenpen} ({lenpen_style}); options override them", highlight=False)
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style or "gnmt", max_len_a=max_len_a,
                           max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
                           sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
