@@ -386,7 +386,8 @@ def train_command(
     max_epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs (0: no limit).")] = None,
     max_time: Annotated[Optional[float], typer.Option(
         help="Stop after this many minutes, validations included: training stops early enough for the final "
-             "validation to end within it (0: no limit).")] = None,
+             "validation to end within it, and a validation running well past it leaves out its BLEU (0: no "
+             "limit).")] = None,
     clip_norm: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this (0: off).")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon_ls.")] = None,
     adam_beta1: Annotated[Optional[float], typer.Option(help="Adam beta1.")] = None,

@@ -245,8 +245,7 @@ class Trainer:
         return self.ddp.no_sync() if self.ddp is not None and not last else nullcontext()
 
     def _clip_gradients(self, update: int) -> torch.Tensor:
-        """Clip the update's synchronized, normalized gradients to --clip-norm; their norm. It comes from
-        synchronized gradients, so every rank takes the same decision on it."""
+        """Clip the synchronized, normalized gradients to --clip-norm; their norm (the same on every rank)."""
         return torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.config.clip_norm if self.config.clip_norm > 0 else math.inf)
 
@@ -335,11 +334,13 @@ class Trainer:
 
     def validate(self) -> dict:
         """The valid split's loss and BLEU (nmt/train/validation.py), within what --max-time leaves."""
-        config = self.config
-        deadline = self.started + config.max_time * 60 - self.progress.elapsed if config.max_time else math.inf
+        config, progress = self.config, self.progress
+        # BLEU is left out only past the limit by half the last validation's duration (the final one starts ~then).
+        end = self.started + config.max_time * 60 - progress.elapsed + 0.5 * progress.validation_seconds
+        deadline = end if config.max_time else math.inf
         return validate(self.evaluated_model, self.valid_data, self.data.valid_references, self.vocab, config,
                         self.ranks, self.device, deadline,
-                        lambda text: self.reporter.message(f"update {self.progress.update}: {text}"))
+                        lambda text: self.reporter.message(f"update {progress.update}: {text}"))
 
     @property
     def evaluated_model(self) -> torch.nn.Module:
