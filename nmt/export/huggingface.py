@@ -216,10 +216,10 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 tokenizer = AutoTokenizer.from_pretrained("{out_dir.name}")
 model = AutoModelForSeq2SeqLM.from_pretrained("{out_dir.name}")
 batch = tokenizer(["..."], return_tensors="pt", padding=True)
-print(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))
+translations = tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True)
 
 # transformers 4.x also has the translation pipeline (5.x removed it):
-print(pipeline("translation", model="{out_dir.name}")("...")[0]["translation_text"])
+translated = pipeline("translation", model="{out_dir.name}")("...")[0]["translation_text"]
 ```
 
 Generation defaults: beam {generation['num_beams']}, length penalty |Y|^{generation['length_penalty']:g}, at most
