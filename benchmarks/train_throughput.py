@@ -77,7 +77,7 @@ def export_pieces(data: Path, out: Path) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     vocab = Vocab.from_file(data / "spm.model")
-    pieces = [vocab.processor.id_to_piece(i) for i in range(len(vocab))]
+    pieces = [vocab.target.piece(i) for i in range(len(vocab))]
     for split in ("train", "valid", "test"):
         dataset = ParallelDataset(data, split)
         for side, arrays in (("en", dataset.src), ("de", dataset.tgt)):
@@ -241,7 +241,7 @@ def bleu_onmt(venv: Path, pieces: Path, data: Path, work: Path, minutes: float) 
     from nmt.vocab import Vocab
     vocab = Vocab.from_file(data / "spm.model")
     hyp = work / "bleu-onmt.hyp"
-    hyp.write_text("".join(vocab.processor.decode_pieces(line.split()) + "\n"
+    hyp.write_text("".join(vocab.target.processor.decode_pieces(line.split()) + "\n"
                            for line in raw.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
     return {**result, "checkpoint_step": int(checkpoints[-1].stem.split("_")[-1]), "bleu": score(hyp, data / "test.de")}
 

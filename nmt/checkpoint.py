@@ -5,6 +5,8 @@ A checkpoint is a dict of tensors and plain values:
   model_config, train_config the resolved dataclasses, as dicts
   model                      the model's state dict
   vocab                      the SentencePiece model's bytes (uint8 tensor): a checkpoint translates on its own
+  target_vocab, vocab_pieces the target's own SentencePiece model and the table of the model's pieces, where the
+                             vocabulary has them (imported models; see nmt.vocab)
   src, tgt                   language codes
   update, epoch              progress
   valid                      validation metrics at this update (interval checkpoints)
@@ -129,8 +131,12 @@ def _read_payload(path: Path, mmap: bool = False) -> dict:
                                                 for name, tensor in weights.items()):
         raise NmtError(f"{path}: its model is not a table of named tensors (damaged?)")
     vocab = payload["vocab"]
-    if not isinstance(vocab, torch.Tensor) or vocab.dtype != torch.uint8 or vocab.dim() != 1:
-        raise NmtError(f"{path}: its vocab is not a SentencePiece model's bytes (damaged?)")
+    for key in ("vocab", "target_vocab"):
+        vocab = payload.get(key, payload["vocab"])
+        if not isinstance(vocab, torch.Tensor) or vocab.dtype != torch.uint8 or vocab.dim() != 1:
+            raise NmtError(f"{path}: its {key} is not a SentencePiece model's bytes (damaged?)")
+    if not isinstance(payload.get("vocab_pieces", {}), dict):
+        raise NmtError(f"{path}: its vocab_pieces is not a table of pieces (damaged?)")
     return payload
 
 
@@ -159,7 +165,7 @@ def make_payload(model: Transformer, vocab: Vocab, train_config, src: str, tgt: 
         "model_config": asdict(model.config),
         "train_config": asdict(train_config) if train_config is not None else None,
         "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "vocab": torch.frombuffer(bytearray(vocab.model_proto), dtype=torch.uint8),
+        **vocab.payload_entries(),
         "src": src,
         "tgt": tgt,
         "update": update,
@@ -168,8 +174,11 @@ def make_payload(model: Transformer, vocab: Vocab, train_config, src: str, tgt: 
     }
 
 
-def vocab_from_payload(payload: dict) -> Vocab:
-    return Vocab.from_bytes(payload["vocab"].numpy().tobytes())
+def vocab_from_payload(payload: dict, path: Path | str = "checkpoint") -> Vocab:
+    try:
+        return Vocab.from_payload(payload)
+    except NmtError as error:
+        raise NmtError(f"{path}: {error}") from None
 
 
 def config_from_payload(payload: dict, path: Path | str = "checkpoint") -> ModelConfig:
@@ -199,10 +208,20 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Transfor
     """A checkpoint's model (in eval mode, on `device`), its vocabulary and the payload itself."""
     payload = load_checkpoint(path)
     model = model_from_payload(payload, path).to(device).eval()
-    vocab = vocab_from_payload(payload)
-    if len(vocab) != model.config.vocab_size:
-        raise NmtError(f"{path}: vocabulary of {len(vocab)} pieces but a model for {model.config.vocab_size}")
+    vocab = vocab_from_payload(payload, path)
+    check_vocab_fits(vocab, model.config, path)
     return model, vocab, payload
+
+
+def check_vocab_fits(vocab: Vocab, config: ModelConfig, path: Path | str) -> None:
+    target_size = config.target_vocab_size or config.vocab_size
+    if (len(vocab), vocab.target_size) != (config.vocab_size, target_size):
+        sizes = f"{len(vocab)}" if vocab.shared else f"{len(vocab)} source and {vocab.target_size} target"
+        model = f"{config.vocab_size}" if not config.target_vocab_size else f"{config.vocab_size} and {target_size}"
+        raise NmtError(f"{path}: a vocabulary of {sizes} pieces but a model for {model}")
+    if (vocab.pad_id, vocab.bos_id, vocab.eos_id) != (config.pad_id, config.bos_id, config.eos_id):
+        raise NmtError(f"{path}: the vocabulary's special ids (pad, bos, eos) = {(vocab.pad_id, vocab.bos_id, vocab.eos_id)}"
+                       f" are not the model's {(config.pad_id, config.bos_id, config.eos_id)}")
 
 
 def average_checkpoints(paths: list[Path]) -> dict:
@@ -215,7 +234,7 @@ def average_checkpoints(paths: list[Path]) -> dict:
     for path in paths[1:]:
         payload = load_checkpoint(path)
         # The vocabulary first: another vocabulary also shows as another vocab_size in the architecture.
-        if not torch.equal(payload["vocab"], first["vocab"]) or (
+        if vocab_from_payload(payload, path).fingerprint != vocab_from_payload(first, paths[0]).fingerprint or (
                 payload["model_config"].get("vocab_size") != first["model_config"].get("vocab_size")):
             raise NmtError(f"{path}: a different vocabulary from {paths[0]}; only one model's checkpoints average")
         if payload["model_config"] != first["model_config"]:

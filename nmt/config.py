@@ -17,11 +17,14 @@ class ConfigError(NmtError, ValueError):
     """An option value that cannot be used; the message names the flag."""
 
 
+ACTIVATIONS = ("relu", "gelu", "swish")
+
+
 @dataclass
 class ModelConfig:
     """The Transformer's shape. Names follow the paper (d_model, d_ff, h, P_drop)."""
 
-    vocab_size: int = 0  # filled from the data's joint SentencePiece vocabulary
+    vocab_size: int = 0  # filled from the data's vocabulary: the joint one, or the source's where the target has its own
     encoder_layers: int = 6  # N
     decoder_layers: int = 6  # N
     d_model: int = 512
@@ -33,14 +36,23 @@ class ModelConfig:
     pre_norm: bool = False  # the paper is post-norm: LayerNorm(x + Sublayer(x))
     learned_positions: bool = False  # Table 3 row (E): learned instead of sinusoidal positions
     max_positions: int = 1024  # only bounds learned positions; sinusoids extend to any length
+    activation: str = "relu"  # the feed-forward's nonlinearity: relu (the paper), gelu, or swish (SiLU, as OPUS-MT)
+    scale_embedding: bool = True  # embeddings x sqrt(d_model) (section 3.4); MarianMT's scale_embedding
+    target_vocab_size: int = 0  # the decoder's own vocabulary, when source and target have separate ones (0: shared)
+    tie_output: bool = True  # the output projection is the target embedding matrix (section 3.4)
+    output_bias: bool = False  # a bias on the output projection (MarianMT's final_logits_bias)
     pad_id: int = 0
-    bos_id: int = 2
+    bos_id: int = 2  # the decoder's first input (MarianMT starts from pad: then bos_id == pad_id)
     eos_id: int = 3
 
     def validate(self) -> None:
         for name in ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "max_positions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.target_vocab_size < 0:
+            raise ConfigError(f"target_vocab_size must not be negative, got {self.target_vocab_size}")
         if self.d_model % self.heads != 0:
             raise ConfigError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
@@ -228,7 +240,7 @@ PRESETS = {
 REGULARIZATION_FIELDS = ("dropout", "attention_dropout", "activation_dropout")
 # What makes two models one architecture: the fields a preset fixes, less dropouts and the vocabulary.
 ARCHITECTURE_FIELDS = ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "pre_norm",
-                       "learned_positions")
+                       "learned_positions", "activation", "scale_embedding", "tie_output", "output_bias")
 
 
 def matching_preset(model: ModelConfig) -> str | None:

@@ -64,9 +64,9 @@ class ForcedScorer:
         """Scores of each pair, in order. `first_line` numbers the pairs in error messages."""
         if len(sources) != len(targets):
             raise NmtError(f"{len(sources)} sources but {len(targets)} targets")
-        source_ids = self.vocab.encode([normalize(line) for line in sources])
+        source_ids = self.vocab.encode_source([normalize(line) for line in sources])
         target_texts = [normalize(line) for line in targets]
-        target_ids = self.vocab.encode(target_texts)
+        target_ids = self.vocab.encode_target(target_texts)
         for offset, (source, target, ids) in enumerate(zip(sources, target_texts, target_ids)):
             line = first_line + offset
             if not normalize(source):
@@ -85,7 +85,7 @@ class ForcedScorer:
         targets_eos = [np.asarray(ids + [self.eos], dtype=np.int64) for ids in target_ids]
         plan = make_batches(np.array([len(s) for s in sources_eos]), np.array([len(t) for t in targets_eos]),
                             self.max_tokens, shuffle=False)
-        piece = self.vocab.processor.id_to_piece
+        piece = self.vocab.target.piece
         results: list[PairScore | None] = [None] * len(sources)
         for indices in plan.batches:
             logprobs = self._target_logprobs([sources_eos[i] for i in indices], [targets_eos[i] for i in indices])

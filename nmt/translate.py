@@ -21,7 +21,6 @@ from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
 from nmt.search.ensemble import Ensemble
 from nmt.search.sampling import sample
-from nmt.vocab import EOS_ID
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -71,7 +70,8 @@ class Translator:
 
     def __init__(self, checkpoint: Path | list[Path], search: SearchConfig | None = None, device: str | None = None,
                  max_tokens: int = 6000, max_source_tokens: int = 1024, quantize: str | None = None,
-                 record_attention: bool = False, ensemble_combine: str = "logprob", precision: str = "fp32"):
+                 record_attention: bool = False, ensemble_combine: str = "logprob", precision: str = "fp32",
+                 target_language: str | None = None):
         self.search = search or SearchConfig()
         self.search.validate()
         self.device = pick_device(device)
@@ -85,7 +85,7 @@ class Translator:
         models = []
         for path in checkpoints:
             model, vocab, payload = load_model(path, self.device)
-            if models and vocab.model_proto != self.vocab.model_proto:
+            if models and vocab.fingerprint != self.vocab.fingerprint:
                 raise NmtError(f"{path}: a different vocabulary from {checkpoints[0]}; an ensemble needs one")
             if not models:
                 self.vocab, self.src_lang, self.tgt_lang = vocab, payload.get("src"), payload.get("tgt")
@@ -101,6 +101,7 @@ class Translator:
                 pack_for_cpu_inference(model)  # oneDNN's packed weights: 1.5-3.7x faster products at these sizes
             models.append(model)
         self.model = models[0] if len(models) == 1 else Ensemble(models, ensemble_combine)
+        self.language = TargetLanguage(self.vocab.language_tokens, target_language)
         self.max_tokens = max_tokens
         self.record_attention = record_attention
         self.generator = torch.Generator(device=self.device).manual_seed(self.search.seed)
@@ -120,11 +121,11 @@ class Translator:
         todo = [i for i, text in enumerate(texts) if text]
         if not todo:
             return results
-        encoded = self.vocab.encode([texts[i] for i in todo])
+        encoded = self.vocab.encode_source(self.language.mark([texts[i] for i in todo]))
         forced = None
         if prefixes is not None:
             prefix_texts = [normalize(prefixes[i]) for i in todo]
-            forced = [ids if text else [] for ids, text in zip(self.vocab.encode(prefix_texts), prefix_texts)]
+            forced = [ids if text else [] for ids, text in zip(self.vocab.encode_target(prefix_texts), prefix_texts)]
             if self.max_target_tokens is not None:  # the prefix and its eos must fit the position table
                 forced = [ids[: self.max_target_tokens - 1] for ids in forced]
         sources = []
@@ -132,11 +133,12 @@ class Translator:
             if len(ids) >= self.max_source_tokens:
                 ids = ids[: self.max_source_tokens - 1]
                 self.truncated += 1
-            sources.append(np.asarray(ids + [EOS_ID], dtype=np.int64))
+            sources.append(np.asarray(ids + [self.vocab.eos_id], dtype=np.int64))
         lengths = np.array([len(s) for s in sources])
         plan = make_batches(lengths, lengths, self.max_tokens, shuffle=False)
         for batch_indices in plan.batches:
-            src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices])).to(self.device)
+            src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices],
+                                                        self.vocab.pad_id)).to(self.device)
             batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
             with autocast(self.device, self.precision):
                 if self.search.sampling:
@@ -151,9 +153,9 @@ class Translator:
         return results
 
     def _translation(self, hypothesis: Hypothesis, source_ids: list[int]) -> Translation:
-        pieces = self.vocab.processor.id_to_piece
+        target, source = self.vocab.target.piece, self.vocab.source.piece
         translation = Translation(self.vocab.decode([hypothesis.tokens])[0], hypothesis.score,
-                                  pieces(hypothesis.tokens), pieces(source_ids))
+                                  [target(t) for t in hypothesis.tokens], [source(t) for t in source_ids])
         if hypothesis.attention is not None:
             # (T + 1, layers, S_padded) -> (layers, T + 1, S + 1): this source's columns only, eos included
             attention = hypothesis.attention[:, :, : len(source_ids) + 1].permute(1, 0, 2).float().cpu().numpy()
@@ -165,6 +167,34 @@ class Translator:
                          prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
         """Translate a stream window by window (sorting by length inside each), yielding in input order."""
         return translate_windows(self.translate, lines, window, prefixes)
+
+
+class TargetLanguage:
+    """The target-language token a multilingual model's source starts with (`>>deu<<`, OPUS-MT's multilingual
+    models): added to every line for `--target-language deu`; without it, each line must start with one."""
+
+    def __init__(self, tokens: list[str], language: str | None):
+        self.tokens = set(tokens)
+        self.token = None
+        if language:
+            token = language if language.startswith(">>") else f">>{language}<<"
+            if token not in self.tokens:
+                known = ", ".join(sorted(t[2:-2] for t in tokens)[:12]) or "none: the model is not multilingual"
+                raise NmtError(f"--target-language {language}: not a language of this model (it has {known}"
+                               + (", ..." if len(tokens) > 12 else "") + ")")
+            self.token = token
+
+    def mark(self, texts: list[str]) -> list[str]:
+        if self.token is not None:
+            return [f"{self.token} {text}" for text in texts]
+        if self.tokens:
+            for text in texts:
+                if text.split(" ", 1)[0] not in self.tokens:
+                    codes = ", ".join(sorted(t[2:-2] for t in self.tokens)[:6])
+                    raise NmtError(f"this model is multilingual: choose the output language with --target-language "
+                                   f"(one of {codes}{', ...' if len(self.tokens) > 6 else ''}), or start each line "
+                                   f"with its token, e.g. >>{sorted(self.tokens)[0][2:-2]}<<")
+        return texts
 
 
 def translate_windows(translate, lines: Iterable[str], window: int,

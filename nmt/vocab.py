@@ -1,7 +1,17 @@
-"""The joint SentencePiece BPE vocabulary: training, encoding, decoding, and the special ids the model uses."""
+"""The vocabulary: SentencePiece models for source and target, the model's ids of their pieces, and its special ids.
+
+What `nmt prepare` learns is one joint SentencePiece BPE model whose own ids are the model's, with pad, unk, bos and
+eos at 0-3 (`Vocab.from_bytes`). Pretrained models bring other layouts, which a Vocab holds as data:
+- separate source and target SentencePiece models (`target_proto`),
+- a table of pieces giving the model's id of each piece (MarianMT's vocab.json), one for both sides or one per side
+  (`separate_vocabs`), with the special ids where that model has them (`pieces`).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -9,7 +19,7 @@ import sentencepiece as spm
 
 from nmt.errors import NmtError
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3  # the special ids of the SentencePiece models `nmt prepare` learns
 
 
 def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, max_sentences: int,
@@ -37,15 +47,78 @@ def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, ma
     return model_prefix.with_suffix(".model")
 
 
-class Vocab:
-    """A loaded SentencePiece model. Build it from a file (`from_file`) or from the bytes a checkpoint carries."""
+def _processor(model_proto: bytes, side: str) -> spm.SentencePieceProcessor:
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.LoadFromSerializedProto(model_proto)
+    except (RuntimeError, OSError):
+        raise NmtError(f"not a SentencePiece model (damaged {side} vocabulary)") from None
+    return processor
 
-    def __init__(self, processor: spm.SentencePieceProcessor, model_proto: bytes):
-        self.processor = processor
-        self.model_proto = model_proto
-        ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
-        if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-            raise NmtError(f"SentencePiece model has special ids {ids}, expected {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}")
+
+@dataclass
+class Side:
+    """One side's SentencePiece model and, where the model's ids are not SentencePiece's own, its table of pieces."""
+
+    processor: spm.SentencePieceProcessor
+    pieces: list[str] | None  # the model's id -> piece; None: SentencePiece's ids are the model's
+    unk_id: int
+
+    def __post_init__(self) -> None:
+        self.index = {piece: i for i, piece in enumerate(self.pieces)} if self.pieces is not None else None
+
+    def __len__(self) -> int:
+        return len(self.pieces) if self.pieces is not None else self.processor.get_piece_size()
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        if self.index is None:  # one batched call: far faster
+            return self.processor.encode(lines, out_type=int, num_threads=1)
+        unk, index = self.unk_id, self.index
+        return [[index.get(piece, unk) for piece in pieces]
+                for pieces in self.processor.encode(lines, out_type=str, num_threads=1)]
+
+    def piece(self, token: int) -> str:
+        return self.pieces[token] if self.pieces is not None else self.processor.id_to_piece(token)
+
+    def decode(self, ids: list[int]) -> str:
+        if self.pieces is None:
+            return self.processor.decode(list(ids))
+        return self.processor.decode_pieces([self.pieces[i] for i in ids])
+
+
+class Vocab:
+    """Source and target SentencePiece models (one joint model, or one each) over the model's ids.
+
+    `pieces`, where the model's ids are not SentencePiece's: {"source": [piece of id 0, ...], "target": [...]
+    (absent: the source's table serves both sides), "specials": {"pad": id, "unk": id, "bos": id, "eos": id}}, bos
+    being the decoder's first input."""
+
+    def __init__(self, model_proto: bytes, target_proto: bytes | None = None, pieces: dict | None = None):
+        self.model_proto = model_proto  # the source's (or joint) SentencePiece model
+        self.target_proto = target_proto  # None: the same model serves the target
+        self.pieces = pieces
+        source = _processor(model_proto, "source")
+        target = _processor(target_proto, "target") if target_proto is not None else source
+        if pieces is None:
+            ids = (source.pad_id(), source.unk_id(), source.bos_id(), source.eos_id())
+            if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID) or (target is not source and (
+                    target.pad_id(), target.unk_id(), target.bos_id(), target.eos_id()) != ids):
+                raise NmtError(f"SentencePiece model has special ids {ids}, expected {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}")
+            self.pad_id, self.unk_id, self.bos_id, self.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+            self.source, self.target = Side(source, None, UNK_ID), Side(target, None, UNK_ID)
+            return
+        specials = pieces.get("specials", {})
+        try:
+            self.pad_id, self.unk_id, self.bos_id, self.eos_id = (int(specials[k]) for k in ("pad", "unk", "bos", "eos"))
+            source_pieces = [str(p) for p in pieces["source"]]
+            target_pieces = [str(p) for p in pieces.get("target") or source_pieces]
+        except (KeyError, TypeError, ValueError):
+            raise NmtError("the vocabulary's table of pieces is damaged (no pieces or special ids)") from None
+        for name, table in (("source", source_pieces), ("target", target_pieces)):
+            if not all(0 <= i < len(table) for i in (self.pad_id, self.unk_id, self.eos_id, self.bos_id)):
+                raise NmtError(f"the vocabulary's special ids lie outside its {name} table of {len(table)} pieces")
+        self.source = Side(source, source_pieces, self.unk_id)
+        self.target = Side(target, target_pieces, self.unk_id)
 
     @classmethod
     def from_file(cls, path: Path) -> "Vocab":
@@ -53,21 +126,99 @@ class Vocab:
 
     @classmethod
     def from_bytes(cls, model_proto: bytes) -> "Vocab":
-        processor = spm.SentencePieceProcessor()
-        try:
-            processor.LoadFromSerializedProto(model_proto)
-        except (RuntimeError, OSError):
-            raise NmtError("not a SentencePiece model (damaged vocabulary)") from None
-        return cls(processor, model_proto)
+        """A joint SentencePiece model whose ids are the model's (what `nmt prepare` learns)."""
+        return cls(model_proto)
+
+    @property
+    def shared(self) -> bool:
+        """Whether source and target share one id space (and so may share one embedding matrix)."""
+        if self.pieces is None:
+            return self.target_proto is None
+        return not self.pieces.get("target") or self.pieces["target"] == self.pieces["source"]
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two vocabularies one: the same models, tables and special ids."""
+        digest = hashlib.sha256(self.model_proto)
+        digest.update(b"\0target\0" + (self.target_proto or b""))
+        digest.update(json.dumps(self.pieces, sort_keys=True).encode() if self.pieces else b"")
+        return digest.hexdigest()
 
     def __len__(self) -> int:
-        return self.processor.get_piece_size()
+        """The source's (or the joint) vocabulary size: the model's vocab_size."""
+        return len(self.source)
 
-    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+    @property
+    def target_size(self) -> int:
+        return len(self.target)
 
-    def encode(self, lines: list[str]) -> list[list[int]]:
-        """Token ids of each line, without end-of-sentence (the dataset adds it). One batched call: far faster."""
-        return self.processor.encode(lines, out_type=int, num_threads=1)
+    def encode_source(self, lines: list[str]) -> list[list[int]]:
+        """Token ids of each line, without end-of-sentence (the dataset adds it). A leading language token
+        (`>>deu<<`, multilingual MarianMT models) is one piece of its own where the table has it."""
+        if self.source.index is None or not any(line.startswith(">>") for line in lines):
+            return self.source.encode(lines)
+        return [self._encode_with_language_token(line) for line in lines]
+
+    def _encode_with_language_token(self, line: str) -> list[int]:
+        end = line.find("<<") if line.startswith(">>") else -1
+        if end == -1 or line[:end + 2] not in self.source.index:
+            return self.source.encode([line])[0]
+        return [self.source.index[line[:end + 2]]] + self.source.encode([line[end + 2:]])[0]
+
+    def encode_target(self, lines: list[str]) -> list[list[int]]:
+        return self.target.encode(lines)
 
     def decode(self, ids_per_line: Iterable[list[int]]) -> list[str]:
-        return [self.processor.decode(list(ids)) for ids in ids_per_line]
+        """Target ids to text."""
+        return [self.target.decode(ids) for ids in ids_per_line]
+
+    @property
+    def language_tokens(self) -> list[str]:
+        """The target-language tokens a multilingual model's source starts with (`>>deu<<`), in id order."""
+        if self.source.pieces is None:
+            return []
+        return [p for p in self.source.pieces if p.startswith(">>") and p.endswith("<<") and len(p) > 4]
+
+    # --- as a checkpoint carries it, and as a prepared data folder holds it -------------------------------------
+
+    def payload_entries(self) -> dict:
+        import torch
+        entries = {"vocab": torch.frombuffer(bytearray(self.model_proto), dtype=torch.uint8)}
+        if self.target_proto is not None:
+            entries["target_vocab"] = torch.frombuffer(bytearray(self.target_proto), dtype=torch.uint8)
+        if self.pieces is not None:
+            entries["vocab_pieces"] = self.pieces
+        return entries
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "Vocab":
+        target = payload.get("target_vocab")
+        return cls(payload["vocab"].numpy().tobytes(), target.numpy().tobytes() if target is not None else None,
+                   payload.get("vocab_pieces"))
+
+    def file_entries(self) -> dict[str, bytes]:
+        """The files of a prepared data folder that hold this vocabulary, by the manifest key naming each."""
+        files = {"spm_model": ("spm.model", self.model_proto)}
+        if self.target_proto is not None:
+            files["target_spm_model"] = ("spm.target.model", self.target_proto)
+        if self.pieces is not None:
+            files["vocab_pieces"] = ("pieces.json", json.dumps(self.pieces, ensure_ascii=False).encode())
+        return files
+
+    @classmethod
+    def from_folder(cls, folder: Path, manifest: dict) -> "Vocab":
+        def read(key: str) -> bytes | None:
+            name = manifest.get(key)
+            if name is None:
+                return None
+            path = Path(folder) / name
+            try:
+                return path.read_bytes()
+            except OSError as error:
+                raise NmtError(f"{path}: cannot read the vocabulary ({error.strerror or error})") from None
+        pieces = read("vocab_pieces")
+        try:
+            table = json.loads(pieces) if pieces is not None else None
+        except ValueError:
+            raise NmtError(f"{Path(folder) / manifest['vocab_pieces']}: not a table of pieces (damaged?)") from None
+        return cls(read("spm_model"), read("target_spm_model"), table)

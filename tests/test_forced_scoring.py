@@ -22,8 +22,8 @@ def teacher_forced_logprobs(checkpoint, source: str, target: str) -> list[float]
     """One pair alone, no batching or padding: log P(piece_t | source, pieces before t) for each piece and eos."""
     model, vocab, _ = load_model(checkpoint)
     config = model.config
-    source_ids = vocab.encode([source])[0] + [config.eos_id]
-    target_ids = vocab.encode([target])[0] + [config.eos_id]
+    source_ids = vocab.encode_source([source])[0] + [config.eos_id]
+    target_ids = vocab.encode_target([target])[0] + [config.eos_id]
     prev = [config.bos_id] + target_ids[:-1]
     with torch.no_grad():
         logits = model(torch.tensor([source_ids]), torch.tensor([prev]))[0]

@@ -101,7 +101,7 @@ def test_hf_logits_equal_ours_on_a_padded_batch(parent, exported):
     tokenizer = AutoTokenizer.from_pretrained(exported)
     lines = ["A man rides a bike down the street.", "Two dogs play.", "A little girl in a pink dress is climbing."]
     batch = tokenizer(lines, return_tensors="pt", padding=True)
-    ours = [vocab.encode([line])[0] + [3] for line in lines]
+    ours = [vocab.encode_source([line])[0] + [3] for line in lines]
     assert [row[row.ne(0)].tolist() for row in batch["input_ids"]] == ours  # the same pieces and ids
     prev = torch.tensor([[2, 40, 41, 42, 43], [2, 50, 51, 0, 0], [2, 60, 61, 62, 0]])
     with torch.no_grad():
@@ -131,7 +131,7 @@ def test_hf_greedy_and_beam_search_give_nmt_translates_tokens(parent, exported, 
         limit = int(batch["input_ids"].shape[1] * 1.0 + 50)  # nmt translate's default: source (eos in) + 50
         with torch.no_grad():
             ids = hf.generate(**batch, max_length=limit + 1, **options)[0].tolist()
-        return [vocab.processor.id_to_piece(i) for i in ids[1:] if i not in (0, 3)]
+        return [vocab.target.piece(i) for i in ids[1:] if i not in (0, 3)]
 
     greedy = nmt_tokens("--beam", "1")
     assert [hf_tokens(line, num_beams=1) for line in lines] == greedy

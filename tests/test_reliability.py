@@ -167,7 +167,7 @@ def test_decoding_a_model_gone_nan_ends_within_the_length_limit(trained_checkpoi
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.fill_(float("nan"))
-    source = torch.tensor([vocab.encode(["a cat"])[0] + [3]])
+    source = torch.tensor([vocab.encode_source(["a cat"])[0] + [3]])
     previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("decoding did not end"))
     signal.alarm(60)
     try:

@@ -107,7 +107,7 @@ def test_stopping_a_settled_sentence_early_returns_what_waiting_for_the_whole_be
 
     trained, vocab, _ = load_model(trained_checkpoint)
     lines = ["a red dog runs", "the small cat plays with a ball near the water", "blue", "a man and a woman"] * 3
-    src = torch.nn.utils.rnn.pad_sequence([torch.tensor(ids + [3]) for ids in vocab.encode(lines)],
+    src = torch.nn.utils.rnn.pad_sequence([torch.tensor(ids + [3]) for ids in vocab.encode_source(lines)],
                                           batch_first=True, padding_value=0)
     search = SearchConfig(beam=4, nbest=nbest, lenpen=lenpen, lenpen_style=style)
     steps = {}

@@ -41,7 +41,7 @@ def test_an_ensemble_of_one_checkpoint_twice_gives_that_checkpoints_output(train
 def test_an_ensemble_steps_with_the_mean_of_its_models_log_probabilities(trained_checkpoint, other_checkpoint):
     first, vocab, _ = load_model(trained_checkpoint)
     second, _, _ = load_model(other_checkpoint)
-    src = torch.tensor([vocab.encode(["the big cat"])[0] + [vocab.eos_id]])
+    src = torch.tensor([vocab.encode_source(["the big cat"])[0] + [vocab.eos_id]])
     bos = torch.tensor([vocab.bos_id])
     with torch.no_grad():
         expected = [model.decode_step(bos, model.init_state(model.encode(src))) for model in (first, second)]

@@ -38,7 +38,8 @@ class ShardTask:
     tgt_offset: int
     first_line: int  # its line number (from 1), for messages
     lines: int
-    spm_model: str
+    vocab_dir: str  # the folder holding the vocabulary's files
+    vocab_files: tuple[tuple[str, str], ...]  # (manifest key, file name) of each: spm_model, and where it has them
     dtype: str
     cleaning: CleaningOptions
 
@@ -49,13 +50,13 @@ class ShardTask:
             return None
 
 
-_VOCABS: dict[str, Vocab] = {}  # one per worker process and model file
+_VOCABS: dict[tuple, Vocab] = {}  # one per worker process and vocabulary
 
 
-def _vocab(path: str) -> Vocab:
-    if path not in _VOCABS:
-        _VOCABS[path] = Vocab.from_file(Path(path))
-    return _VOCABS[path]
+def _vocab(folder: str, files: tuple[tuple[str, str], ...]) -> Vocab:
+    if (folder, files) not in _VOCABS:
+        _VOCABS[folder, files] = Vocab.from_folder(Path(folder), dict(files))
+    return _VOCABS[folder, files]
 
 
 def _read_lines(handle, count: int, path: str, first_line: int) -> list[bytes]:
@@ -111,14 +112,14 @@ def binarize_shard(task: ShardTask) -> dict:
             pairs.append(pair)
     del src_raw, tgt_raw
 
-    vocab = _vocab(task.spm_model)
-    src_writer = TokenArrayWriter(Path(task.prefix + ".src"), np.dtype(task.dtype))
-    tgt_writer = TokenArrayWriter(Path(task.prefix + ".tgt"), np.dtype(task.dtype))
+    vocab = _vocab(task.vocab_dir, task.vocab_files)
+    src_writer = TokenArrayWriter(Path(task.prefix + ".src"), np.dtype(task.dtype), vocab.eos_id)
+    tgt_writer = TokenArrayWriter(Path(task.prefix + ".tgt"), np.dtype(task.dtype), vocab.eos_id)
     try:
         for start in range(0, len(pairs), ENCODE_BATCH):
             batch = pairs[start:start + ENCODE_BATCH]
-            src_ids = vocab.encode([src for src, _ in batch])
-            tgt_ids = vocab.encode([tgt for _, tgt in batch])
+            src_ids = vocab.encode_source([src for src, _ in batch])
+            tgt_ids = vocab.encode_target([tgt for _, tgt in batch])
             keep = [keep_token_pair(len(s), len(t), cleaning, report) for s, t in zip(src_ids, tgt_ids)]
             src_writer.add_many([ids for ids, kept in zip(src_ids, keep) if kept])
             tgt_writer.add_many([ids for ids, kept in zip(tgt_ids, keep) if kept])

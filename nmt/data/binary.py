@@ -28,8 +28,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
 class TokenArrayWriter:
     """Appends sentences to PREFIX.bin/.idx under temporary names; `close()` renames them into place."""
 
-    def __init__(self, prefix: Path, dtype: np.dtype):
-        self.prefix, self.dtype = Path(prefix), np.dtype(dtype)
+    def __init__(self, prefix: Path, dtype: np.dtype, eos_id: int = EOS_ID):
+        self.prefix, self.dtype, self.eos_id = Path(prefix), np.dtype(dtype), eos_id
         self.lengths: list[int] = []
         self._bin = ExitStack()
         self._handle = self._bin.enter_context(atomic_write(self.prefix.with_name(self.prefix.name + ".bin"), "wb"))
@@ -43,7 +43,7 @@ class TokenArrayWriter:
         flat: list[int] = []
         for ids in sentences:
             flat.extend(ids)
-            flat.append(EOS_ID)
+            flat.append(self.eos_id)
             self.lengths.append(len(ids) + 1)
         self._handle.write(np.asarray(flat, dtype=self.dtype).tobytes())
 

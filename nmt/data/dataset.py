@@ -50,14 +50,18 @@ class ParallelDataset:
         if len(self.src) != len(self.tgt):
             raise NmtError(f"{data_dir}: {split} has {len(self.src)} source and {len(self.tgt)} target sentences")
         self.split = split
+        # The vocabulary's special ids (those of an imported model's vocabulary differ from nmt's own 0-3)
+        specials = self.manifest.get("special_ids") or {}
+        self.pad_id, self.bos_id = int(specials.get("pad", PAD_ID)), int(specials.get("bos", BOS_ID))
 
     def __len__(self) -> int:
         return len(self.src)
 
-    def check_ids(self, vocab_size: int) -> None:
+    def check_ids(self, vocab_size: int, target_vocab_size: int | None = None) -> None:
         """Every token id must index the vocabulary: a damaged or foreign .bin is named here, not by an IndexError
         deep inside the embedding."""
-        for side, array, entry in (("src", self.src, "src"), ("tgt", self.tgt, "tgt")):
+        for array, entry, size in ((self.src, "src", vocab_size), (self.tgt, "tgt", target_vocab_size or vocab_size)):
+            vocab_size = size
             if len(array.tokens) and int(array.tokens.max()) >= vocab_size:
                 name = self.manifest["splits"][self.split][entry]["bin"]
                 raise NmtError(f"{self.data_dir / name}: holds token id {int(array.tokens.max())}, but the vocabulary "
@@ -74,10 +78,10 @@ class ParallelDataset:
     def collate(self, indices: np.ndarray) -> Batch:
         src = [self.src[i] for i in indices]
         tgt = [self.tgt[i] for i in indices]
-        target = pad_sequences(tgt)
-        prev = pad_sequences([np.concatenate(([BOS_ID], seq[:-1])) for seq in tgt])
+        target = pad_sequences(tgt, self.pad_id)
+        prev = pad_sequences([np.concatenate(([self.bos_id], seq[:-1])) for seq in tgt], self.pad_id)
         return Batch(
-            src_tokens=torch.from_numpy(pad_sequences(src)),
+            src_tokens=torch.from_numpy(pad_sequences(src, self.pad_id)),
             prev_tokens=torch.from_numpy(prev),
             target=torch.from_numpy(target),
             src_count=int(sum(len(seq) for seq in src)),

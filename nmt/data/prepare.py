@@ -42,7 +42,7 @@ from nmt.data.sources import Progress, Source, extract
 from nmt.data.stamps import Stamps, digest, file_fingerprint
 from nmt.data.text import CleaningOptions, CleaningReport, clean_text_pair, normalize, read_parallel
 from nmt.errors import NmtError
-from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, train_sentencepiece
+from nmt.vocab import Vocab, train_sentencepiece
 
 SHARD_LINES = 100_000  # lines per binarization shard: the unit of parallel work and of resumption
 
@@ -54,14 +54,15 @@ class PrepareOptions:
     workers: int = 1  # processes that clean, encode and binarize the training shards
     seed: int = 1  # of the SentencePiece sample
     cleaning: CleaningOptions | None = None  # None: the recipe's (the defaults for your own corpora)
-    # A SentencePiece model to use instead of learning one (`--vocab`: a parent model's, for fine-tuning data).
-    vocab_model: bytes | None = None
+    # A vocabulary to use instead of learning one (`--vocab`: a parent model's, for fine-tuning data).
+    vocab_model: Vocab | None = None
     vocab_source: str = ""  # where vocab_model came from, for the manifest
+    separate_vocabs: bool = False  # a SentencePiece model and ids of its own for each side (vocab_size each)
 
     def resolved(self, vocab_size: int, cleaning: CleaningOptions) -> "PrepareOptions":
         """These options with the recipe's values where they are None, validated."""
         if self.vocab_model is not None:
-            vocab_size = len(Vocab.from_bytes(self.vocab_model))
+            vocab_size = len(self.vocab_model)
             if self.vocab_size not in (None, vocab_size):
                 raise ConfigError(f"--vocab-size {self.vocab_size} differs from the {vocab_size} pieces of --vocab "
                                   f"{self.vocab_source}: drop --vocab-size")
@@ -189,9 +190,10 @@ class _Pipeline:
         references = {split: self._references(split, corpora, texts, src, tgt)
                       for split, corpora in splits.items() if split != "train"}
         spm = self._spm(index, options)
-        vocab = Vocab.from_file(self.out_dir / "spm.model")
-        dtype = token_dtype(len(vocab)).name
-        entries = {"train": self._binarize_train(index, spm, options, src, tgt, dtype)}
+        vocab_files = spm.get("files") or {"spm_model": "spm.model"}
+        vocab = Vocab.from_folder(self.out_dir, vocab_files)
+        dtype = token_dtype(max(len(vocab), vocab.target_size)).name
+        entries = {"train": self._binarize_train(index, spm, vocab_files, options, src, tgt, dtype)}
         for split, reference in references.items():
             entries[split] = self._binarize_reference(split, reference, spm, vocab, src, tgt, dtype)
         train_report = entries["train"].pop("report")
@@ -202,17 +204,20 @@ class _Pipeline:
             "version": MANIFEST_VERSION,
             "src": src,
             "tgt": tgt,
-            "spm_model": "spm.model",
+            **vocab_files,
             "vocab_size": len(vocab),
+            **({"target_vocab_size": vocab.target_size} if not vocab.shared else {}),
             "token_dtype": dtype,
-            "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
+            "special_ids": {"pad": vocab.pad_id, "unk": vocab.unk_id, "bos": vocab.bos_id, "eos": vocab.eos_id},
             "splits": entries,
             "cleaning": {"options": asdict(options.cleaning), "train": train_report},
-            "spm": ({"given": options.vocab_source, "vocab_size": len(vocab), "sha256": spm["sha256"]}
+            "spm": ({"given": options.vocab_source, "vocab_size": len(vocab), "sha256": spm["sha256"],
+                     "files_sha256": spm["files_sha256"]}
                     if options.vocab_model is not None else
                     {"vocab_size": options.vocab_size, "max_sentences": options.spm_max_sentences,
                      "sampled_sentences": spm["sample_sentences"], "seed": options.seed, "model_type": "bpe",
-                     "sha256": spm["sha256"]}),
+                     "sha256": spm["sha256"], **({"separate_vocabs": True, "files_sha256": spm["files_sha256"]}
+                                                 if options.separate_vocabs else {})}),
             "corpora": {split: [corpus.name for corpus in corpora] for split, corpora in splits.items()},
             **provenance,
         }
@@ -300,41 +305,63 @@ class _Pipeline:
         cleaning = options.cleaning
         params = {"index": index["digest"], "vocab_size": options.vocab_size, "sample": options.spm_max_sentences,
                   "seed": options.seed, "max_chars": cleaning.max_chars, "invalid_utf8": cleaning.invalid_utf8}
-        model = self.out_dir / "spm.model"
+        # One joint model (the paper's shared vocabulary), or with --separate-vocabs one per side, each its own ids
+        sides = {"spm_model": ("spm.model", None)} if not options.separate_vocabs else {
+            "spm_model": ("spm.model", "src"), "target_spm_model": ("spm.target.model", "tgt")}
+        if options.separate_vocabs:
+            params["separate_vocabs"] = True
 
         def run() -> tuple[list[Path], dict]:
-            sample_path = self.work / "spm-sample.txt"
-            sentences = _write_sample(index, options, sample_path)
-            if sentences == 0:
-                raise NmtError("no training text left after cleaning to learn a vocabulary from")
-            self.log(f"spm: training a {options.vocab_size}-piece BPE model on {sentences:,} sentences")
-            # In a process of its own: its memory (which the sample size bounds) is returned when it ends, and
-            # measured apart from the streaming steps'.
-            with _worker_pool(1) as pool:
-                trained, child_peak = pool.apply_async(_train_spm, (str(sample_path), str(self.work / "spm"),
-                                                       options.vocab_size, sentences, os.cpu_count() or 1)).get()
-            os.replace(trained, model)
-            sample_path.unlink()
-            (self.work / "spm.vocab").unlink(missing_ok=True)  # the pieces are in the model; this copy is unused
-            sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
-            return [model], {"sha256": sha256, "sample_sentences": sentences, "spm_peak_rss_mb": child_peak}
+            outputs, sentences_used, peaks = [], 0, []
+            for name, side in sides.values():
+                sample_path = self.work / "spm-sample.txt"
+                sentences = _write_sample(index, options, sample_path, side)
+                if sentences == 0:
+                    raise NmtError("no training text left after cleaning to learn a vocabulary from")
+                which = {"src": "source ", "tgt": "target "}.get(side, "")
+                self.log(f"spm: training a {options.vocab_size}-piece {which}BPE model on {sentences:,} sentences")
+                # In a process of its own: its memory (which the sample size bounds) is returned when it ends, and
+                # measured apart from the streaming steps'.
+                with _worker_pool(1) as pool:
+                    trained, child_peak = pool.apply_async(_train_spm, (str(sample_path), str(self.work / "spm"),
+                                                           options.vocab_size, sentences, os.cpu_count() or 1)).get()
+                os.replace(trained, self.out_dir / name)
+                sample_path.unlink()
+                (self.work / "spm.vocab").unlink(missing_ok=True)  # the pieces are in the model; this copy is unused
+                outputs.append(self.out_dir / name)
+                sentences_used += sentences
+                peaks.append(child_peak)
+            digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs}
+            return outputs, {"sha256": digests["spm.model"], "sample_sentences": sentences_used,
+                             "spm_peak_rss_mb": max(peaks),
+                             **({"files": {key: name for key, (name, _) in sides.items()},
+                                 "files_sha256": {"spm.target.model": digests["spm.target.model"]}}
+                                if options.separate_vocabs else {})}
 
         return self.step("spm", params, run)
 
     def _given_spm(self, options: PrepareOptions) -> dict:
-        """`--vocab`: the given model becomes spm.model; its digest is the step's parameter, so another model
-        redoes this step and everything encoded with it."""
-        digest = hashlib.sha256(options.vocab_model).hexdigest()
+        """`--vocab`: the given vocabulary's files (spm.model, and the target's model and the table of pieces where
+        it has them); its fingerprint is the step's parameter, so another vocabulary redoes this step and
+        everything encoded with it."""
+        vocab = options.vocab_model
+        files = vocab.file_entries()
 
         def run() -> tuple[list[Path], dict]:
-            write_bytes(self.out_dir / "spm.model", options.vocab_model)
-            return [self.out_dir / "spm.model"], {"sha256": digest, "sample_sentences": 0}
+            for name, data in files.values():
+                write_bytes(self.out_dir / name, data)
+            digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.values()}
+            return [self.out_dir / name for name, _ in files.values()], {
+                "sha256": digests["spm.model"], "sample_sentences": 0,
+                "files": {key: name for key, (name, _) in files.items()},
+                "files_sha256": {name: digest for name, digest in digests.items() if name != "spm.model"}}
 
-        return self.step("spm", {"given": digest}, run)
+        return self.step("spm", {"given": vocab.fingerprint}, run)
 
-    def _binarize_train(self, index: dict, spm: dict, options: PrepareOptions, src: str, tgt: str,
-                        dtype: str) -> dict:
-        params = {"index": index["digest"], "spm": spm["sha256"], "cleaning": asdict(options.cleaning)}
+    def _binarize_train(self, index: dict, spm: dict, vocab_files: dict, options: PrepareOptions, src: str,
+                        tgt: str, dtype: str) -> dict:
+        params = {"index": index["digest"], "spm": spm["sha256"], "cleaning": asdict(options.cleaning),
+                  **({"vocab_files": spm["files_sha256"]} if spm.get("files_sha256") else {})}
         outputs = [self.out_dir / f"train.{lang}.{ext}" for lang in (src, tgt) for ext in ("bin", "idx")]
         shard_dir = self.work / f"shards-{digest(params)}"
 
@@ -351,7 +378,8 @@ class _Pipeline:
                         prefix=str(shard_dir / f"{corpus_number:03d}-{shard_number:06d}"),
                         src_path=corpus["src"], tgt_path=corpus["tgt"], src_offset=src_offset,
                         tgt_offset=tgt_offset, first_line=first + 1, lines=min(SHARD_LINES, corpus["lines"] - first),
-                        spm_model=str(self.out_dir / "spm.model"), dtype=dtype, cleaning=options.cleaning))
+                        vocab_dir=str(self.out_dir), vocab_files=tuple(sorted(vocab_files.items())), dtype=dtype,
+                        cleaning=options.cleaning))
             results = self._run_shards(tasks, options.workers, index["pairs"])
             report = {"kept": 0, "dropped": {}}
             for result in results:
@@ -392,23 +420,24 @@ class _Pipeline:
 
     def _binarize_reference(self, split: str, reference: dict, spm: dict, vocab: Vocab, src: str, tgt: str,
                             dtype: str) -> dict:
-        params = {"spm": spm["sha256"], "references": reference["fingerprints"]}
+        params = {"spm": spm["sha256"], "references": reference["fingerprints"],
+                  **({"vocab_files": spm["files_sha256"]} if spm.get("files_sha256") else {})}
         outputs = [self.out_dir / f"{split}.{lang}.{ext}" for lang in (src, tgt) for ext in ("bin", "idx")]
 
         def run() -> tuple[list[Path], dict]:
             # Line for line and unfiltered (an empty line becomes end-of-sentence alone): the references must keep
             # their count and order. Normalized as the training text was, so the model sees the same kind of input.
             entry = {}
-            for lang, path in zip((src, tgt), reference["paths"]):
-                writer = TokenArrayWriter(self.out_dir / f"{split}.{lang}", token_dtype(len(vocab)))
+            for lang, path, encode in zip((src, tgt), reference["paths"], (vocab.encode_source, vocab.encode_target)):
+                writer = TokenArrayWriter(self.out_dir / f"{split}.{lang}", dtype, vocab.eos_id)
                 try:
                     batch = []
                     for line in _read_text(path):
                         batch.append(normalize(line))
                         if len(batch) == ENCODE_BATCH:
-                            writer.add_many(vocab.encode(batch))
+                            writer.add_many(encode(batch))
                             batch = []
-                    writer.add_many(vocab.encode(batch))
+                    writer.add_many(encode(batch))
                 except BaseException:
                     writer.abort()
                     raise
@@ -483,10 +512,11 @@ def _describe(source: Source, path: Path) -> str:
     return f"{source.file}:{source.member}" if source.member else str(path)
 
 
-def _write_sample(index: dict, options: PrepareOptions, sample_path: Path) -> int:
-    """A seeded uniform sample of training pairs, normalized and cleaned as binarization will, both sides."""
+def _write_sample(index: dict, options: PrepareOptions, sample_path: Path, side: str | None = None) -> int:
+    """A seeded uniform sample of training pairs, normalized and cleaned as binarization will: both sides, or one
+    (`side`: "src" or "tgt")."""
     total = index["pairs"]
-    wanted_pairs = min(total, math.ceil(options.spm_max_sentences / 2))
+    wanted_pairs = min(total, math.ceil(options.spm_max_sentences / (1 if side else 2)))
     chosen = sorted(random.Random(options.seed).sample(range(total), wanted_pairs))
     cleaning = CleaningOptions(**{**asdict(options.cleaning), "invalid_utf8": "drop"})
     sentences, base, cursor = 0, 0, 0
@@ -506,8 +536,9 @@ def _write_sample(index: dict, options: PrepareOptions, sample_path: Path) -> in
                     except UnicodeDecodeError:
                         continue
                     if pair:
-                        out.write(f"{pair[0]}\n{pair[1]}\n")
-                        sentences += 2
+                        kept = pair if side is None else (pair[0],) if side == "src" else (pair[1],)
+                        out.write("".join(f"{text}\n" for text in kept))
+                        sentences += len(kept)
             base = end
     return sentences
 

@@ -27,7 +27,7 @@ from nmt.data.text import normalize
 from nmt.errors import NmtError
 from nmt.export.marker import check_export_folder, write_export_marker
 from nmt.model.transformer import Transformer
-from nmt.translate import Translation, translate_windows
+from nmt.translate import TargetLanguage, Translation, translate_windows
 
 MAX_POSITIONS = 1024  # rows of the position table written for sinusoidal models
 
@@ -55,10 +55,10 @@ def _norm(spec, norm) -> None:
     spec.beta = _numpy(norm.bias)
 
 
-def _inputs(spec, model: Transformer) -> None:
+def _inputs(spec, model: Transformer, embedding) -> None:
     embeddings = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings
-    embeddings.weight = _numpy(model.embed_tokens.weight)
-    spec.scale_embeddings = True  # x sqrt(d_model), section 3.4
+    embeddings.weight = _numpy(embedding.weight)
+    spec.scale_embeddings = model.embed_scale  # sqrt(d_model) (section 3.4), or 1 where the model does not scale
     if model.embed_positions.learned is not None:
         spec.position_encodings.encodings = _numpy(model.embed_positions.learned.weight)
     else:
@@ -75,18 +75,22 @@ def _self_attention_and_ffn(layer_spec, layer, attention_norm) -> None:
     _norm(layer_spec.ffn.layer_norm, layer.ffn_sublayer.norm)
 
 
-def build_spec(model: Transformer, pieces: list[str]):
+def build_spec(model: Transformer, source_pieces: list[str], target_pieces: list[str]):
     """The CTranslate2 TransformerSpec holding `model`'s weights and vocabulary."""
     ctranslate2 = _ctranslate2()
     specs = ctranslate2.specs
     config = model.config
+    activation = {"relu": specs.Activation.RELU, "gelu": specs.Activation.GELU,
+                  "swish": specs.Activation.SWISH}[config.activation]
     spec = specs.TransformerSpec.from_config((config.encoder_layers, config.decoder_layers), config.heads,
-                                             pre_norm=config.pre_norm, activation=specs.Activation.RELU)
-    _inputs(spec.encoder, model)
+                                             pre_norm=config.pre_norm, activation=activation)
+    _inputs(spec.encoder, model, model.embed_tokens)
     for layer_spec, layer in zip(spec.encoder.layer, model.encoder_layers):
         _self_attention_and_ffn(layer_spec, layer, layer.attn_sublayer.norm)
-    _inputs(spec.decoder, model)
-    spec.decoder.projection.weight = _numpy(model.embed_tokens.weight)  # tied, no bias
+    _inputs(spec.decoder, model, model.target_embedding)
+    spec.decoder.projection.weight = _numpy(model.output_matrix)  # the target embedding where tied
+    if model.output_bias is not None:
+        spec.decoder.projection.bias = _numpy(model.output_bias)
     for layer_spec, layer in zip(spec.decoder.layer, model.decoder_layers):
         _self_attention_and_ffn(layer_spec, layer, layer.self_attn_sublayer.norm)
         _linear(layer_spec.attention.linear[0], layer.cross_attn.q_proj)
@@ -96,21 +100,28 @@ def build_spec(model: Transformer, pieces: list[str]):
     if config.pre_norm:
         _norm(spec.encoder.layer_norm, model.encoder_norm)
         _norm(spec.decoder.layer_norm, model.decoder_norm)
-    spec.register_source_vocabulary(pieces)
-    spec.register_target_vocabulary(pieces)
-    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = pieces[1], pieces[2], pieces[3]
-    spec.config.decoder_start_token = pieces[2]  # our decoder starts from bos
+    spec.register_source_vocabulary(source_pieces)
+    spec.register_target_vocabulary(target_pieces)
+    specials = _special_tokens(target_pieces, config)
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = specials
+    spec.config.decoder_start_token = target_pieces[config.bos_id]  # bos (ours), or what the model starts from
     spec.config.add_source_eos = True  # our sources end with eos
     spec.config.layer_norm_epsilon = model.decoder_layers[0].ffn_sublayer.norm.eps
     return spec
+
+
+def _special_tokens(pieces: list[str], config) -> tuple[str, str, str]:
+    """unk, bos and eos as CTranslate2 names them (its bos is only added to sources on request; never here)."""
+    unk = "<unk>" if "<unk>" in pieces else pieces[1]
+    return unk, pieces[config.bos_id], pieces[config.eos_id]
 
 
 def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None = None, force: bool = False) -> Path:
     ctranslate2 = _ctranslate2()
     check_export_folder(checkpoint, out_dir, force)
     model, vocab, payload = load_model(checkpoint, "cpu")
-    pieces = [vocab.processor.id_to_piece(i) for i in range(len(vocab))]
-    spec = build_spec(model, pieces)
+    spec = build_spec(model, [vocab.source.piece(i) for i in range(len(vocab))],
+                      [vocab.target.piece(i) for i in range(vocab.target_size)])
 
     class _Converter(ctranslate2.converters.Converter):
         def _load(self):
@@ -123,19 +134,28 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
             _Converter().convert(str(partial), quantization=quantization, force=True)
         except (ValueError, RuntimeError) as error:
             raise NmtError(f"CTranslate2 refused the model: {error}") from None
-        write_bytes(partial / "spm.model", vocab.model_proto)
+        files = vocab.file_entries()
+        for name, data in files.values():
+            write_bytes(partial / name, data)
         write_export_marker(partial, "ctranslate2", checkpoint, {
+            "vocab_files": {key: name for key, (name, _) in files.items()},
             "src": payload.get("src"), "tgt": payload.get("tgt"), "model_config": payload["model_config"],
             "quantization": quantization or "float32", "search": payload.get("search")})
     return out_dir
 
 
+def _marker(model_dir: Path) -> dict:
+    try:
+        marker = json.loads((model_dir / "nmt.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
 def _position_rows(model_dir: Path) -> int:
     """Rows of the exported position table: the model's own for learned positions, else MAX_POSITIONS."""
-    try:
-        config = json.loads((model_dir / "nmt.json").read_text(encoding="utf-8")).get("model_config") or {}
-    except (OSError, ValueError, AttributeError):
-        config = {}
+    config = _marker(model_dir).get("model_config")
+    config = config if isinstance(config, dict) else {}
     if config.get("learned_positions") and isinstance(config.get("max_positions"), int):
         return max(2, config["max_positions"])
     return MAX_POSITIONS
@@ -146,7 +166,7 @@ class CTranslate2Translator:
 
     def __init__(self, model_dir: Path, search: SearchConfig | None = None, device: str | None = None,
                  max_tokens: int = 6000, quantize: str | None = None, threads: int | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", target_language: str | None = None):
         ctranslate2 = _ctranslate2()
         from nmt.vocab import Vocab
 
@@ -158,7 +178,9 @@ class CTranslate2Translator:
             raise NmtError(f"{model_dir}: not a model folder written by `nmt export ctranslate2`{hint}")
         if self.search.lenpen_style != "length" and not self.search.sampling:
             raise NmtError("CTranslate2 normalizes scores by |Y|^alpha only: add --lenpen-style length")
-        self.vocab = Vocab.from_file(model_dir / "spm.model")
+        files = _marker(model_dir).get("vocab_files")
+        self.vocab = Vocab.from_folder(model_dir, files if isinstance(files, dict) else {"spm_model": "spm.model"})
+        self.language = TargetLanguage(self.vocab.language_tokens, target_language)
         compute_type = {"int8": "int8", None: "default", "none": "default"}.get(quantize)
         if compute_type is None:
             raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
@@ -192,8 +214,9 @@ class CTranslate2Translator:
         todo = [i for i, text in enumerate(texts) if text]
         if not todo:
             return results
-        processor = self.vocab.processor
-        sources = [processor.encode(texts[i], out_type=str) for i in todo]
+        piece = self.vocab.source.piece
+        sources = [[piece(token) for token in ids]
+                   for ids in self.vocab.encode_source(self.language.mark([texts[i] for i in todo]))]
         for position, pieces in enumerate(sources):
             if len(pieces) >= self.max_source_tokens:  # room for the eos CTranslate2 appends
                 sources[position] = pieces[: self.max_source_tokens - 1]
@@ -213,7 +236,8 @@ class CTranslate2Translator:
             options.update(beam_size=search.beam)
         outputs = self.translator.translate_batch(sources, **options)
         for index, source, output in zip(todo, sources, outputs):
-            results[index] = [Translation(processor.decode_pieces(tokens), float(score), list(tokens), source)
+            results[index] = [Translation(self.vocab.target.processor.decode_pieces(tokens), float(score),
+                                          list(tokens), source)
                               for tokens, score in zip(output.hypotheses, output.scores)]
         return results
 

@@ -9,7 +9,9 @@ the conversion is exact. What MarianMT lays out differently is converted, not ap
   of the projections that write the residual stream, every LayerNorm) is an exact equivalence: attention scores,
   feed-forward activations and logits do not depend on the order of the model dimension.
 - Our fused query/key/value projections are split into MarianMT's q_proj, k_proj and v_proj.
-- Our decoder starts from bos (MarianMT's default is pad): decoder_start_token_id says so; the output bias is zero.
+- Our decoder starts from bos (MarianMT's default is pad): decoder_start_token_id says so. The options a model
+  imported from MarianMT keeps (activation, embedding scale, output bias, untied output, separate vocabularies and
+  special ids) are written back as they came, so an import exports to the weights it was read from.
 - Generation is set to our search as far as transformers allows: beam 4 (or the tuned beam), the length penalty as
   |Y|^alpha (the tuned alpha of that style, else 0.6), early stopping once the beam is full, pad and bos never
   generated, a fixed maximum length (ours is a * source + b per sentence).
@@ -30,7 +32,7 @@ from nmt.atomic import atomic_directory, write_bytes, write_text
 from nmt.checkpoint import load_model, search_defaults
 from nmt.errors import NmtError
 from nmt.export.marker import check_export_folder, write_export_marker
-from nmt.model.transformer import Transformer, count_parameters
+from nmt.model.transformer import Transformer, count_parameters, sinusoid_permutation
 
 MAX_LENGTH = 512  # generation's maximum length (MarianMT's usual); ours is per sentence
 
@@ -55,11 +57,6 @@ def check_exportable(model: Transformer, checkpoint: Path) -> None:
                        "post-norm, as the paper")
     if config.d_model % 2:
         raise NmtError(f"{checkpoint}: an odd d_model ({config.d_model}) orders its sinusoids unlike MarianMT")
-
-
-def sinusoid_permutation(d_model: int) -> torch.Tensor:
-    """MarianMT's model dimension k holds our dimension perm[k]: our sines (even) first, then our cosines (odd)."""
-    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
 
 
 def marian_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
@@ -97,7 +94,15 @@ def marian_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
         linear_reads(f"{prefix}.fc1", layer.ffn.linear1.weight, layer.ffn.linear1.bias)
         linear_writes(f"{prefix}.fc2", layer.ffn.linear2)
 
-    state["model.shared.weight"] = reads(model.embed_tokens.weight)
+    if model.embed_target_tokens is None:
+        state["model.shared.weight"] = reads(model.embed_tokens.weight)
+    else:  # separate vocabularies
+        state["model.encoder.embed_tokens.weight"] = reads(model.embed_tokens.weight)
+        state["model.decoder.embed_tokens.weight"] = reads(model.embed_target_tokens.weight)
+    if model.output_weight is not None:
+        state["lm_head.weight"] = reads(model.output_weight)
+    if model.output_bias is not None:
+        state["final_logits_bias"] = model.output_bias.detach()[None].contiguous()
     for i, layer in enumerate(model.encoder_layers):
         prefix = f"model.encoder.layers.{i}"
         self_attention(f"{prefix}.self_attn", layer.self_attn)
@@ -122,15 +127,15 @@ def marian_config(model: Transformer, generation: dict):
     transformers = _transformers()
     config = model.config
     return transformers.MarianConfig(
-        vocab_size=config.vocab_size, decoder_vocab_size=config.vocab_size, d_model=config.d_model,
-        encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
+        vocab_size=config.vocab_size, decoder_vocab_size=config.target_vocab_size or config.vocab_size,
+        d_model=config.d_model, encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
         encoder_attention_heads=config.heads, decoder_attention_heads=config.heads,
-        encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff, activation_function="relu",
+        encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff, activation_function=config.activation,
         dropout=config.dropout, attention_dropout=config.attention_dropout,
-        activation_dropout=config.activation_dropout, max_position_embeddings=MAX_LENGTH, scale_embedding=True,
-        pad_token_id=config.pad_id, eos_token_id=config.eos_id, bos_token_id=config.bos_id,
-        decoder_start_token_id=config.bos_id, forced_eos_token_id=config.eos_id,
-        share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        activation_dropout=config.activation_dropout, max_position_embeddings=MAX_LENGTH,
+        scale_embedding=config.scale_embedding, pad_token_id=config.pad_id, eos_token_id=config.eos_id,
+        bos_token_id=config.bos_id, decoder_start_token_id=config.bos_id, forced_eos_token_id=config.eos_id,
+        share_encoder_decoder_embeddings=not config.target_vocab_size, tie_word_embeddings=config.tie_output,
         num_beams=generation["num_beams"], max_length=MAX_LENGTH)
 
 
@@ -152,32 +157,42 @@ def export_huggingface(checkpoint: Path, out_dir: Path, force: bool = False) -> 
     hf_model = transformers.MarianMTModel(marian_config(model, generation)).eval()
     converted = marian_state_dict(model)
     missing, unexpected = hf_model.load_state_dict(converted, strict=False)
-    # Left to MarianMT itself: the position tables (rebuilt at load), the zero output bias and the tied copies.
+    # Left to MarianMT itself: the position tables (rebuilt at load), a zero output bias and the tied copies.
     leftover = [name for name in missing if not (name.endswith("embed_positions.weight") or name in (
         "final_logits_bias", "lm_head.weight", "model.encoder.embed_tokens.weight",
-        "model.decoder.embed_tokens.weight"))]
+        "model.decoder.embed_tokens.weight", "model.shared.weight"))]
     if leftover or unexpected:
         raise NmtError(f"transformers {transformers.__version__}'s MarianMT does not lay out its weights as this "
                        f"exporter expects (missing {leftover[:3]}, unexpected {unexpected[:3]})")
     hf_model.generation_config = transformers.GenerationConfig(**generation)
-    pieces = [vocab.processor.id_to_piece(i) for i in range(len(vocab))]
     src, tgt = payload.get("src"), payload.get("tgt")
     with atomic_directory(out_dir) as partial:
         hf_model.save_pretrained(partial, safe_serialization=True)
         with tempfile.TemporaryDirectory() as scratch:
-            for name in ("source.spm", "target.spm"):  # our joint model serves both sides
-                write_bytes(Path(scratch) / name, vocab.model_proto)
-            write_text(Path(scratch) / "vocab.json", json.dumps({p: i for i, p in enumerate(pieces)},
-                                                                ensure_ascii=False, indent=1))
+            write_tokenizer_files(vocab, Path(scratch))
             tokenizer = transformers.MarianTokenizer(
                 str(Path(scratch) / "source.spm"), str(Path(scratch) / "target.spm"), str(Path(scratch) / "vocab.json"),
-                source_lang=src, target_lang=tgt, model_max_length=MAX_LENGTH)
+                target_vocab_file=str(Path(scratch) / "target_vocab.json") if not vocab.shared else None,
+                separate_vocabs=not vocab.shared, source_lang=src, target_lang=tgt, model_max_length=MAX_LENGTH)
             tokenizer.save_pretrained(partial)
         write_text(partial / "README.md", model_card(model, payload, checkpoint, generation, out_dir))
         write_export_marker(partial, "huggingface", checkpoint, {
             "src": src, "tgt": tgt, "model_config": payload["model_config"], "search": payload.get("search"),
             "transformers": transformers.__version__})
     return out_dir
+
+
+def write_tokenizer_files(vocab, folder: Path) -> None:
+    """MarianTokenizer's files: source.spm and target.spm (our joint model serves both sides where we have one),
+    vocab.json ({piece: id}), and target_vocab.json for separate vocabularies."""
+    write_bytes(folder / "source.spm", vocab.model_proto)
+    write_bytes(folder / "target.spm", vocab.target_proto or vocab.model_proto)
+
+    def table(side, size: int) -> str:
+        return json.dumps({side.piece(i): i for i in range(size)}, ensure_ascii=False, indent=1)
+    write_text(folder / "vocab.json", table(vocab.source, len(vocab)))
+    if not vocab.shared:
+        write_text(folder / "target_vocab.json", table(vocab.target, vocab.target_size))
 
 
 def model_card(model: Transformer, payload: dict, checkpoint: Path, generation: dict, out_dir: Path) -> str:
@@ -199,14 +214,18 @@ def model_card(model: Transformer, payload: dict, checkpoint: Path, generation: 
     trained = (f"the average of {len(averaged)} checkpoints" if isinstance(averaged, list)
                else f"update {payload.get('update', '?')}")
     tags = [tag for tag in (payload.get("src"), payload.get("tgt")) if tag]
+    vocabulary = (f"tied embeddings over a joint vocabulary of {config.vocab_size} pieces" if not
+                  config.target_vocab_size and config.tie_output else
+                  f"vocabularies of {config.vocab_size} source and {config.target_vocab_size or config.vocab_size} "
+                  "target pieces")
     header = "---\n" + ("language:\n" + "".join(f"- {t}\n" for t in tags) if tags else "") + \
              "library_name: transformers\npipeline_tag: translation\ntags:\n- marian\n- nmt\n---\n\n"
     return header + f"""# {src}-{tgt} Transformer, trained with nmt
 
 A Transformer (Vaswani et al., 2017) trained with [nmt](https://pypi.org/project/nmt/) and exported to the MarianMT
 architecture: {config.encoder_layers} encoder and {config.decoder_layers} decoder layers, d_model {config.d_model},
-d_ff {config.d_ff}, {config.heads} heads, post-norm, sinusoidal positions, tied embeddings, a joint SentencePiece
-vocabulary of {config.vocab_size} pieces; {count_parameters(model):,} parameters; {trained}.
+d_ff {config.d_ff}, {config.heads} heads, {config.activation} activation, post-norm, sinusoidal positions,
+{vocabulary}; {count_parameters(model):,} parameters; {trained}.
 {score}
 ## Use
 

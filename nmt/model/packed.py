@@ -80,6 +80,7 @@ class PackedDecoderStep:
         self.small_rows = small_rows
         self.heads, self.head_dim = config.heads, config.d_model // config.heads
         self.pre_norm = config.pre_norm
+        self.activation = model.decoder_layers[0].ffn.activation
         self.layers = [(layer.self_attn.qkv_proj, layer.self_attn.out_proj, layer.self_attn_sublayer.norm,
                         layer.cross_attn.q_proj, layer.cross_attn.out_proj, layer.cross_attn_sublayer.norm,
                         layer.ffn.linear1, layer.ffn.linear2, layer.ffn_sublayer.norm)
@@ -89,10 +90,11 @@ class PackedDecoderStep:
 
     def __call__(self, tokens: Tensor, state) -> Tensor:
         model, H, D, pre = self.model, self.heads, self.head_dim, self.pre_norm
-        x = model.embed_tokens(tokens) * model.embed_scale + model.embed_positions(1, state.step)  # (R, d)
+        x = model.target_embedding(tokens) * model.embed_scale + model.embed_positions(1, state.step)  # (R, d)
         R, d = x.shape
         g = state.rows_per_source  # a source's rows (beams), which share its keys and values
         linear = _small if R <= self.small_rows else _large
+        activation = self.activation
         for (qkv, out, norm1, q_proj, cross_out, norm2, ffn1, ffn2, norm3), self_cache, cross_cache in zip(
                 self.layers, state.self_caches, state.cross_caches):
             h = F.layer_norm(x, (d,), norm1.weight, norm1.bias, norm1.eps) if pre else x
@@ -108,7 +110,7 @@ class PackedDecoderStep:
             x = x + h if pre else F.layer_norm(x + h, (d,), norm2.weight, norm2.bias, norm2.eps)
 
             h = F.layer_norm(x, (d,), norm3.weight, norm3.bias, norm3.eps) if pre else x
-            h = linear(ffn2, torch.relu(linear(ffn1, h)))
+            h = linear(ffn2, activation(linear(ffn1, h)))
             x = x + h if pre else F.layer_norm(x + h, (d,), norm3.weight, norm3.bias, norm3.eps)
         if model.decoder_norm is not None:
             x = model.decoder_norm(x)
@@ -117,11 +119,11 @@ class PackedDecoderStep:
 
 
 def pack_output_projection(model: nn.Module) -> bool:
-    """Only the tied output projection (what int8 dynamic quantization leaves in fp32); False where not possible."""
+    """Only the output projection (what int8 dynamic quantization leaves in fp32); False where not possible."""
     if not packing_available():
         return False
     try:
-        model.packed_output_projection = PackedLinear(model.embed_tokens.weight, None, small_rows=0)
+        model.packed_output_projection = PackedLinear(model.output_matrix, model.output_bias, small_rows=0)
     except RuntimeError:  # a oneDNN that refuses this CPU: F.linear as before
         return False
     return True
@@ -154,12 +156,13 @@ def pack_for_cpu_inference(model: nn.Module, small_rows: int | None = None) -> b
         replacements = [(module, name, PackedLinear(child.weight, child.bias))
                         for module in model.modules() for name, child in module.named_children()
                         if type(child) is nn.Linear]
-        output = PackedLinear(model.embed_tokens.weight, None, small_rows=0) if hasattr(model, "embed_tokens") else None
+        output = PackedLinear(model.output_matrix, model.output_bias, small_rows=0) \
+            if hasattr(model, "output_matrix") else None
     except RuntimeError:
         return False
     for module, name, packed in replacements:
         setattr(module, name, packed)
-    if output is not None:  # the output projection shares the embedding matrix (section 3.4)
+    if output is not None:  # the output projection (tied: the embedding matrix, section 3.4) is no nn.Linear
         model.packed_output_projection = output
     if small_rows is None:
         first = [m for m in model.decoder_layers[0].modules() if isinstance(m, PackedLinear)] \

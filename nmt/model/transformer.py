@@ -28,6 +28,13 @@ def sinusoid_table(length: int, d_model: int) -> Tensor:
     return table
 
 
+def sinusoid_permutation(d_model: int) -> Tensor:
+    """The table of MarianMT (and others) puts all sines before all cosines: its model dimension k holds our dimension
+    perm[k], our sines (even) first, then our cosines (odd). Permuting the whole model dimension alike converts a
+    model exactly (nmt.export.huggingface, nmt.pretrained.huggingface)."""
+    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
+
+
 class PositionalEncoding(nn.Module):
     """Sinusoidal (no parameters, any length) or learned (Table 3 row E) position embeddings."""
 
@@ -49,17 +56,23 @@ class PositionalEncoding(nn.Module):
         return self.table[offset:end]  # (T, d_model)
 
 
+# The feed-forward's nonlinearity by ModelConfig.activation: the paper's ReLU, or what pretrained models use (MarianMT
+# and OPUS-MT: swish, that is SiLU; transformers' "gelu" is the exact, erf-based one).
+ACTIVATION_FUNCTIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
+
+
 class FeedForward(nn.Module):
-    """FFN(x) = max(0, x W1 + b1) W2 + b2."""
+    """FFN(x) = max(0, x W1 + b1) W2 + b2 (or another activation in place of max(0, .))."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.linear1 = nn.Linear(config.d_model, config.d_ff)
         self.linear2 = nn.Linear(config.d_ff, config.d_model)
+        self.activation = ACTIVATION_FUNCTIONS[config.activation]
         self.activation_dropout = Dropout(config.activation_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.activation_dropout(F.relu(self.linear1(x))))
+        return self.linear2(self.activation_dropout(self.activation(self.linear1(x))))
 
 
 class Sublayer(nn.Module):
@@ -131,7 +144,7 @@ class DecoderLayer(nn.Module):
                                                         rows_per_source, weights_out)
         x = residual(x, attended, norm, pre)
         norm = self.ffn_sublayer.norm
-        hidden = F.relu(self.ffn.linear1(normed(x, norm, pre)))
+        hidden = self.ffn.activation(self.ffn.linear1(normed(x, norm, pre)))
         return residual(x, self.ffn.linear2(hidden), norm, pre)
 
 
@@ -189,9 +202,15 @@ class Transformer(nn.Module):
             raise ValueError("ModelConfig.vocab_size must be set from the vocabulary before building the model")
         self.config = config
         # One embedding matrix for source, target and the pre-softmax projection (section 3.4): the vocabulary is a
-        # joint SentencePiece model, so the three can be shared.
+        # joint SentencePiece model, so the three can be shared. Pretrained models may keep the target's apart
+        # (separate vocabularies), project with a matrix of their own and add a bias (MarianMT).
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
-        self.embed_scale = math.sqrt(config.d_model)
+        self.embed_target_tokens = (nn.Embedding(config.target_vocab_size, config.d_model, padding_idx=config.pad_id)
+                                    if config.target_vocab_size else None)
+        output_size = config.target_vocab_size or config.vocab_size
+        self.output_weight = None if config.tie_output else nn.Parameter(torch.empty(output_size, config.d_model))
+        self.output_bias = nn.Parameter(torch.zeros(output_size)) if config.output_bias else None
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.embed_positions = PositionalEncoding(config)
         self.embed_dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
@@ -212,14 +231,30 @@ class Transformer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=self.config.d_model ** -0.5)
-        with torch.no_grad():
-            self.embed_tokens.weight[self.config.pad_id].zero_()
+        for embedding in (self.embed_tokens, self.embed_target_tokens):
+            if embedding is not None:
+                nn.init.normal_(embedding.weight, mean=0.0, std=self.config.d_model ** -0.5)
+                with torch.no_grad():
+                    embedding.weight[self.config.pad_id].zero_()
+        if self.output_weight is not None:
+            nn.init.normal_(self.output_weight, mean=0.0, std=self.config.d_model ** -0.5)
+        if self.output_bias is not None:
+            nn.init.zeros_(self.output_bias)
         if self.embed_positions.learned is not None:
             nn.init.normal_(self.embed_positions.learned.weight, mean=0.0, std=self.config.d_model ** -0.5)
 
-    def embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
-        x = self.embed_tokens(tokens) * self.embed_scale  # (B, T, d_model)
+    @property
+    def target_embedding(self) -> nn.Embedding:
+        """The decoder's input embedding: the shared one, or the target's own."""
+        return self.embed_target_tokens if self.embed_target_tokens is not None else self.embed_tokens
+
+    @property
+    def output_matrix(self) -> Tensor:
+        """(target vocabulary, d_model): the target embedding (tied, section 3.4) or the projection's own weight."""
+        return self.output_weight if self.output_weight is not None else self.target_embedding.weight
+
+    def embed(self, tokens: Tensor, offset: int = 0, table: nn.Embedding | None = None) -> Tensor:
+        x = (self.embed_tokens if table is None else table)(tokens) * self.embed_scale  # (B, T, d_model)
         x = x + self.embed_positions(tokens.shape[1], offset)
         return self.embed_dropout(x)
 
@@ -236,11 +271,11 @@ class Transformer(nn.Module):
     def output_projection(self, x: Tensor) -> Tensor:
         if self.packed_output_projection is not None:
             return self.packed_output_projection(x)
-        return F.linear(x, self.embed_tokens.weight)  # (B, T, V): tied, no bias
+        return F.linear(x, self.output_matrix, self.output_bias)  # (B, T, V)
 
     def decode_hidden(self, prev_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
         """The decoder stack over a whole prefix: prev_tokens (B, T) -> (B, T, d_model)."""
-        x = self.embed(prev_tokens)
+        x = self.embed(prev_tokens, table=self.target_embedding)
         for layer in self.decoder_layers:
             x = layer(x, encoder_out.memory, encoder_out.padding_mask)
         if self.decoder_norm is not None:
@@ -274,7 +309,7 @@ class Transformer(nn.Module):
         inference step: no dropout, whatever the module's mode."""
         if self.packed_decode_step is not None and not state.record_attention:
             return self.packed_decode_step(tokens, state)
-        x = self.embed_tokens(tokens) * self.embed_scale + self.embed_positions(1, state.step)  # (R, d_model)
+        x = self.target_embedding(tokens) * self.embed_scale + self.embed_positions(1, state.step)  # (R, d_model)
         weights: list[Tensor] | None = [] if state.record_attention else None
         for layer, self_cache, cross_cache in zip(self.decoder_layers, state.self_caches, state.cross_caches):
             x = layer.step(x, self_cache, cross_cache, state.memory_mask, state.rows_per_source, weights)
@@ -295,14 +330,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def closed_form_parameter_count(config: ModelConfig) -> int:
-    """The parameter count of the architecture, from its shape alone (tied embeddings, no output bias)."""
+    """The parameter count of the architecture, from its shape alone."""
     d, f = config.d_model, config.d_ff
     attention = 4 * d * d + 4 * d  # W^Q, W^K, W^V, W^O and their biases
     ffn = d * f + f + f * d + d
     norm = 2 * d
     encoder_layer = attention + ffn + 2 * norm
     decoder_layer = 2 * attention + ffn + 3 * norm
+    target_vocab = config.target_vocab_size or config.vocab_size
     total = config.vocab_size * d + config.encoder_layers * encoder_layer + config.decoder_layers * decoder_layer
+    total += config.target_vocab_size * d  # the target's own embedding (separate vocabularies)
+    total += (0 if config.tie_output else target_vocab * d) + (target_vocab if config.output_bias else 0)
     if config.learned_positions:
         total += config.max_positions * d
     if config.pre_norm:

@@ -56,7 +56,7 @@ class Ensemble:
         self.combine = combine
         first = models[0].config
         for model in models[1:]:
-            special = ("vocab_size", "pad_id", "bos_id", "eos_id")
+            special = ("vocab_size", "target_vocab_size", "pad_id", "bos_id", "eos_id")
             if any(getattr(model.config, name) != getattr(first, name) for name in special):
                 raise NmtError("the models of an ensemble must share one vocabulary")
         self.models = models

@@ -33,7 +33,7 @@ def load_training_data(data_dir: Path) -> TrainingData:
     if len(valid) == 0:
         raise NmtError(f"{data_dir}: the valid split is empty; prepare the data with a validation set")
     for dataset in (train, valid):
-        dataset.check_ids(len(vocab))
+        dataset.check_ids(len(vocab), vocab.target_size)
     references = (data_dir / manifest["splits"]["valid"]["text"]["tgt"]).read_text(encoding="utf-8").split("\n")
     return TrainingData(data_dir, manifest, vocab, train, valid, references[: len(valid)])
 
@@ -43,13 +43,24 @@ def _load_vocab(data_dir: Path, manifest: dict) -> Vocab:
     path = data_dir / manifest["spm_model"]
     if not path.is_file():
         raise NmtError(f"{path}: not found (prepare the data again with `nmt prepare`)")
-    data = path.read_bytes()
     recorded = manifest.get("spm")
-    expected = recorded.get("sha256") if isinstance(recorded, dict) else None
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise NmtError(f"{path}: not the SentencePiece model this data was prepared with (its SHA-256 differs from "
-                       "manifest.json's); the token ids would mean other pieces: prepare the data again")
-    return Vocab.from_bytes(data)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    # spm.model's digest, and those of the target's model and the table of pieces where the vocabulary has them
+    expected = {manifest["spm_model"]: recorded.get("sha256"), **(recorded.get("files_sha256") or {})}
+    for name, digest in expected.items():
+        if digest is not None and (data_dir / name).is_file() and \
+                hashlib.sha256((data_dir / name).read_bytes()).hexdigest() != digest:
+            raise NmtError(f"{data_dir / name}: not the vocabulary file this data was prepared with (its SHA-256 "
+                           "differs from manifest.json's); the token ids would mean other pieces: prepare the data "
+                           "again")
+    return Vocab.from_folder(data_dir, manifest)
+
+
+def vocabulary_fields(vocab: Vocab) -> dict:
+    """The model options the data's vocabulary fixes: its sizes (a target of its own gets its own embedding) and the
+    special ids (nmt's own 0-3, or those of an imported model's vocabulary)."""
+    return {"vocab_size": len(vocab), "target_vocab_size": 0 if vocab.shared else vocab.target_size,
+            "pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id}
 
 
 def check_positions(data: TrainingData, model_config: ModelConfig) -> None:

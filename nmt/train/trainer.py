@@ -29,7 +29,7 @@ from nmt.errors import NmtError
 from nmt.metrics_log import append_record, keep_records_up_to
 from nmt.model.transformer import build_model, count_parameters
 from nmt.train import distributed
-from nmt.train.data import check_positions, load_training_data
+from nmt.train.data import check_positions, load_training_data, vocabulary_fields
 from nmt.train.ema import ExponentialMovingAverage
 from nmt.train.lock import SaveDirLock
 from nmt.train.loss import label_smoothed_nll_loss
@@ -73,7 +73,7 @@ class Trainer:
         config = self.config
         self.data = load_training_data(self.data_dir)
         self.vocab, self.train_data, self.valid_data = self.data.vocab, self.data.train, self.data.valid
-        model_config = replace_fields(model_config, {"vocab_size": len(self.vocab)})
+        model_config = replace_fields(model_config, vocabulary_fields(self.vocab))
         last = self.save_dir / "checkpoint_last.pt"
         if not resume and last.exists():
             raise NmtError(f"{self.save_dir} already holds a run (checkpoint_last.pt): pass --resume to continue it, "
