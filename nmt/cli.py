@@ -197,6 +197,9 @@ def prepare(
     vocab: Annotated[Optional[Path], typer.Option(
         help="Use this vocabulary instead of learning one: a SentencePiece model, or an nmt checkpoint (whose own "
              "model is used), e.g. the parent of a fine-tuning run.")] = None,
+    separate_vocabs: Annotated[bool, typer.Option(
+        "--separate-vocabs", help="Learn a SentencePiece model for each side (--vocab-size pieces each), with "
+                                  "separate embeddings, instead of one joint model shared by both.")] = False,
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
 ) -> None:
     """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR."""
@@ -225,7 +228,9 @@ def prepare(
         cleaning = RECIPES[corpus].cleaning
     else:
         raise NmtError(f"unknown corpus {corpus!r}; `nmt prepare --list` shows the recipes")
-    options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample,
+    if separate_vocabs and vocab is not None:
+        raise NmtError("--separate-vocabs learns two vocabularies, --vocab uses a given one: choose one")
+    options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample, separate_vocabs=separate_vocabs,
                              workers=workers or min(os.cpu_count() or 1, 8),
                              cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
     recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
@@ -234,7 +239,7 @@ def prepare(
                             "vocabulary": vocab or "learned"}):
         return
     if vocab is not None:  # read once the options are known good; checked against --vocab-size
-        options = dataclasses.replace(options, vocab_model=_vocabulary_bytes(vocab), vocab_source=str(vocab))
+        options = dataclasses.replace(options, vocab_model=_given_vocabulary(vocab), vocab_source=str(vocab))
         options.resolved(recipe_vocab, options.cleaning)
     log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
@@ -261,8 +266,9 @@ def prepare(
         + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
 
 
-def _vocabulary_bytes(path: Path) -> bytes:
-    """The SentencePiece model `--vocab` names: the file itself, or the one an nmt checkpoint carries."""
+def _given_vocabulary(path: Path):
+    """The vocabulary `--vocab` names: a SentencePiece model file, or the vocabulary an nmt checkpoint carries (an
+    imported model's: both its SentencePiece models and its table of pieces)."""
     import zipfile
 
     from nmt.vocab import Vocab
@@ -270,15 +276,12 @@ def _vocabulary_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise NmtError(f"--vocab {path}: file not found")
     if zipfile.is_zipfile(path):  # torch.save's format: a checkpoint
-        from nmt.checkpoint import load_checkpoint
-        data = load_checkpoint(path)["vocab"].numpy().tobytes()
-    else:
-        data = path.read_bytes()
+        from nmt.checkpoint import load_checkpoint, vocab_from_payload
+        return vocab_from_payload(load_checkpoint(path), path)
     try:
-        Vocab.from_bytes(data)
+        return Vocab.from_bytes(path.read_bytes())
     except NmtError as error:
         raise NmtError(f"--vocab {path}: neither a SentencePiece model nor an nmt checkpoint ({error})") from None
-    return data
 
 
 class _progress_bars:
@@ -369,13 +372,18 @@ def train_command(
     heads: Annotated[Optional[int], typer.Option(help="Attention heads (h).")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="P_drop on embeddings and sublayer outputs.")] = None,
     attention_dropout: Annotated[Optional[float], typer.Option(help="Dropout on attention weights.")] = None,
-    activation_dropout: Annotated[Optional[float], typer.Option(help="Dropout after the FFN's ReLU.")] = None,
+    activation_dropout: Annotated[Optional[float], typer.Option(help="Dropout after the FFN's activation.")] = None,
     pre_norm: Annotated[Optional[bool], typer.Option(
         "--pre-norm/--post-norm", help="LayerNorm before each sublayer (default: after, as in the paper).")] = None,
     learned_positions: Annotated[Optional[bool], typer.Option(
         "--learned-positions/--sinusoidal-positions",
         help="Learned position embeddings (Table 3 row E) instead of sinusoids.")] = None,
     max_positions: Annotated[Optional[int], typer.Option(help="Positions for --learned-positions.")] = None,
+    activation: Annotated[Optional[str], typer.Option(
+        help="The feed-forward's nonlinearity: relu (the paper), gelu, or swish (SiLU, as OPUS-MT models).")] = None,
+    scale_embedding: Annotated[Optional[bool], typer.Option(
+        "--scale-embedding/--no-scale-embedding",
+        help="Multiply embeddings by sqrt(d_model) (section 3.4; the default).")] = None,
     # training (default: the preset's)
     lr: Annotated[Optional[float], typer.Option(
         help="Scale on the paper's schedule d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).")] = None,
@@ -439,7 +447,8 @@ def train_command(
     model_config = replace_fields(chosen.model, dict(
         encoder_layers=encoder_layers, decoder_layers=decoder_layers, d_model=d_model, d_ff=d_ff, heads=heads,
         dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
-        pre_norm=pre_norm, learned_positions=learned_positions, max_positions=max_positions))
+        pre_norm=pre_norm, learned_positions=learned_positions, max_positions=max_positions, activation=activation,
+        scale_embedding=scale_embedding))
     train_config = replace_fields(chosen.train, dict(
         lr=lr, warmup=warmup, max_tokens=max_tokens, update_freq=update_freq, max_updates=max_updates,
         max_epochs=max_epochs, max_time=max_time, clip_norm=clip_norm, label_smoothing=label_smoothing,
@@ -594,6 +603,9 @@ def translate_command(
         help="Lines read before translating (sorted by length inside). Default: 1000, or 1 on a terminal.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... Default: cuda if present.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+    target_language: Annotated[Optional[str], typer.Option(
+        help="For a multilingual model (imported OPUS-MT ones with >>xx<< tokens): the output language, e.g. deu; "
+             "its token starts every source line.")] = None,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
     from nmt.translate import format_json, format_translations, read_text_lines
@@ -607,8 +619,9 @@ def translate_command(
     lenpen = lenpen if lenpen is not None else tuned.get("lenpen", 0.6)
     lenpen_style = lenpen_style or tuned.get("lenpen_style")
     if tuned:
-        console.print(f"[cyan]note:[/] decoding with the search settings `nmt tune` stored: beam {beam}, lenpen "
-                      f"{lenpen} ({lenpen_style}); options override them", highlight=False)
+        console.print(f"[cyan]note:[/] decoding with the search settings the model stores (`nmt tune`'s, or an "
+                      f"imported model's own): beam {beam}, lenpen {lenpen} ({lenpen_style}); options override them",
+                      highlight=False)
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style or "gnmt", max_len_a=max_len_a,
                           max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
                           sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
@@ -642,12 +655,13 @@ def translate_command(
                                                ("--print-alignment", print_alignment)) if used]
         if unsupported:
             raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
-        translator = CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads, precision)
+        translator = CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads, precision,
+                                           target_language)
     elif engine == "torch":
         from nmt.translate import Translator
         translator = Translator(checkpoints, search, device, max_tokens, quantize=quantize,
                                 record_attention=record_attention, ensemble_combine=ensemble_combine,
-                                precision=precision)
+                                precision=precision, target_language=target_language)
     else:
         raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
     with contextlib.ExitStack() as files:
@@ -836,6 +850,36 @@ def export_huggingface_command(
     export_huggingface(checkpoint, out_dir, force=force)
     console.print(f"wrote {out_dir} (MarianMT for transformers); try: python -c \"from transformers import pipeline; "
                   f"print(pipeline('translation', model='{out_dir}')('...'))\"", highlight=False, soft_wrap=True)
+
+
+# --- import --------------------------------------------------------------------------------------------------------
+
+import_app = typer.Typer(help="Read a pretrained model of another toolkit into an nmt checkpoint.",
+                         no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@_command("huggingface", import_app, "import huggingface")
+def import_huggingface_command(
+    folder: Annotated[Path, typer.Argument(help="A MarianMT folder (e.g. an OPUS-MT model from `hf download`).")],
+    output: Annotated[Path, typer.Option(help="The nmt checkpoint to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """An nmt checkpoint of a MarianMT model (weights, both SentencePiece models, its vocabulary and special ids,
+    its beam and length penalty as search defaults): translate, score, export and fine-tune it as any other."""
+    from nmt.pretrained.huggingface import import_huggingface
+
+    if _dry_run("import huggingface", {"folder": folder, "output": output}):
+        return
+    payload = import_huggingface(folder, output, force=force)
+    config = payload["model_config"]
+    languages = payload["vocab_pieces"]["source"]
+    multilingual = [p for p in languages if p.startswith(">>") and p.endswith("<<") and len(p) > 4]
+    console.print(f"wrote {output}: MarianMT, {config['encoder_layers']}+{config['decoder_layers']} layers, d_model "
+                  f"{config['d_model']}, {config['activation']}"
+                  + (f", multilingual ({len(multilingual)} target languages: --target-language)" if multilingual
+                     else "")
+                  + f"; try: echo 'text' | nmt translate --checkpoint {output}", highlight=False, soft_wrap=True)
 
 
 # --- score ---------------------------------------------------------------------------------------------------------

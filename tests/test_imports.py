@@ -12,7 +12,7 @@ LEVELS = [
     {"search", "checkpoint"},
     {"train", "translate", "score", "report"},
     {"forced", "tune"},
-    {"export"},
+    {"export", "pretrained"},
     {"cli"},
     {"__main__", "reference"},
 ]
