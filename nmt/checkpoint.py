@@ -234,7 +234,7 @@ def average_checkpoints(paths: list[Path]) -> dict:
     for path in paths[1:]:
         payload = load_checkpoint(path)
         # The vocabulary first: another vocabulary also shows as another vocab_size in the architecture.
-        if vocab_from_payload(payload, path).fingerprint != vocab_from_payload(first, paths[0]).fingerprint or (
+        if any(not _same_entry(payload.get(key), first.get(key)) for key in VOCABULARY_ENTRIES) or (
                 payload["model_config"].get("vocab_size") != first["model_config"].get("vocab_size")):
             raise NmtError(f"{path}: a different vocabulary from {paths[0]}; only one model's checkpoints average")
         if payload["model_config"] != first["model_config"]:
@@ -251,6 +251,15 @@ def average_checkpoints(paths: list[Path]) -> dict:
     result["model"] = averaged
     result["averaged_from"] = [str(path) for path in paths]
     return result
+
+
+VOCABULARY_ENTRIES = ("vocab", "target_vocab", "vocab_pieces")  # what a checkpoint's vocabulary is made of
+
+
+def _same_entry(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.equal(a, b)
+    return a == b
 
 
 def interval_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:

@@ -534,20 +534,25 @@ def _default_checkpoint() -> Path:
                    "exists")
 
 
-def _tuned_search(path: Path | None, engine: str) -> dict:
-    """The search settings `nmt tune` stored in a checkpoint (or carried into a CTranslate2 export, as the |Y|^alpha
-    style), or {}: a missing or unreadable file is left for the real load to report."""
+def _tuned_search(path: Path | None, engine: str) -> tuple[dict, str]:
+    """The search settings a checkpoint stores (or a CTranslate2 export carries, as the |Y|^alpha style), and who
+    chose them: `nmt tune`, or the generation settings of an imported model. ({}, "") where there are none; a missing
+    or unreadable file is left for the real load to report."""
     from nmt.checkpoint import peek_checkpoint, search_defaults
 
     try:
         if path is None:
             path = _default_checkpoint()
         if engine == "ctranslate2":
-            marker = json.loads((Path(path) / "nmt.json").read_text(encoding="utf-8"))
-            return search_defaults(marker, style="length") if isinstance(marker, dict) else {}
-        return search_defaults(peek_checkpoint(path))
+            payload = json.loads((Path(path) / "nmt.json").read_text(encoding="utf-8"))
+            settings = search_defaults(payload, style="length") if isinstance(payload, dict) else {}
+        else:
+            payload = peek_checkpoint(path)
+            settings = search_defaults(payload)
     except (NmtError, OSError, ValueError):
-        return {}
+        return {}, ""
+    imported = isinstance(payload.get("search"), dict) and "imported_from" in payload.get("search", {})
+    return settings, "the imported model's generation settings" if imported else "the search settings `nmt tune` stored"
 
 
 @_command("translate")
@@ -612,16 +617,15 @@ def translate_command(
 
     _set_threads(threads)
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
-    tuned = {}  # what `nmt tune` stored, for the options not given (one model, beam search)
+    tuned, chosen_by = {}, ""  # what `nmt tune` (or an import) stored, for the options not given (one model, beam)
     if not sampling and None in (beam, lenpen, lenpen_style) and len(checkpoints) <= 1:
-        tuned = _tuned_search(checkpoints[0] if checkpoints else None, engine)
+        tuned, chosen_by = _tuned_search(checkpoints[0] if checkpoints else None, engine)
     beam = beam if beam is not None else tuned.get("beam", 4)
     lenpen = lenpen if lenpen is not None else tuned.get("lenpen", 0.6)
     lenpen_style = lenpen_style or tuned.get("lenpen_style")
     if tuned:
-        console.print(f"[cyan]note:[/] decoding with the search settings the model stores (`nmt tune`'s, or an "
-                      f"imported model's own): beam {beam}, lenpen {lenpen} ({lenpen_style}); options override them",
-                      highlight=False)
+        console.print(f"[cyan]note:[/] decoding with {chosen_by}: beam {beam}, lenpen {lenpen} ({lenpen_style}); "
+                      "options override them", highlight=False)
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style or "gnmt", max_len_a=max_len_a,
                           max_len_b=max_len_b, min_len=min_len, nbest=nbest, no_repeat_ngram_size=no_repeat_ngram_size,
                           sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)

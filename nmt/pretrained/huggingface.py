@@ -298,4 +298,5 @@ def generation_search(folder: Path, config: dict) -> dict:
     if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1 or not isinstance(alpha, (int, float)):
         return {}
     return {"beam": beam, "lenpen": float(alpha), "lenpen_style": "length",
-            "length_style": {"beam": beam, "lenpen": float(alpha)}, "from": "generation settings of the import"}
+            "length_style": {"beam": beam, "lenpen": float(alpha)}, "imported_from": path.name if path.is_file()
+            else "config.json"}
