@@ -189,7 +189,7 @@ class TargetLanguage:
             return [f"{self.token} {text}" for text in texts]
         if self.tokens:
             for text in texts:
-                if text.split(" ", 1)[0] not in self.tokens:
+                if not (text.startswith(">>") and text[:text.find("<<") + 2] in self.tokens):
                     codes = ", ".join(sorted(t[2:-2] for t in self.tokens)[:6])
                     raise NmtError(f"this model is multilingual: choose the output language with --target-language "
                                    f"(one of {codes}{', ...' if len(self.tokens) > 6 else ''}), or start each line "

@@ -240,6 +240,17 @@ def test_another_architecture_is_refused_naming_its_config(marian, tmp_path):
     assert "config.json" in message and "'bart'" in message and "MarianMT" in message
 
 
+@pytest.mark.parametrize("setting, value", [("normalize_before", True), ("normalize_embedding", True),
+                                            ("static_position_embeddings", False), ("activation_function", "gelu_new"),
+                                            ("decoder_ffn_dim", 128), ("decoder_attention_heads", 2)])
+def test_settings_without_an_exact_counterpart_are_refused_by_name(marian, tmp_path, setting, value):
+    folder = copy_folder(marian("opus-mt")[0], tmp_path / "variant")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, setting: value}))
+    message = refused(folder, tmp_path)
+    assert f"{setting} = {value!r}" in message and "no exact nmt counterpart" in message
+
+
 def test_missing_tokenizer_files_are_named(marian, tmp_path):
     folder = copy_folder(marian("opus-mt")[0], tmp_path / "no-spm")
     (folder / "source.spm").unlink()
