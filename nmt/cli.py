@@ -876,9 +876,10 @@ def import_huggingface_command(
     if _dry_run("import huggingface", {"folder": folder, "output": output}):
         return
     payload = import_huggingface(folder, output, force=force)
+    from nmt.checkpoint import vocab_from_payload
+
     config = payload["model_config"]
-    languages = payload["vocab_pieces"]["source"]
-    multilingual = [p for p in languages if p.startswith(">>") and p.endswith("<<") and len(p) > 4]
+    multilingual = vocab_from_payload(payload, output).language_tokens
     console.print(f"wrote {output}: MarianMT, {config['encoder_layers']}+{config['decoder_layers']} layers, d_model "
                   f"{config['d_model']}, {config['activation']}"
                   + (f", multilingual ({len(multilingual)} target languages: --target-language)" if multilingual
