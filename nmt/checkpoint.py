@@ -30,7 +30,7 @@ from nmt.config import ConfigError, ModelConfig, from_dict
 from nmt.errors import NmtError
 from nmt.model.transformer import Transformer, build_model
 from nmt.metrics_log import read_metrics
-from nmt.vocab import Vocab
+from nmt.vocab import Vocab, fingerprint
 
 FORMAT = "nmt-checkpoint"
 VERSION = 1
@@ -181,6 +181,11 @@ def vocab_from_payload(payload: dict, path: Path | str = "checkpoint") -> Vocab:
         raise NmtError(f"{path}: {error}") from None
 
 
+def vocab_fingerprint(payload: dict) -> str:
+    """The identity of a checkpoint's vocabulary (Vocab.fingerprint), read without loading it."""
+    return fingerprint(*Vocab.payload_parts(payload))
+
+
 def config_from_payload(payload: dict, path: Path | str = "checkpoint") -> ModelConfig:
     """The checkpoint's ModelConfig, checked as the command line checks options (a damaged file says so)."""
     try:
@@ -234,7 +239,7 @@ def average_checkpoints(paths: list[Path]) -> dict:
     for path in paths[1:]:
         payload = load_checkpoint(path)
         # The vocabulary first: another vocabulary also shows as another vocab_size in the architecture.
-        if any(not _same_entry(payload.get(key), first.get(key)) for key in VOCABULARY_ENTRIES) or (
+        if vocab_fingerprint(payload) != vocab_fingerprint(first) or (
                 payload["model_config"].get("vocab_size") != first["model_config"].get("vocab_size")):
             raise NmtError(f"{path}: a different vocabulary from {paths[0]}; only one model's checkpoints average")
         if payload["model_config"] != first["model_config"]:
@@ -251,15 +256,6 @@ def average_checkpoints(paths: list[Path]) -> dict:
     result["model"] = averaged
     result["averaged_from"] = [str(path) for path in paths]
     return result
-
-
-VOCABULARY_ENTRIES = ("vocab", "target_vocab", "vocab_pieces")  # what a checkpoint's vocabulary is made of
-
-
-def _same_entry(a, b) -> bool:
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and torch.equal(a, b)
-    return a == b
 
 
 def interval_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:

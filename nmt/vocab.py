@@ -47,6 +47,14 @@ def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, ma
     return model_prefix.with_suffix(".model")
 
 
+def fingerprint(model_proto: bytes, target_proto: bytes | None, pieces: dict | None) -> str:
+    """A vocabulary's identity from its parts as stored, without loading them (a damaged one is just another)."""
+    digest = hashlib.sha256(model_proto)
+    digest.update(b"\0target\0" + (target_proto or b""))
+    digest.update(json.dumps(pieces, sort_keys=True).encode() if pieces else b"")
+    return digest.hexdigest()
+
+
 def _processor(model_proto: bytes, side: str) -> spm.SentencePieceProcessor:
     processor = spm.SentencePieceProcessor()
     try:
@@ -139,10 +147,7 @@ class Vocab:
     @property
     def fingerprint(self) -> str:
         """What makes two vocabularies one: the same models, tables and special ids."""
-        digest = hashlib.sha256(self.model_proto)
-        digest.update(b"\0target\0" + (self.target_proto or b""))
-        digest.update(json.dumps(self.pieces, sort_keys=True).encode() if self.pieces else b"")
-        return digest.hexdigest()
+        return fingerprint(self.model_proto, self.target_proto, self.pieces)
 
     def __len__(self) -> int:
         """The source's (or the joint) vocabulary size: the model's vocab_size."""
@@ -190,11 +195,15 @@ class Vocab:
             entries["vocab_pieces"] = self.pieces
         return entries
 
+    @staticmethod
+    def payload_parts(payload: dict) -> tuple[bytes, bytes | None, dict | None]:
+        target = payload.get("target_vocab")
+        return (payload["vocab"].numpy().tobytes(), target.numpy().tobytes() if target is not None else None,
+                payload.get("vocab_pieces"))
+
     @classmethod
     def from_payload(cls, payload: dict) -> "Vocab":
-        target = payload.get("target_vocab")
-        return cls(payload["vocab"].numpy().tobytes(), target.numpy().tobytes() if target is not None else None,
-                   payload.get("vocab_pieces"))
+        return cls(*cls.payload_parts(payload))
 
     def file_entries(self) -> dict[str, bytes]:
         """The files of a prepared data folder that hold this vocabulary, by the manifest key naming each."""

@@ -316,3 +316,15 @@ def test_swish_and_separate_vocabularies_train_from_scratch_and_resume_exactly(c
 def losses(save_dir):
     records = [json.loads(line) for line in (save_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["update"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_the_new_options_refuse_bad_values_in_one_line(copy_corpus, trained_checkpoint, copy_data, tmp_path):
+    both = run_nmt("prepare", "custom", "--src", "src", "--tgt", "tgt", "--train", str(copy_corpus / "train"),
+                   "--valid", str(copy_corpus / "valid"), "--separate-vocabs", "--vocab", str(trained_checkpoint),
+                   "--out", str(tmp_path / "data"), check=False)
+    activation = run_nmt("train", str(copy_data), "--arch", "transformer_tiny", "--activation", "tanh",
+                         "--save-dir", str(tmp_path / "run"), check=False)
+    for result, words in ((both, "choose one"), (activation, "--activation must be one of relu, gelu, swish")):
+        assert result.returncode != 0 and words in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

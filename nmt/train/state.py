@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nmt.checkpoint import interval_checkpoints, load_checkpoint, vocab_from_payload
+from nmt.checkpoint import interval_checkpoints, load_checkpoint, vocab_fingerprint
 from nmt.config import REGULARIZATION_FIELDS, ModelConfig, TrainConfig, from_dict, matching_preset
 from nmt.errors import NmtError
 from nmt.vocab import Vocab
@@ -127,7 +127,7 @@ def check_resumable(payload: dict, save_dir: Path, data_dir: Path, vocab: Vocab,
     repeat some pairs and skip others. Options that only steer the run (limits, learning rate, intervals, precision)
     may change.
     """
-    if vocab_from_payload(payload).fingerprint != vocab.fingerprint:
+    if vocab_fingerprint(payload) != vocab.fingerprint:
         raise NmtError(f"--resume: {data_dir}'s vocabulary is not the vocabulary the run in {save_dir} was trained "
                        "with; point at the run's data directory or use another --save-dir")
     training = payload["training"]
@@ -152,7 +152,7 @@ def init_from_weights(path: Path, data_dir: Path, vocab: Vocab, model_config: Mo
     does not change the weights may differ: the dropouts here, and every training setting (label smoothing, the
     schedule, the learning rate), which the checkpoint does not impose."""
     payload = load_checkpoint(path)
-    if vocab_from_payload(payload, path).fingerprint != vocab.fingerprint:
+    if vocab_fingerprint(payload) != vocab.fingerprint:
         raise NmtError(f"--init-from {path}: its vocabulary differs from {data_dir}'s; prepare the fine-tuning data "
                        f"with the checkpoint's own: nmt prepare ... --vocab {path}")
     saved = from_dict(ModelConfig, payload["model_config"])
