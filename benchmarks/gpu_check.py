@@ -2,7 +2,7 @@
 synthetic data; prints target tokens/s, MFU against the GPU's measured bf16 matmul peak, and peak memory; then
 decodes 500 valid sentences with the trained model (beam 4, bf16) and prints sentences/s.
 
-Run through benchmarks/gpu_check.sh (it sets the defaults that fit in 4 minutes on an H100/H200). On a CPU,
+Run through benchmarks/gpu_check.sh (about 7 minutes on one H200 with the defaults). On a CPU,
 `--device cpu --arch transformer_tiny --updates 5 --max-tokens 1000 --pairs 3000` checks the script itself.
 """
 
@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--decode-sentences", type=int, default=500)
     parser.add_argument("--decode-precision", default="bf16")
     parser.add_argument("--decode-max-tokens", type=int, default=16_000)
+    parser.add_argument("--profile", action="store_true",
+                        help="After the timed decoding, one more pass under torch.profiler: its op tables go to "
+                             "OUT/decode_profile.txt, and steps, syncs per step and ms per step to gpu_check.json.")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -123,11 +126,62 @@ def decoding_speed(checkpoint: Path, source: Path, args) -> dict:
     if translator.device.type == "cuda":
         torch.cuda.synchronize(translator.device)
     seconds = time.perf_counter() - started
-    return {"sentences": len(lines), "beam": 4, "precision": args.decode_precision,
+    diagnosis = decoding_diagnosis(translator, lines, args.out) if args.profile else {}
+    return {**diagnosis, "sentences": len(lines), "beam": 4, "precision": args.decode_precision,
             "max_tokens": args.decode_max_tokens, "sentences_per_s": round(len(lines) / seconds, 1),
             "target_pieces_per_s": round(sum(len(t[0].tokens) + 1 for t in outputs) / seconds),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated(translator.device) / 2 ** 30, 1)
             if translator.device.type == "cuda" else None}
+
+
+def decoding_diagnosis(translator, lines: list[str], out: Path) -> dict:
+    """Where a decoding pass's time goes: decoding steps (calls of decode_step over all batches), host-device
+    synchronisations per step (torch.cuda's sync debug mode, counted as warnings), and torch.profiler's op tables
+    (by self CPU time and by device time) written to OUT/decode_profile.txt."""
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    model = translator.model
+    steps = 0
+    decode_step = model.decode_step
+
+    def counted(*step_args, **step_kwargs):
+        nonlocal steps
+        steps += 1
+        return decode_step(*step_args, **step_kwargs)
+
+    model.decode_step = counted
+    cuda = translator.device.type == "cuda"
+    syncs = 0
+    if cuda:
+        torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = time.perf_counter()
+        translator.translate(lines)
+        if cuda:
+            torch.cuda.synchronize(translator.device)
+        seconds = time.perf_counter() - started
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+    if cuda:
+        torch.cuda.set_sync_debug_mode(0)
+    pass_steps, steps = steps, 0
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as profiler:
+        translator.translate(lines[:100])
+        if cuda:
+            torch.cuda.synchronize(translator.device)
+    table = profiler.key_averages()
+    text = table.table(sort_by="self_cpu_time_total", row_limit=30)
+    if cuda:
+        text += "\n" + table.table(sort_by="self_cuda_time_total", row_limit=30)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decode_profile.txt").write_text(text)
+    print(text[:6000])
+    model.decode_step = decode_step
+    return {"steps": pass_steps, "ms_per_step": round(1000 * seconds / max(pass_steps, 1), 2),
+            "syncs_per_step": round(syncs / max(pass_steps, 1), 2), "untimed_pass_s": round(seconds, 2)}
 
 
 if __name__ == "__main__":

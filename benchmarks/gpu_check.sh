@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of `nmt train` (at most 4 minutes on one H100/H200, data preparation included):
-# transformer_big, bf16, batches of about 25,000 tokens, 300 updates on synthetic data.
+# The GPU check of `nmt train` (about 7 minutes on one H200, data preparation included):
+# transformer_big, bf16, batches of about 25,000 tokens, 6 per update (the preset's --update-freq), 300 updates on
+# synthetic data.
 # Prints target tokens/s, MFU against the GPU's measured bf16 matmul peak, peak memory, and decoding sentences/s
 # (beam 4, bf16, 500 sentences); writes them to
 # $OUT/gpu_check.json (OUT defaults to /tmp/gpu-check). Extra arguments go to benchmarks/gpu_check.py.
