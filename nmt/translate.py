@@ -21,6 +21,7 @@ from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
 from nmt.search.ensemble import Ensemble
 from nmt.search.sampling import sample
+from nmt.search.threads import SmallBatchThreads, cpu_threads
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -112,6 +113,8 @@ class Translator:
         self.max_source_tokens = min([max_source_tokens, *position_limits])
         self.max_target_tokens = min(position_limits) if position_limits else None
         self.truncated = 0
+        rows_per_sentence = self.search.nbest if self.search.sampling else self.search.beam
+        self.threads = SmallBatchThreads(self.model, self.device, rows_per_sentence)
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
         """The n-best translations of each line (a list with one empty Translation for an empty line). `prefixes`:
@@ -140,7 +143,7 @@ class Translator:
             src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices],
                                                         self.vocab.pad_id)).to(self.device)
             batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
-            with autocast(self.device, self.precision):
+            with autocast(self.device, self.precision), cpu_threads(self.threads.for_batch(len(batch_indices))):
                 if self.search.sampling:
                     hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
                                         self.record_attention)
