@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--decode-sentences", type=int, default=500)
     parser.add_argument("--decode-precision", default="bf16")
     parser.add_argument("--decode-max-tokens", type=int, default=16_000)
+    parser.add_argument("--decode-min-len", type=int, default=1,
+                        help="Outputs at least this long (a model trained a few updates would end at once).")
     parser.add_argument("--profile", action="store_true",
                         help="After the timed decoding, one more pass under torch.profiler: its op tables go to "
                              "OUT/decode_profile.txt, and steps, syncs per step and ms per step to gpu_check.json.")
@@ -115,7 +117,8 @@ def decoding_speed(checkpoint: Path, source: Path, args) -> dict:
     from nmt.translate import Translator
 
     lines = source.read_text().splitlines()[: args.decode_sentences]
-    translator = Translator(checkpoint, SearchConfig(beam=4, max_len_a=1.0, max_len_b=10), args.device,
+    translator = Translator(checkpoint, SearchConfig(beam=4, max_len_a=1.0, max_len_b=10,
+                                                                   min_len=args.decode_min_len), args.device,
                             max_tokens=args.decode_max_tokens, precision=args.decode_precision)
     translator.translate(lines[:32])  # warm-up: kernel selection, allocator
     if translator.device.type == "cuda":
@@ -142,6 +145,15 @@ def decoding_diagnosis(translator, lines: list[str], out: Path) -> dict:
 
     from torch.profiler import ProfilerActivity, profile
 
+    import nmt.translate
+
+    nmt.translate.CUDNN_ATTENTION = True  # the A/B: attention through cuDNN as well, as torch chooses by default
+    started = time.perf_counter()
+    translator.translate(lines)
+    if translator.device.type == "cuda":
+        torch.cuda.synchronize(translator.device)
+    with_cudnn = time.perf_counter() - started
+    nmt.translate.CUDNN_ATTENTION = False
     model = translator.model
     steps = 0
     decode_step = model.decode_step
@@ -181,7 +193,8 @@ def decoding_diagnosis(translator, lines: list[str], out: Path) -> dict:
     print(text[:6000])
     model.decode_step = decode_step
     return {"steps": pass_steps, "ms_per_step": round(1000 * seconds / max(pass_steps, 1), 2),
-            "syncs_per_step": round(syncs / max(pass_steps, 1), 2), "untimed_pass_s": round(seconds, 2)}
+            "syncs_per_step": round(syncs / max(pass_steps, 1), 2), "untimed_pass_s": round(seconds, 2),
+            "sentences_per_s_with_cudnn_attention": round(len(lines) / with_cudnn, 1)}
 
 
 if __name__ == "__main__":

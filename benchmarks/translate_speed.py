@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--small", type=Path, default=None, help="A trained transformer_small checkpoint.")
     parser.add_argument("--base", type=Path, default=None, help="A trained transformer_base checkpoint.")
     parser.add_argument("--train-minutes", type=float, default=20, help="For a model not given: train this long.")
+    parser.add_argument("--archs", nargs="+", default=["transformer_small", "transformer_base"],
+                        help="Which of the two models to measure (default both; the issue's figures need both).")
     parser.add_argument("--max-tokens", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=THREADS, help=argparse.SUPPRESS)
@@ -156,8 +158,8 @@ def main() -> None:
         sys.exit(f"{MULTI30K} is absent: this benchmark translates Multi30k")
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or prepare(args.work)
-    models = {"transformer_small": args.small or train(data, args.work, "transformer_small", args.train_minutes),
-              "transformer_base": args.base or train(data, args.work, "transformer_base", args.train_minutes)}
+    given = {"transformer_small": args.small, "transformer_base": args.base}
+    models = {arch: given[arch] or train(data, args.work, arch, args.train_minutes) for arch in args.archs}
     from decode_breakdown import cpu_model
     results: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} CPUs, "
                                 f"{THREADS} threads", "test_set": "multi30k test_2016_flickr (1,000 sentences)",

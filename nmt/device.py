@@ -34,3 +34,17 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def attention_kernels(device: torch.device, cudnn: bool = False):
+    """The kernels scaled_dot_product_attention may use, for training and decoding. On CUDA, all but cuDNN's (unless
+    `cudnn`): cuDNN builds an execution plan for every new shape, and shapes keep changing here: every batch of a
+    token-bucketed epoch has its own, and a decoding step has a new one at every step (the keys grow by one) and
+    whenever a sentence leaves the batch. On an H200 (transformer_big, bf16; benchmarks/README.md, "One GPU") that
+    cost about 10 ms of host time per attention call against 46 us on the GPU: decoding ran 8.7x faster without it,
+    and training's first epoch 2.5-3.4x. Flash and memory-efficient attention need no plan. Elsewhere: as it is."""
+    if device.type != "cuda" or cudnn:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

@@ -21,7 +21,7 @@ from nmt.checkpoint import load_model
 from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_lines, read_text_lines
-from nmt.device import autocast, pick_device
+from nmt.device import attention_kernels, autocast, pick_device
 from nmt.errors import NmtError
 from nmt.translate import PRECISIONS
 
@@ -104,7 +104,7 @@ class ForcedScorer:
         target = torch.from_numpy(pad_sequences(targets, self.pad)).to(self.device)  # pieces + eos
         prev_tokens = torch.cat([torch.full_like(target[:, :1], self.bos), target[:, :-1]], dim=1)
         prev_tokens = prev_tokens.masked_fill(prev_tokens.eq(self.eos), self.pad)  # the eos is never read
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision), attention_kernels(self.device):
             logits = self.model.decode(prev_tokens, self.model.encode(src_tokens))
         logprobs = F.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logprobs.masked_fill(target.eq(self.pad), 0.0).cpu()

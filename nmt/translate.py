@@ -15,7 +15,7 @@ from nmt.config import SearchConfig
 from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_text_lines  # noqa: F401 (read_text_lines: part of this API)
-from nmt.device import autocast, pick_device
+from nmt.device import attention_kernels, autocast, pick_device
 from nmt.model.packed import pack_for_cpu_inference, pack_output_projection
 from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
@@ -27,6 +27,8 @@ from nmt.search.threads import SmallBatchThreads, cpu_threads
 PRECISIONS = ("fp32", "bf16", "fp16")
 # fp32 decoding on a CPU multiplies by weights packed for oneDNN (nmt.model.packed); a switch for A/B benchmarks.
 PACK_FOR_CPU = True
+# On CUDA, attention through cuDNN as well (nmt.device.attention_kernels); a switch for A/B benchmarks.
+CUDNN_ATTENTION = False
 
 
 @dataclass
@@ -143,7 +145,8 @@ class Translator:
             src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices],
                                                         self.vocab.pad_id)).to(self.device)
             batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
-            with autocast(self.device, self.precision), cpu_threads(self.threads.for_batch(len(batch_indices))):
+            with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
+                    cpu_threads(self.threads.for_batch(len(batch_indices))):
                 if self.search.sampling:
                     hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
                                         self.record_attention)

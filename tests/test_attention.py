@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import nmt.model.attention as attention_module
+from nmt.device import attention_kernels
 from nmt.model.attention import KVCache, MultiHeadAttention
 
 
@@ -155,3 +156,16 @@ def test_both_attention_paths_equal_torch_sdpa_with_gradients(kind, keys, monkey
     torch.testing.assert_close(with_weights, expected[0], rtol=1e-4, atol=1e-5)
     assert weights[0].shape == (3, x.shape[1], keys)
     torch.testing.assert_close(weights[0].sum(-1), torch.ones(3, x.shape[1]))
+
+
+def test_on_cuda_attention_leaves_out_cudnn_and_restores_it():
+    """cuDNN attention plans per shape and a decoding step's shape changes every step (benchmarks/README.md, One
+    GPU); the flags are process-wide, so they must come back after the decoding."""
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels(torch.device("cuda"), cudnn=True), attention_kernels(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled()

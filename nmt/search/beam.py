@@ -161,17 +161,23 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
     done = torch.zeros(len(sentence_ids), dtype=torch.bool)
     if ends.any():
         penalty = length_penalty(length, config.lenpen, config.lenpen_style)
-        for group, position in ends.nonzero().tolist():  # .tolist() once: a handful of items per step
-            sentence = int(sentence_ids[group])
+        # Everything the ended candidates need, copied to the host at once: on a GPU each scalar read is a
+        # synchronisation, and a step can end hundreds of hypotheses.
+        groups, positions = ends.nonzero(as_tuple=True)
+        rows = groups * beam + cand_beams[groups, positions]
+        ended = zip(sentence_ids[groups].tolist(), cand_scores[groups, positions].tolist(), tokens[rows, 1:].tolist(),
+                    attention.index_select(0, rows).unbind(0) if attention is not None else [None] * len(rows))
+        settled: dict[int, float] = {}  # sentence -> its new nbest-th score
+        for sentence, logprob, hypothesis_tokens, hypothesis_attention in ended:
             if len(finished[sentence]) >= beam:
                 continue
-            row = group * beam + int(cand_beams[group, position])
-            logprob = float(cand_scores[group, position])
-            finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), logprob / penalty, logprob,
-                                                 attention[row] if attention is not None else None))
+            finished[sentence].append(Hypothesis(hypothesis_tokens, logprob / penalty, logprob, hypothesis_attention))
             if nth_best is not None and len(finished[sentence]) >= config.nbest:
-                nth_best[sentence] = sorted((h.score for h in finished[sentence]), reverse=True)[config.nbest - 1]
-        done = torch.tensor([len(finished[int(s)]) >= beam for s in sentence_ids.tolist()])
+                settled[sentence] = sorted((h.score for h in finished[sentence]), reverse=True)[config.nbest - 1]
+        if settled:
+            nth_best[torch.tensor(list(settled), device=nth_best.device)] = torch.tensor(
+                list(settled.values()), dtype=nth_best.dtype, device=nth_best.device)
+        done = torch.tensor([len(finished[s]) >= beam for s in sentence_ids.tolist()])
     return done.to(cand_scores.device)
 
 
@@ -181,8 +187,9 @@ def _end_at_limit(at_limit: Tensor, tokens, sentence_ids, finished, beam: int, a
     decoding ends within the limit and every input still gets an output."""
     if not at_limit.any():
         return at_limit
+    sentences = sentence_ids.tolist()
     for group in at_limit.nonzero()[:, 0].tolist():
-        sentence = int(sentence_ids[group])
+        sentence = sentences[group]
         if not finished[sentence]:
             row = group * beam
             finished[sentence].append(Hypothesis(tokens[row, 1:].tolist(), float("-inf"), float("-inf"),

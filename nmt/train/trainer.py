@@ -24,7 +24,7 @@ from nmt.atomic import write_json
 from nmt.checkpoint import link_checkpoint, make_payload, prune_checkpoints, save_checkpoint
 from nmt.config import ModelConfig, TrainConfig, from_dict, replace_fields
 from nmt.data.batching import make_batches
-from nmt.device import autocast
+from nmt.device import attention_kernels, autocast
 from nmt.errors import NmtError
 from nmt.metrics_log import append_record, keep_records_up_to
 from nmt.model.transformer import build_model, count_parameters
@@ -191,7 +191,7 @@ class Trainer:
         try:
             for position, batch in enumerate(batches):
                 with self._gradient_sync(last=position == len(batches) - 1):
-                    with autocast(self.device, config.precision):
+                    with autocast(self.device, config.precision), attention_kernels(self.device):
                         output_mask = batch.target.ne(model.config.pad_id)  # (B, T)
                         logits = self.train_model(batch.src_tokens, batch.prev_tokens, output_mask)  # (N, V)
                     loss, nll = label_smoothed_nll_loss(logits, batch.target[output_mask], config.label_smoothing,

@@ -13,7 +13,7 @@ import torch
 from nmt.config import SearchConfig, TrainConfig
 from nmt.data.batching import make_batches
 from nmt.data.dataset import ParallelDataset
-from nmt.device import autocast
+from nmt.device import attention_kernels, autocast
 from nmt.search.beam import beam_search
 from nmt.train import distributed
 from nmt.train.loss import label_smoothed_nll_loss
@@ -38,7 +38,7 @@ def validate(model, data: ParallelDataset, references: list[str], vocab: Vocab, 
     out_of_time = False
     for indices in plan.batches[ranks.rank::ranks.world_size]:  # every batch, none dropped
         batch = data.collate(indices).to(device)
-        with autocast(device, config.precision):
+        with autocast(device, config.precision), attention_kernels(device):
             output_mask = batch.target.ne(model.config.pad_id)
             logits = model(batch.src_tokens, batch.prev_tokens, output_mask)
         loss, nll = label_smoothed_nll_loss(logits, batch.target[output_mask], config.label_smoothing,
@@ -46,7 +46,7 @@ def validate(model, data: ParallelDataset, references: list[str], vocab: Vocab, 
         loss_sum, nll_sum, tokens = loss_sum + loss.item(), nll_sum + nll.item(), tokens + batch.tgt_count
         out_of_time = out_of_time or time.monotonic() > deadline
         if config.valid_bleu and not out_of_time:
-            with autocast(device, config.precision):
+            with autocast(device, config.precision), attention_kernels(device):
                 results = beam_search(model, batch.src_tokens, search)
             for index, text in zip(indices, vocab.decode([hyps[0].tokens for hyps in results])):
                 hypotheses[int(index)] = text
