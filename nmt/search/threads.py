@@ -2,8 +2,8 @@
 
 At a single sentence's few hypothesis rows a decoding step is dozens of small operations, and splitting each across
 threads can cost more than it gains: whether it does depends on the CPU and on the model (benchmarks/README.md,
-"Decoding speed against CTranslate2": on 2 AMD EPYC cores transformer_small decoded a sentence faster on one thread,
-transformer_base on two). So the choice is timed on the model itself, once, when the first small batch comes, and a
+"Decoding speed against CTranslate2": on one 2-core AMD EPYC VM transformer_small decoded a sentence faster on one
+thread and transformer_base on two; on another, transformer_small too was faster on two). So the choice is timed on the model itself, once, when the first small batch comes, and a
 bulk translation, whose batches are large, never pays for it.
 """
 
