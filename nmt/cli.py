@@ -652,22 +652,12 @@ def translate_command(
         from nmt.plot import check_plotting
         check_plotting()
     if engine == "ctranslate2":
-        from nmt.export.ctranslate2 import CTranslate2Translator
-        if len(checkpoints) != 1:
-            raise NmtError("--engine ctranslate2 takes one exported model folder")
         unsupported = [name for name, used in (("--prefix-file", prefix_file), ("--attention-plot", attention_plot),
                                                ("--print-alignment", print_alignment)) if used]
         if unsupported:
             raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
-        translator = CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads, precision,
-                                           target_language)
-    elif engine == "torch":
-        from nmt.translate import Translator
-        translator = Translator(checkpoints, search, device, max_tokens, quantize=quantize,
-                                record_attention=record_attention, ensemble_combine=ensemble_combine,
-                                precision=precision, target_language=target_language)
-    else:
-        raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
+    translator = _load_translator(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
+                                  target_language, record_attention, ensemble_combine)
     with contextlib.ExitStack() as files:
         source = files.enter_context(open(input, "rb")) if input else _stdin()
         window = buffer_size or (1 if source.isatty() else 1000)
@@ -693,6 +683,105 @@ def translate_command(
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
+
+
+def _load_translator(engine: str, checkpoints: list[Path], search, device, max_tokens: int, quantize: str,
+                     threads: int | None, precision: str, target_language: str | None, record_attention: bool = False,
+                     ensemble_combine: str = "logprob"):
+    """The Translator of either engine; both have `translate(lines, prefixes, search, record_attention)`."""
+    if engine == "ctranslate2":
+        from nmt.export.ctranslate2 import CTranslate2Translator
+        if len(checkpoints) != 1:
+            raise NmtError("--engine ctranslate2 takes one exported model folder")
+        return CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads, precision,
+                                     target_language)
+    if engine == "torch":
+        from nmt.translate import Translator
+        return Translator(checkpoints, search, device, max_tokens, quantize=quantize,
+                          record_attention=record_attention, ensemble_combine=ensemble_combine,
+                          precision=precision, target_language=target_language)
+    raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
+
+
+# --- serve ---------------------------------------------------------------------------------------------------------
+
+@_command("serve")
+def serve_command(
+    checkpoint: Annotated[Optional[list[Path]], typer.Option(
+        help="Model checkpoint (several: an ensemble); with --engine ctranslate2, the folder `nmt export "
+             "ctranslate2` wrote. Default: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt.")] = None,
+    engine: Annotated[str, typer.Option(help="torch or ctranslate2 (needs nmt[ctranslate2]).")] = "torch",
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface (set a key).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(
+        envvar="NMT_API_KEY", show_envvar=True,
+        help="Require this key on /v1, /metrics and /translate (`Authorization: Bearer KEY`, `X-API-Key`, or "
+             "LibreTranslate's api_key). Prefer the environment variable: a command line is visible to other "
+             "users.")] = None,
+    beam: Annotated[Optional[int], typer.Option(help="Default beam size. Default: the tuned one, else 4.")] = None,
+    lenpen: Annotated[Optional[float], typer.Option(help="Default length penalty. Default: the tuned one, else "
+                                                         "0.6.")] = None,
+    lenpen_style: Annotated[Optional[str], typer.Option(help="gnmt or length (see nmt translate).")] = None,
+    max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
+    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
+    max_beam: Annotated[int, typer.Option(help="The largest beam a request may ask for.")] = 8,
+    max_nbest: Annotated[int, typer.Option(help="The most alternatives (n-best) a request may ask for.")] = 8,
+    max_sentences: Annotated[int, typer.Option(help="Sentences per request.")] = 64,
+    max_characters: Annotated[int, typer.Option(help="Characters per sentence.")] = 5000,
+    max_request_bytes: Annotated[int, typer.Option(help="Request body size, as received (413 beyond).")]
+    = 1_000_000,
+    batch_wait_ms: Annotated[float, typer.Option(
+        help="How long the model worker waits for more sentences to join a batch.")] = 5.0,
+    max_tokens: Annotated[int, typer.Option(help="Source pieces per batch.")] = 6000,
+    max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503.")] = 1024,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its answer (504 after).")] = 30.0,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(
+        help="Origins whose pages may call the API (repeat for several; none: no cross-origin calls).")] = None,
+    log_requests: Annotated[bool, typer.Option(
+        "--log-requests", help="Log query strings and request text (off: method, path, status and time only).")]
+    = False,
+    quantize: Annotated[str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")] = "none",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (see nmt translate).")] = "fp32",
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... Default: cuda if present.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+) -> None:
+    """Serve a model over HTTP: a page to try it at /, the JSON API at /v1/translate, LibreTranslate's API at
+    /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches.
+    SIGTERM finishes the requests in flight, then exits 0. See docs/serving.md."""
+    try:
+        from nmt.serve.config import ServeConfig
+        from nmt.serve.server import serve
+    except ImportError as error:
+        raise NmtError(f"nmt serve needs the serving extra: pip install 'nmt[serve]' ({error.name} is missing)") \
+            from None
+    _set_threads(threads)
+    checkpoints = checkpoint or []
+    tuned, chosen_by = ({}, "") if len(checkpoints) > 1 else _tuned_search(checkpoints[0] if checkpoints else None,
+                                                                           engine)
+    search = SearchConfig(beam=beam if beam is not None else tuned.get("beam", 4),
+                          lenpen=lenpen if lenpen is not None else tuned.get("lenpen", 0.6),
+                          lenpen_style=lenpen_style or tuned.get("lenpen_style") or
+                          ("length" if engine == "ctranslate2" else "gnmt"),
+                          max_len_a=max_len_a, max_len_b=max_len_b)
+    search.validate()
+    config = ServeConfig(host=host, port=port, api_key=api_key, max_beam=max_beam, max_nbest=max_nbest,
+                         max_sentences=max_sentences, max_characters=max_characters,
+                         max_request_bytes=max_request_bytes, batch_wait_ms=batch_wait_ms, max_tokens=max_tokens,
+                         max_queue=max_queue, timeout_s=timeout, cors_origins=cors_origin or [],
+                         log_requests=log_requests)
+    config.validate()
+    if search.beam > max_beam:
+        raise NmtError(f"the default beam {search.beam} is above --max-beam {max_beam}")
+    if _dry_run("serve", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search,
+                          "host": host, "port": port}):
+        return
+    translator = _load_translator(engine, checkpoints or [_default_checkpoint()], search, device, max_tokens,
+                                  quantize, threads, precision, None)
+    if tuned:
+        console.print(f"[cyan]note:[/] serving with {chosen_by}: beam {search.beam}, lenpen {search.lenpen} "
+                      f"({search.lenpen_style}) unless a request says otherwise", highlight=False)
+    serve(translator, config, engine)
 
 
 # --- tune ----------------------------------------------------------------------------------------------------------

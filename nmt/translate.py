@@ -118,9 +118,13 @@ class Translator:
         rows_per_sentence = self.search.nbest if self.search.sampling else self.search.beam
         self.threads = SmallBatchThreads(self.model, self.device, rows_per_sentence)
 
-    def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
+    def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
+                  record_attention: bool | None = None) -> list[list[Translation]]:
         """The n-best translations of each line (a list with one empty Translation for an empty line). `prefixes`:
-        for each line, text its translation must start with ("" for none)."""
+        for each line, text its translation must start with ("" for none). `search` and `record_attention`, where
+        given, replace the translator's own for this call (a server's per-request options)."""
+        search = search or self.search
+        record_attention = self.record_attention if record_attention is None else record_attention
         results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
         texts = [normalize(line) for line in lines]
         todo = [i for i, text in enumerate(texts) if text]
@@ -147,12 +151,12 @@ class Translator:
             batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
             with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
                     cpu_threads(self.threads.for_batch(len(batch_indices))):
-                if self.search.sampling:
-                    hypotheses = sample(self.model, src_tokens, self.search, self.generator, batch_prefixes,
-                                        self.record_attention)
+                if search.sampling:
+                    hypotheses = sample(self.model, src_tokens, search, self.generator, batch_prefixes,
+                                        record_attention)
                 else:
-                    hypotheses = beam_search(self.model, src_tokens, self.search, prefixes=batch_prefixes,
-                                             record_attention=self.record_attention)
+                    hypotheses = beam_search(self.model, src_tokens, search, prefixes=batch_prefixes,
+                                             record_attention=record_attention)
             for position, hyps in zip(batch_indices, hypotheses):
                 source_ids = sources[position][:-1].tolist()
                 results[todo[position]] = [self._translation(h, source_ids) for h in hyps]

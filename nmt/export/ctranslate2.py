@@ -206,9 +206,12 @@ class CTranslate2Translator:
         self.max_source_tokens = min(1024, self.positions)
         self.truncated = 0
 
-    def translate(self, lines: list[str], prefixes: list[str] | None = None) -> list[list[Translation]]:
+    def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
+                  record_attention: bool | None = None) -> list[list[Translation]]:
         if prefixes is not None:
             raise NmtError("--prefix-file is not supported with --engine ctranslate2")
+        if record_attention:
+            raise NmtError("the encoder-decoder attention is not available with --engine ctranslate2")
         results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
         texts = [normalize(line) for line in lines]
         todo = [i for i, text in enumerate(texts) if text]
@@ -221,7 +224,7 @@ class CTranslate2Translator:
             if len(pieces) >= self.max_source_tokens:  # room for the eos CTranslate2 appends
                 sources[position] = pieces[: self.max_source_tokens - 1]
                 self.truncated += 1
-        search = self.search
+        search = search or self.search
         longest = max(len(s) for s in sources) + 1
         options = dict(max_batch_size=self.max_tokens, batch_type="tokens", num_hypotheses=search.nbest,
                        return_scores=True, length_penalty=search.lenpen, max_input_length=0,

@@ -1,0 +1,146 @@
+"""Dynamic batching: the sentences of concurrent requests, gathered into batches for one model worker.
+
+Requests put their sentences in one queue and wait on a future per sentence. A single worker thread owns the
+model: it takes the oldest sentence, gathers whatever else arrives within `wait_s` up to `max_tokens` source pieces,
+decodes the sentences that share search options together (the Translator sorts them by length and splits them by
+its own token budget), and hands each answer back to its future. A sentence's translation does not depend on the
+batch it was in (the search masks padding, and every sentence ends on its own), so batching changes nothing beyond
+floating-point rounding.
+
+A sentence whose request gave up (deadline, client gone) is cancelled where it waits: the worker skips it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from nmt.config import SearchConfig
+
+
+class Overloaded(Exception):
+    """The queue cannot take a request's sentences now."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What decides how a sentence is decoded; sentences with equal options share a batch."""
+
+    search: SearchConfig
+    attention: bool = False
+
+    def key(self) -> tuple:
+        return (tuple(sorted(vars(self.search).items())), self.attention)
+
+
+@dataclass
+class Job:
+    text: str
+    prefix: str
+    options: Options
+    tokens: int  # source pieces, for the batch budget
+    future: Future = field(default_factory=Future)
+
+
+# What the worker reports after each batch: sentences, target pieces.
+BatchObserver = Callable[[int, int], None]
+
+
+class Batcher:
+    """One worker thread decoding queued sentences in batches. `translate(texts, prefixes, search, attention)` is a
+    Translator's (both engines'); `count_tokens(text)` sizes a sentence for the budget."""
+
+    def __init__(self, translate, count_tokens: Callable[[str], int], max_tokens: int, wait_s: float, max_queue: int,
+                 on_batch: BatchObserver | None = None, on_drop: Callable[[int], None] | None = None):
+        self.translate = translate
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+        self.wait_s = wait_s
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.on_drop = on_drop
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._waiting = 0  # sentences queued and not yet taken
+        self._lock = threading.Lock()
+        self._worker = threading.Thread(target=self._run, name="nmt-serve-worker", daemon=True)
+        self._worker.start()
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def submit(self, texts: list[str], prefixes: list[str], options: Options) -> list[Future]:
+        """Queue a request's sentences (all or none); raises Overloaded when the queue cannot take them."""
+        jobs = [Job(text, prefix, options, self.count_tokens(text)) for text, prefix in zip(texts, prefixes)]
+        with self._lock:
+            if self._waiting + len(jobs) > self.max_queue:
+                raise Overloaded(f"the queue holds {self._waiting} sentences; {len(jobs)} more would pass its "
+                                 f"limit of {self.max_queue}")
+            self._waiting += len(jobs)
+        for job in jobs:
+            self._queue.put(job)
+        return [job.future for job in jobs]
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish what is queued, then stop the worker."""
+        self._queue.put(None)
+        self._worker.join(timeout)
+
+    def _take(self, block: bool, timeout: float | None = None) -> Job | None:
+        job = self._queue.get(block, timeout)
+        if job is not None:
+            with self._lock:
+                self._waiting -= 1
+        return job
+
+    def _gather(self, first: Job) -> tuple[list[Job], bool]:
+        """The first job and what else comes within the wait, up to the token budget; True once the queue is
+        closed."""
+        batch, tokens = [first], first.tokens
+        deadline = time.monotonic() + self.wait_s
+        while tokens < self.max_tokens:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._take(block=remaining > 0, timeout=max(remaining, 0) or None)
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+            tokens += job.tokens
+        return batch, False
+
+    def _run(self) -> None:
+        closed = False
+        while not closed:
+            first = self._take(block=True)
+            if first is None:
+                break
+            batch, closed = self._gather(first)
+            live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if len(live) < len(batch) and self.on_drop is not None:
+                self.on_drop(len(batch) - len(live))
+            groups: dict[tuple, list[Job]] = {}
+            for job in live:
+                groups.setdefault(job.options.key(), []).append(job)
+            for jobs in groups.values():
+                self._decode(jobs)
+
+    def _decode(self, jobs: list[Job]) -> None:
+        options = jobs[0].options
+        prefixes = [job.prefix for job in jobs]
+        try:
+            results = self.translate([job.text for job in jobs], prefixes if any(prefixes) else None,
+                                     search=options.search, record_attention=options.attention)
+        except Exception as error:  # noqa: BLE001 - the requests hear of it; the worker goes on
+            for job in jobs:
+                job.future.set_exception(error)
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(jobs), sum(len(results_[0].tokens) for results_ in results))
+        for job, translations in zip(jobs, results):
+            job.future.set_result(translations)

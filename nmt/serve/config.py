@@ -1,0 +1,44 @@
+"""What `nmt serve` is started with: the operator's limits and defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nmt.errors import NmtError
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback unless the operator says otherwise
+    port: int = 8000
+    api_key: str | None = None  # required by /v1 and /metrics (and LibreTranslate's /translate) when set
+    # Caps on what one request may ask for.
+    max_beam: int = 8
+    max_nbest: int = 8
+    max_sentences: int = 64  # sentences (LibreTranslate: q entries) per request
+    max_characters: int = 5000  # per sentence; a longer one is a 400, not a slow decode
+    max_request_bytes: int = 1_000_000  # the body as received, chunked bodies included
+    # Batching: sentences of concurrent requests gathered for up to batch_wait_ms into batches of max_tokens.
+    batch_wait_ms: float = 5.0
+    max_tokens: int = 6000
+    max_queue: int = 1024  # sentences waiting; beyond it a request is refused with 503
+    timeout_s: float = 30.0  # a request not answered by then is a 504 and its sentences leave the queue
+    cors_origins: list[str] = field(default_factory=list)  # none: cross-origin requests are not allowed
+    log_requests: bool = False  # request text and query strings in the log (off: method, path, status, time)
+    graceful_shutdown_s: float = 30.0  # after SIGTERM, how long in-flight requests may take
+
+    def validate(self) -> None:
+        for name in ("max_beam", "max_nbest", "max_sentences", "max_characters", "max_request_bytes", "max_tokens",
+                     "max_queue"):
+            if getattr(self, name) < 1:
+                raise NmtError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.batch_wait_ms < 0:
+            raise NmtError("--batch-wait-ms must be 0 or more")
+        if self.timeout_s <= 0:
+            raise NmtError("--timeout must be more than 0 seconds")
+        if not 0 < self.port < 65536:
+            raise NmtError(f"--port must be 1-65535, got {self.port}")
+        if self.max_sentences > self.max_queue:
+            raise NmtError("--max-sentences cannot exceed --max-queue: such a request could never be queued")
+        if self.api_key is not None and not self.api_key.strip():
+            raise NmtError("the API key is empty: set a key or none")

@@ -1,0 +1,132 @@
+"""LibreTranslate's API (`POST /translate`, `GET /languages`), so that its clients and integrations work unchanged.
+
+Parameters come as LibreTranslate itself takes them: a JSON body, a form body (urlencoded or multipart) or the query
+string; `q` is a string or a list of strings; `source` may be `auto` (here: the model's source language). Errors
+keep LibreTranslate's contract: 400 `{"error": message}` for a bad request and a missing key, 403 for a wrong key,
+503 when the server is overloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+# Names for the codes /languages lists (LibreTranslate gives each a name); any other code is listed as itself.
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
+    "et": "Estonian", "fi": "Finnish", "fr": "French", "hi": "Hindi", "hu": "Hungarian", "it": "Italian",
+    "ja": "Japanese", "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "nl": "Dutch", "pl": "Polish",
+    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sv": "Swedish", "tr": "Turkish", "uk": "Ukrainian",
+    "zh": "Chinese",
+}
+
+
+async def read_parameters(request: Request) -> dict:
+    """The query string, overridden by the body's fields (JSON or form)."""
+    from nmt.serve.app import RequestError
+
+    parameters: dict = dict(request.query_params)
+    body = await request.body()
+    if not body:
+        return parameters
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/json":
+            fields = json.loads(body.decode("utf-8"))
+            if not isinstance(fields, dict):
+                raise RequestError(400, "Invalid request: the JSON body must be an object")
+        elif content_type == "application/x-www-form-urlencoded":
+            fields = _form_fields(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+        elif content_type == "multipart/form-data":
+            form = await request.form()
+            fields = _form_fields((name, value) for name, value in form.multi_items() if isinstance(value, str))
+        else:
+            raise RequestError(400, f"Invalid request: send JSON or a form, not {content_type or 'an untyped body'}")
+    except UnicodeDecodeError:
+        raise RequestError(400, "Invalid request: the body is not valid UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise RequestError(400, f"Invalid request: the body is not valid JSON ({error.msg})") from None
+    parameters.update(fields)
+    return parameters
+
+
+def _form_fields(pairs) -> dict:
+    """Form fields; a repeated `q` becomes a list, as a JSON list would be."""
+    fields: dict = {}
+    for name, value in pairs:
+        if name == "q" and "q" in fields:
+            fields["q"] = (fields["q"] if isinstance(fields["q"], list) else [fields["q"]]) + [value]
+        else:
+            fields[name] = value
+    return fields
+
+
+def translate_route(service):
+    from nmt.serve.app import RequestError
+
+    async def translate(request: Request) -> Response:
+        parameters = await read_parameters(request)
+        if service.config.api_key is not None:
+            given = parameters.get("api_key")
+            if not given:
+                raise RequestError(400, "Invalid request: this server needs an API key (api_key)")
+            if not isinstance(given, str) or not service.key_matches(given):
+                raise RequestError(403, "Invalid API key")
+        q = parameters.get("q")
+        if q is None or q == "" or q == []:
+            raise RequestError(400, "Invalid request: missing q parameter")
+        batch = isinstance(q, list)
+        texts = q if batch else [q]
+        if not all(isinstance(text, str) for text in texts):
+            raise RequestError(400, "Invalid request: q must be a string or a list of strings")
+        source, target = parameters.get("source"), parameters.get("target")
+        for name, value in (("source", source), ("target", target)):
+            if not value:
+                raise RequestError(400, f"Invalid request: missing {name} parameter")
+            if not isinstance(value, str):
+                raise RequestError(400, f"Invalid request: {name} must be a language code")
+        served_source, served_target = service.source_language, service.target_language
+        detected = source == "auto"
+        if detected:
+            source = served_source or "auto"
+        if (served_source and source != served_source) or (served_target and target != served_target):
+            raise RequestError(400, f"{parameters['source']}->{target} is not served: this model translates "
+                               f"{served_source or 'its source language'} to {served_target or 'its target'}")
+        text_format = parameters.get("format", "text")
+        if text_format != "text":
+            raise RequestError(400, f"Invalid request: format {text_format!r} is not supported; send text")
+        try:
+            alternatives = int(parameters.get("alternatives", 0))
+        except (TypeError, ValueError):
+            raise RequestError(400, "Invalid request: alternatives must be a whole number") from None
+        if not 0 <= alternatives < service.config.max_nbest:
+            raise RequestError(400, f"Invalid request: alternatives must be between 0 and "
+                               f"{service.config.max_nbest - 1}")
+        service.check_texts(texts, "q")
+        nbest = alternatives + 1
+        options = service.options(max(service.search.beam, nbest) if nbest > 1 else None, nbest, None, False)
+        results = await service.translate(request, texts, [""] * len(texts), options)
+        translated = [translations[0].text for translations in results]
+        answer: dict = {"translatedText": translated if batch else translated[0]}
+        if alternatives:
+            others = [[t.text for t in translations[1:]] for translations in results]
+            answer["alternatives"] = others if batch else others[0]
+        if detected:
+            language = {"confidence": 100.0, "language": source}
+            answer["detectedLanguage"] = [language] * len(texts) if batch else language
+        return JSONResponse(answer)
+    return translate
+
+
+def languages_route(service):
+    async def languages(request: Request) -> Response:
+        source = service.source_language or "auto"
+        target = service.target_language or "auto"
+        listed = [{"code": source, "name": LANGUAGE_NAMES.get(source, source), "targets": [target]}]
+        if target != source:
+            listed.append({"code": target, "name": LANGUAGE_NAMES.get(target, target), "targets": []})
+        return JSONResponse(listed)
+    return languages

@@ -1,0 +1,60 @@
+"""Running the application under uvicorn, with the signals handled here.
+
+SIGTERM (and Ctrl-C) drain: the service refuses new requests (503), uvicorn stops accepting connections and waits for
+the requests in flight, the model worker finishes what was queued, and the process exits 0. uvicorn's own handling
+re-raises a caught signal after its shutdown, which would end the process by the signal instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+
+from nmt.serve.app import create_app
+from nmt.serve.config import ServeConfig
+
+
+def serve(translator, config: ServeConfig, engine: str = "torch") -> None:
+    import uvicorn
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger("nmt.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    application = create_app(translator, config, engine)
+    service = application.state.service
+    if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
+        log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set "
+                    "--api-key or NMT_API_KEY", config.host)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def drain(signum, frame):
+                if service.draining and signum == signal.SIGINT:
+                    self.force_exit = True  # a second Ctrl-C: stop now
+                service.draining = True
+                self.should_exit = True
+            previous = {sig: signal.signal(sig, drain) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+
+    server = Server(uvicorn.Config(application, host=config.host, port=config.port, access_log=False,
+                                   log_level="info", lifespan="off",
+                                   timeout_graceful_shutdown=int(config.graceful_shutdown_s)))
+    log.info("serving %s on http://%s:%d (the page at /, the API at /v1/translate and /translate)", engine,
+             config.host, config.port)
+    try:
+        server.run()
+    finally:
+        service.draining = True
+        service.batcher.close(timeout=config.graceful_shutdown_s)
+    log.info("stopped")
