@@ -725,6 +725,9 @@ def serve_command(
     lenpen_style: Annotated[Optional[str], typer.Option(help="gnmt or length (see nmt translate).")] = None,
     max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
+    min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
+    no_repeat_ngram_size: Annotated[int, typer.Option(
+        help="Never repeat an n-gram of this many pieces within an output (0: off).")] = 0,
     max_beam: Annotated[int, typer.Option(help="The largest beam a request may ask for.")] = 8,
     max_nbest: Annotated[int, typer.Option(help="The most alternatives (n-best) a request may ask for.")] = 8,
     max_sentences: Annotated[int, typer.Option(help="Sentences per request.")] = 64,
@@ -763,7 +766,8 @@ def serve_command(
                           lenpen=lenpen if lenpen is not None else tuned.get("lenpen", 0.6),
                           lenpen_style=lenpen_style or tuned.get("lenpen_style") or
                           ("length" if engine == "ctranslate2" else "gnmt"),
-                          max_len_a=max_len_a, max_len_b=max_len_b)
+                          max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                          no_repeat_ngram_size=no_repeat_ngram_size)
     search.validate()
     config = ServeConfig(host=host, port=port, api_key=api_key, max_beam=max_beam, max_nbest=max_nbest,
                          max_sentences=max_sentences, max_characters=max_characters,

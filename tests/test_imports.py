@@ -12,7 +12,7 @@ LEVELS = [
     {"search", "checkpoint"},
     {"train", "translate", "score", "report"},
     {"forced", "tune"},
-    {"export", "pretrained"},
+    {"export", "pretrained", "serve"},
     {"cli"},
     {"__main__", "reference"},
 ]

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-from concurrent.futures import Future
+import math
 from importlib import resources
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from nmt.config import SearchConfig
 from nmt.errors import NmtError
-from nmt.serve.batcher import Batcher, Options, Overloaded
+from nmt.serve.batcher import Batcher, Job, Options, Overloaded
 from nmt.serve.config import ServeConfig
 from nmt.serve.guard import Guard
 from nmt.serve.metrics import Metrics
@@ -147,11 +147,11 @@ class Service:
         if self.draining:
             raise RequestError(503, "the server is shutting down", {"retry-after": "1"})
         try:
-            futures = self.batcher.submit(texts, prefixes, options)
+            jobs = self.batcher.submit(texts, prefixes, options)
         except Overloaded as error:
             raise RequestError(503, f"the server is busy: {error}", {"retry-after": "1"}) from None
         self.metrics.queue_depth.set(self.batcher.waiting)
-        answers = asyncio.gather(*[asyncio.wrap_future(future) for future in futures])
+        answers = asyncio.gather(*[asyncio.wrap_future(job.future) for job in jobs])
         left = asyncio.ensure_future(_client_left(request))
         done, _ = await asyncio.wait({answers, left}, timeout=self.config.timeout_s,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -164,14 +164,14 @@ class Service:
                 raise RequestError(400, str(error)) from None
         reason = "disconnect" if left in done else "deadline"
         left.cancel()
-        self._drop(futures, answers, reason)
+        self._drop(jobs, answers, reason)
         if reason == "disconnect":
             raise ClientLeft()
         raise RequestError(504, f"no answer within {self.config.timeout_s:g} s; the request's sentences were dropped")
 
-    def _drop(self, futures: list[Future], answers: asyncio.Future, reason: str) -> None:
-        dropped = sum(future.cancel() for future in futures)  # only those still waiting can be cancelled
-        self.metrics.dropped.labels(reason).inc(dropped)
+    def _drop(self, jobs: list[Job], answers: asyncio.Future, reason: str) -> None:
+        self.metrics.dropped.labels(reason).inc(self.batcher.cancel(jobs))
+        self.metrics.queue_depth.set(self.batcher.waiting)
         answers.cancel()
         answers.add_done_callback(lambda future: future.cancelled() or future.exception())
 
@@ -192,8 +192,13 @@ def error_response(error: RequestError) -> JSONResponse:
     return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
+def score_json(score: float) -> float | None:
+    """JSON has no infinity: a hypothesis that only the length limit ended (score -inf) scores null."""
+    return round(score, 6) if math.isfinite(score) else None
+
+
 def translation_json(translation: Translation, attention: bool) -> dict:
-    record = {"text": translation.text, "score": round(translation.score, 6), "tokens": translation.tokens,
+    record = {"text": translation.text, "score": score_json(translation.score), "tokens": translation.tokens,
               "source_tokens": translation.source_tokens}
     if translation.alignment is not None:
         record["alignment"] = [list(pair) for pair in translation.alignment]
@@ -245,7 +250,7 @@ def create_app(translator, config: ServeConfig, engine: str = "torch", metrics: 
         for translations in results:
             record = translation_json(translations[0], alignment)
             if options.search.nbest > 1:
-                record["nbest"] = [{"text": t.text, "score": round(t.score, 6), "tokens": t.tokens}
+                record["nbest"] = [{"text": t.text, "score": score_json(t.score), "tokens": t.tokens}
                                    for t in translations]
             answers.append(record)
         return JSONResponse({"translations": answers})

@@ -44,6 +44,7 @@ class Job:
     options: Options
     tokens: int  # source pieces, for the batch budget
     future: Future = field(default_factory=Future)
+    counted: bool = True  # still counted against the queue's limit (until taken or cancelled)
 
 
 # What the worker reports after each batch: sentences, target pieces.
@@ -73,8 +74,9 @@ class Batcher:
     def waiting(self) -> int:
         return self._waiting
 
-    def submit(self, texts: list[str], prefixes: list[str], options: Options) -> list[Future]:
-        """Queue a request's sentences (all or none); raises Overloaded when the queue cannot take them."""
+    def submit(self, texts: list[str], prefixes: list[str], options: Options) -> list[Job]:
+        """Queue a request's sentences (all or none); raises Overloaded when the queue cannot take them. Each job's
+        `future` gets its n-best list."""
         jobs = [Job(text, prefix, options, self.count_tokens(text)) for text, prefix in zip(texts, prefixes)]
         with self._lock:
             if self._waiting + len(jobs) > self.max_queue:
@@ -83,7 +85,20 @@ class Batcher:
             self._waiting += len(jobs)
         for job in jobs:
             self._queue.put(job)
-        return [job.future for job in jobs]
+        return jobs
+
+    def cancel(self, jobs: list[Job]) -> int:
+        """Drop the jobs still waiting (their place in the queue is free at once); how many were dropped. A job
+        already being decoded runs to its end."""
+        dropped = 0
+        with self._lock:
+            for job in jobs:
+                if job.future.cancel():
+                    dropped += 1
+                    if job.counted:
+                        job.counted = False
+                        self._waiting -= 1
+        return dropped
 
     def close(self, timeout: float | None = None) -> None:
         """Finish what is queued, then stop the worker."""
@@ -94,7 +109,9 @@ class Batcher:
         job = self._queue.get(block, timeout)
         if job is not None:
             with self._lock:
-                self._waiting -= 1
+                if job.counted:
+                    job.counted = False
+                    self._waiting -= 1
         return job
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:

@@ -1,0 +1,317 @@
+"""`nmt serve` as a client meets it: a real server process on 127.0.0.1 (uvicorn) and a real HTTP client (httpx)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED_MULTI30K, requires_multi30k
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+
+KEY = "test-key-3f9a"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m nmt serve ...` in a subprocess, its stderr collected, ready once /health answers."""
+
+    def __init__(self, checkpoint: Path, *options: str, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_lines: list[str] = []
+        environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port", str(self.port),
+             "--threads", "1", *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"nmt serve exited {self.process.returncode}:\n{self.log}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError(f"nmt serve did not become healthy:\n{self.log}")
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.log_lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.log_lines)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from /metrics (0 where absent)."""
+        text = httpx.get(self.url + "/metrics", headers={"X-API-Key": KEY}, timeout=10).text
+        wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+        match = re.search("^" + pattern + "$", text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def server(trained_checkpoint):
+    running = ServerProcess(trained_checkpoint, "--max-beam", "6", "--max-sentences", "200", env={"NMT_API_KEY": KEY})
+    yield running
+    running.stop()
+
+
+def v1(server, body, key: str | None = KEY, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(server.url + "/v1/translate", json=body, headers=headers, timeout=60, **kwargs)
+
+
+def assert_alive(server) -> None:
+    assert httpx.get(server.url + "/health", timeout=10).json()["status"] == "ok"
+    assert v1(server, {"text": "red dog"}).status_code == 200
+
+
+def test_v1_translates_with_nbest_and_attention(server):
+    answer = v1(server, {"text": ["red dog runs", "a big cat"], "nbest": 2, "attention": True})
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["translations"]
+    assert first["text"] == "red dog runs"  # the copy task, learned
+    assert len(first["nbest"]) == 2 and first["nbest"][0]["text"] == first["text"]
+    layers = first["attention"]
+    # one row per target piece (and eos), one column per source piece (and eos), rows summing to 1
+    assert len(layers) == 2 and len(layers[0]) == len(first["tokens"]) + 1
+    assert all(len(row) == len(first["source_tokens"]) + 1 for row in layers[0])
+    assert all(abs(sum(row) - 1) < 1e-2 for row in layers[-1])
+    assert second["text"] == "a big cat"
+
+
+def test_libretranslate_api_in_json_form_and_query(server):
+    for request in (dict(json={"q": "green ball", "source": "auto", "target": "tgt", "api_key": KEY}),
+                    dict(data={"q": "green ball", "source": "src", "target": "tgt", "api_key": KEY}),
+                    dict(params={"q": "green ball", "source": "src", "target": "tgt", "api_key": KEY}),
+                    dict(files={"q": (None, "green ball"), "source": (None, "src"), "target": (None, "tgt"),
+                                "api_key": (None, KEY)})):
+        answer = httpx.post(server.url + "/translate", timeout=60, **request)
+        assert answer.status_code == 200, (request, answer.text)
+        assert answer.json()["translatedText"] == "green ball"
+    batch = httpx.post(server.url + "/translate", json={"q": ["red dog", "blue cat"], "source": "auto",
+                                                        "target": "tgt", "alternatives": 2, "api_key": KEY},
+                       timeout=60).json()
+    assert batch["translatedText"] == ["red dog", "blue cat"]
+    assert [len(a) for a in batch["alternatives"]] == [2, 2]
+    assert batch["detectedLanguage"][0]["language"] == "src"
+    languages = httpx.get(server.url + "/languages", timeout=10).json()
+    assert languages[0]["code"] == "src" and languages[0]["targets"] == ["tgt"]
+
+
+def test_keys(server):
+    assert v1(server, {"text": "red"}, key=None).status_code == 401
+    assert v1(server, {"text": "red"}, key="wrong").status_code == 401
+    assert httpx.post(server.url + "/v1/translate", json={"text": "red"}, headers={"X-API-Key": KEY},
+                      timeout=60).status_code == 200
+    assert httpx.get(server.url + "/metrics", timeout=10).status_code == 401
+    lt = {"q": "red", "source": "src", "target": "tgt"}
+    missing = httpx.post(server.url + "/translate", json=lt, timeout=10)
+    assert missing.status_code == 400 and "error" in missing.json()
+    wrong = httpx.post(server.url + "/translate", json={**lt, "api_key": "wrong"}, timeout=10)
+    assert wrong.status_code == 403 and wrong.json() == {"error": "Invalid API key"}
+
+
+def test_metrics_count_what_was_sent(server):
+    before = server.metric("nmt_requests_total", endpoint="/v1/translate", status="200")
+    sentences = server.metric("nmt_translated_sentences_total")
+    for _ in range(3):
+        assert v1(server, {"text": ["red", "blue"]}).status_code == 200
+    assert server.metric("nmt_requests_total", endpoint="/v1/translate", status="200") == before + 3
+    assert server.metric("nmt_translated_sentences_total") == sentences + 6
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "Invalid JSON"),
+    (b'{"text": 5}', 400, "text must be a string or a list of strings"),
+    (b'{"text": "red", "beam": "4"}', 400, "beam must be a whole number"),
+    (b'{"beam": 4}', 400, "text is required"),
+    (b'{"text": "red \xff dog"}', 400, "Invalid JSON"),  # invalid UTF-8
+    (b'{"text": "red", "beam": 0}', 400, "beam must be between 1 and 6"),
+    (b'{"text": "red", "beam": 7}', 400, "beam must be between 1 and 6"),
+    (b'{"text": "red", "beam": 2, "nbest": 3}', 400, "nbest must be between 1 and beam"),
+    (json.dumps({"text": ["a"] * 100_000}).encode(), 400, "the limit is 200"),
+    (json.dumps({"text": "dog " * 2000}).encode(), 400, "characters; the limit is 5,000"),
+])
+def test_bad_input_is_a_4xx_with_a_message(server, body, status, message):
+    answer = httpx.post(server.url + "/v1/translate", content=body, timeout=60,
+                        headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+    assert_alive(server)
+
+
+def test_empty_string_is_an_empty_translation(server):
+    answer = v1(server, {"text": ""})
+    assert answer.status_code == 200 and answer.json()["translations"][0]["text"] == ""
+
+
+def test_oversized_bodies_with_and_without_content_length(server):
+    body = b'{"text": "' + b"a" * 10_000_000 + b'"}'
+    declared = httpx.post(server.url + "/v1/translate", content=body, headers={"X-API-Key": KEY}, timeout=60)
+    assert declared.status_code == 413 and "limit" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: Transfer-Encoding chunked, the limit counted on what arrives
+        for start in range(0, len(body), 65536):
+            yield body[start:start + 65536]
+    chunked = httpx.post(server.url + "/v1/translate", content=chunks(), headers={"X-API-Key": KEY}, timeout=60)
+    assert chunked.status_code == 413 and "passed the limit" in chunked.json()["error"]
+    assert_alive(server)
+
+
+def test_libretranslate_errors(server):
+    def lt(**fields):
+        return httpx.post(server.url + "/translate", json={"api_key": KEY, **fields}, timeout=60)
+    pair = lt(q="red", source="en", target="fr")
+    assert pair.status_code == 400 and "this model translates src to tgt" in pair.json()["error"]
+    assert lt(source="src", target="tgt").json() == {"error": "Invalid request: missing q parameter"}
+    assert lt(q="red", source="src", target="tgt", format="html").status_code == 400
+    assert lt(q=["red", 3], source="src", target="tgt").status_code == 400
+    invalid = httpx.post(server.url + "/translate", content=b"q=red%FF&source=src&target=tgt&api_key=" + KEY.encode(),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    assert invalid.status_code == 400 and "UTF-8" in invalid.json()["error"]
+    assert_alive(server)
+
+
+def test_access_log_holds_neither_text_nor_key(server):
+    secret_text = "zebra woman near water"
+    httpx.post(server.url + "/translate", params={"q": secret_text, "source": "src", "target": "tgt",
+                                                  "api_key": KEY}, timeout=60)
+    v1(server, {"text": secret_text})
+    time.sleep(0.3)
+    assert "POST /translate 200" in server.log  # the request is logged, without its query string
+    assert "zebra" not in server.log and KEY not in server.log
+
+
+def test_page_is_served_offline(server):
+    page = httpx.get(server.url + "/", timeout=10)
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "http" not in re.sub(r"(href|src)=\"/static/[^\"]+\"", "", page.text)  # nothing from another host
+    assert httpx.get(server.url + "/static/app.js", timeout=10).status_code == 200
+
+
+@requires_multi30k
+def test_concurrent_clients_get_what_decoding_alone_gives(server, trained_checkpoint):
+    """16 clients x 25 requests of test_2016_flickr lines, all answered; each answer what the line gives alone."""
+    from nmt.config import SearchConfig
+    from nmt.translate import Translator
+
+    with gzip.open(SHARED_MULTI30K / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as lines:
+        sentences = [line.strip() for _, line in zip(range(400), lines)]
+    batches_before = server.metric("nmt_batch_sentences_count")
+    sentences_before = server.metric("nmt_batch_sentences_sum")
+
+    def client(number: int) -> list[str]:
+        with httpx.Client(headers={"X-API-Key": KEY}, timeout=120) as session:
+            return [session.post(server.url + "/v1/translate", json={"text": sentences[number * 25 + i]}
+                                 ).json()["translations"][0]["text"] for i in range(25)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        served = [text for texts in pool.map(client, range(16)) for text in texts]
+    assert len(served) == 400
+
+    alone = Translator(trained_checkpoint, SearchConfig(beam=4, lenpen=0.6), device="cpu")
+    differ = sum(alone.translate([sentence])[0][0].text != text for sentence, text in zip(sentences, served))
+    print(f"{differ} of 400 answers differ from decoding the line alone")
+    assert differ <= 4
+    batches = server.metric("nmt_batch_sentences_count") - batches_before
+    assert (server.metric("nmt_batch_sentences_sum") - sentences_before) / batches > 1.5  # batched, not one by one
+
+
+def test_full_queue_deadline_and_disconnect(trained_checkpoint):
+    """One sentence at a time (--max-tokens 1) and a long one first (--min-len: seconds to decode), so that the
+    others wait behind it."""
+    slow = ServerProcess(trained_checkpoint, "--max-tokens", "1", "--max-queue", "2", "--max-sentences", "2",
+                         "--timeout", "2", "--max-beam", "16", "--min-len", "750")
+    try:
+        long_text = " ".join(["red dog runs near the big water"] * 110)  # ~770 pieces
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            blocker = pool.submit(httpx.post, slow.url + "/v1/translate", json={"text": long_text, "beam": 16},
+                                  timeout=60)
+            time.sleep(0.5)  # the worker is on it
+            leaver = pool.submit(httpx.post, slow.url + "/v1/translate", json={"text": "red dog"}, timeout=0.5)
+            time.sleep(0.2)
+            queued = pool.submit(httpx.post, slow.url + "/v1/translate", json={"text": "blue cat"}, timeout=60)
+            time.sleep(0.2)
+            full = httpx.post(slow.url + "/v1/translate", json={"text": ["a", "b"]}, timeout=60)
+            assert full.status_code == 503 and full.headers["retry-after"] == "1"
+            assert "busy" in full.json()["error"]
+            with pytest.raises(httpx.TimeoutException):
+                leaver.result()
+            assert blocker.result().status_code == 504  # past --timeout 2
+            assert queued.result().status_code == 504  # its deadline passed while it waited
+        assert slow.metric("nmt_dropped_sentences_total", reason="disconnect") == 1  # the leaver's sentence
+        assert slow.metric("nmt_dropped_sentences_total", reason="deadline") == 1  # the queued one's
+        deadline = time.monotonic() + 60
+        while True:  # once the worker is past the long sentence, the server answers as before
+            answer = httpx.post(slow.url + "/v1/translate", json={"text": "green ball"}, timeout=60)
+            if answer.status_code != 504 or time.monotonic() > deadline:
+                break
+        assert answer.status_code == 200, (answer.text, slow.log)
+        assert answer.json()["translations"][0]["text"].startswith("green ball")  # then padded out to --min-len
+    finally:
+        slow.stop()
+
+
+def test_sigterm_answers_every_accepted_request_and_exits_0(trained_checkpoint):
+    running = ServerProcess(trained_checkpoint)
+    outcomes: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as session:
+            for _ in range(20):
+                try:
+                    answer = session.post(running.url + "/v1/translate", json={"text": "red dog runs near water"})
+                except httpx.ConnectError:
+                    outcomes.append("refused")  # never accepted: the listener had closed
+                    return
+                except httpx.TransportError as error:
+                    outcomes.append(f"lost: {error!r}")  # accepted and not answered: what must not happen
+                    return
+                outcomes.append(str(answer.status_code))
+                if answer.status_code != 200:
+                    return
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    returncode = running.stop()
+    for thread in threads:
+        thread.join()
+    assert returncode == 0, running.log
+    assert not [o for o in outcomes if o.startswith("lost")], outcomes
+    assert outcomes.count("200") > 0
+    assert set(outcomes) <= {"200", "503", "refused"}, outcomes
