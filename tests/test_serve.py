@@ -315,3 +315,51 @@ def test_sigterm_answers_every_accepted_request_and_exits_0(trained_checkpoint):
     assert not [o for o in outcomes if o.startswith("lost")], outcomes
     assert outcomes.count("200") > 0
     assert set(outcomes) <= {"200", "503", "refused"}, outcomes
+
+
+def chromium_driver(width: int = 1200, height: int = 900):
+    """Headless Debian chromium through Selenium, or a skip that says what is missing."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not browser or not driver_path:
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver; "
+                    ".ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+
+
+@pytest.mark.parametrize("width", [1200, 390])  # a desktop and a phone
+def test_page_in_a_real_browser(server, width):
+    """Type a sentence, press translate, wait for the translation: one attention cell per target x source piece."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chromium_driver(width)
+    try:
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "source").send_keys("big dog plays with a ball")
+        driver.find_element(By.ID, "key").send_keys(KEY)
+        driver.find_element(By.ID, "translate").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "translation").text.strip())
+        expected = v1(server, {"text": "big dog plays with a ball", "attention": True}).json()["translations"][0]
+        assert driver.find_element(By.ID, "translation").text == expected["text"]
+        cells = driver.find_elements(By.CSS_SELECTOR, "#attention .cell")
+        assert len(cells) == (len(expected["tokens"]) + 1) * (len(expected["source_tokens"]) + 1)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#layer option")) == 2  # a view per decoder layer
+        row = driver.find_elements(By.CSS_SELECTOR, "#attention .row-label")[0]
+        driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('mouseenter'))", row)
+        assert driver.find_elements(By.CSS_SELECTOR, "#attention .col.active")  # hover: its source pieces light up
+        # nothing but the attention grid (which scrolls itself) is wider than the window
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        driver.find_element(By.ID, "key").clear()
+        driver.find_element(By.ID, "key").send_keys("wrong")
+        driver.find_element(By.ID, "translate").click()
+        WebDriverWait(driver, 30).until(lambda d: "not valid" in d.find_element(By.ID, "status").text)
+    finally:
+        driver.quit()
