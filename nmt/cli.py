@@ -738,6 +738,9 @@ def serve_command(
         help="How long the model worker waits for more sentences to join a batch.")] = 5.0,
     max_tokens: Annotated[int, typer.Option(help="Source pieces per batch.")] = 6000,
     max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503.")] = 1024,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Batches decoded side by side over one model; --threads is split among them. Default: 2 on a CPU with "
+             "2 or more threads, else 1.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its answer (504 after).")] = 30.0,
     cors_origin: Annotated[Optional[list[str]], typer.Option(
         help="Origins whose pages may call the API (repeat for several; none: no cross-origin calls).")] = None,
@@ -759,6 +762,15 @@ def serve_command(
         raise NmtError(f"nmt serve needs the serving extra: pip install 'nmt[serve]' ({error.name} is missing)") \
             from None
     _set_threads(threads)
+    import torch
+
+    from nmt.device import pick_device
+    if workers is not None and workers < 1:
+        raise NmtError(f"--workers must be at least 1, got {workers}")
+    if workers is None:  # on a CPU two batches at half the threads each beat one at all (benchmarks/README.md)
+        workers = 2 if pick_device(device).type == "cpu" and torch.get_num_threads() >= 2 else 1
+    if workers > 1:  # each worker's operations run on its share of the threads, not all of them at once
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
     checkpoints = checkpoint or []
     tuned, chosen_by = ({}, "") if len(checkpoints) > 1 else _tuned_search(checkpoints[0] if checkpoints else None,
                                                                            engine)
@@ -772,7 +784,7 @@ def serve_command(
     config = ServeConfig(host=host, port=port, api_key=api_key, max_beam=max_beam, max_nbest=max_nbest,
                          max_sentences=max_sentences, max_characters=max_characters,
                          max_request_bytes=max_request_bytes, batch_wait_ms=batch_wait_ms, max_tokens=max_tokens,
-                         max_queue=max_queue, timeout_s=timeout, cors_origins=cors_origin or [],
+                         max_queue=max_queue, workers=workers, timeout_s=timeout, cors_origins=cors_origin or [],
                          log_requests=log_requests)
     config.validate()
     if search.beam > max_beam:

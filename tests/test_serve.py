@@ -34,14 +34,14 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m nmt serve ...` in a subprocess, its stderr collected, ready once /health answers."""
 
-    def __init__(self, checkpoint: Path, *options: str, env: dict | None = None):
+    def __init__(self, checkpoint: Path, *options: str, env: dict | None = None, threads: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_lines: list[str] = []
         environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port", str(self.port),
-             "--threads", "1", *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, text=True)
+             "--threads", str(threads), *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + 60
@@ -85,7 +85,9 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(trained_checkpoint):
-    running = ServerProcess(trained_checkpoint, "--max-beam", "6", "--max-sentences", "200", env={"NMT_API_KEY": KEY})
+    # two threads: two workers decoding batches side by side (the default on a CPU)
+    running = ServerProcess(trained_checkpoint, "--max-beam", "6", "--max-sentences", "200", env={"NMT_API_KEY": KEY},
+                            threads=2)
     yield running
     running.stop()
 

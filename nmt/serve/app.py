@@ -92,7 +92,7 @@ class Service:
         vocab = translator.vocab
         self.batcher = Batcher(translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
-                               on_batch=metrics.observe_batch)
+                               on_batch=metrics.observe_batch, workers=config.workers)
 
     # --- checks shared by both APIs ----------------------------------------------------------------------------
 
@@ -146,6 +146,14 @@ class Service:
         """Queue the sentences, wait for them (or the deadline, or the client leaving) and return their n-best."""
         if self.draining:
             raise RequestError(503, "the server is shutting down", {"retry-after": "1"})
+        self.batcher.request_opened()
+        try:
+            return await self._translate(request, texts, prefixes, options)
+        finally:
+            self.batcher.request_closed()
+
+    async def _translate(self, request: Request, texts: list[str], prefixes: list[str],
+                         options: Options) -> list[list[Translation]]:
         try:
             jobs = self.batcher.submit(texts, prefixes, options)
         except Overloaded as error:

@@ -1,7 +1,8 @@
 """Dynamic batching: the sentences of concurrent requests, gathered into batches for one model worker.
 
 Requests put their sentences in one queue and wait on a future per sentence. A single worker thread owns the
-model: it takes the oldest sentence, gathers whatever else arrives within `wait_s` up to `max_tokens` source pieces,
+model: it takes the oldest sentence, gathers whatever else is queued up to `max_tokens` source pieces, and while other
+requests are open (arrived and not yet queued) waits up to `wait_s` for them too; a lone client never waits. It then
 decodes the sentences that share search options together (the Translator sorts them by length and splits them by
 its own token budget), and hands each answer back to its future. A sentence's translation does not depend on the
 batch it was in (the search masks padding, and every sentence ends on its own), so batching changes nothing beyond
@@ -43,6 +44,7 @@ class Job:
     prefix: str
     options: Options
     tokens: int  # source pieces, for the batch budget
+    request: int = 0  # which submit() it came from
     future: Future = field(default_factory=Future)
     counted: bool = True  # still counted against the queue's limit (until taken or cancelled)
 
@@ -52,32 +54,50 @@ BatchObserver = Callable[[int, int], None]
 
 
 class Batcher:
-    """One worker thread decoding queued sentences in batches. `translate(texts, prefixes, search, attention)` is a
+    """Worker threads decoding queued sentences in batches. `translate(texts, prefixes, search, attention)` is a
     Translator's (both engines'); `count_tokens(text)` sizes a sentence for the budget."""
 
     def __init__(self, translate, count_tokens: Callable[[str], int], max_tokens: int, wait_s: float, max_queue: int,
-                 on_batch: BatchObserver | None = None, on_drop: Callable[[int], None] | None = None):
+                 on_batch: BatchObserver | None = None, workers: int = 1):
         self.translate = translate
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
         self.wait_s = wait_s
         self.max_queue = max_queue
         self.on_batch = on_batch
-        self.on_drop = on_drop
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._waiting = 0  # sentences queued and not yet taken
+        self._open = 0  # requests between request_opened() and request_closed()
+        self._requests = 0
         self._lock = threading.Lock()
-        self._worker = threading.Thread(target=self._run, name="nmt-serve-worker", daemon=True)
-        self._worker.start()
+        # Several workers decode batches side by side over the same model (read-only in inference), each with its
+        # share of the CPU threads: on a few cores, two batches at one thread each kept both cores busier than one
+        # batch at two threads (benchmarks/README.md, "Serving").
+        self._workers = [threading.Thread(target=self._run, name=f"nmt-serve-worker-{n}", daemon=True)
+                         for n in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def waiting(self) -> int:
         return self._waiting
 
+    def request_opened(self) -> None:
+        """A request has arrived whose sentences will be submitted (so a batch being gathered may wait for them)."""
+        with self._lock:
+            self._open += 1
+
+    def request_closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+
     def submit(self, texts: list[str], prefixes: list[str], options: Options) -> list[Job]:
         """Queue a request's sentences (all or none); raises Overloaded when the queue cannot take them. Each job's
         `future` gets its n-best list."""
-        jobs = [Job(text, prefix, options, self.count_tokens(text)) for text, prefix in zip(texts, prefixes)]
+        with self._lock:
+            self._requests += 1
+            request = self._requests
+        jobs = [Job(text, prefix, options, self.count_tokens(text), request) for text, prefix in zip(texts, prefixes)]
         with self._lock:
             if self._waiting + len(jobs) > self.max_queue:
                 raise Overloaded(f"the queue holds {self._waiting} sentences; {len(jobs)} more would pass its "
@@ -101,9 +121,11 @@ class Batcher:
         return dropped
 
     def close(self, timeout: float | None = None) -> None:
-        """Finish what is queued, then stop the worker."""
-        self._queue.put(None)
-        self._worker.join(timeout)
+        """Finish what is queued, then stop the workers."""
+        for _ in self._workers:
+            self._queue.put(None)  # one stop for each
+        for worker in self._workers:
+            worker.join(timeout)
 
     def _take(self, block: bool, timeout: float | None = None) -> Job | None:
         job = self._queue.get(block, timeout)
@@ -118,16 +140,19 @@ class Batcher:
         """The first job and what else comes within the wait, up to the token budget; True once the queue is
         closed."""
         batch, tokens = [first], first.tokens
+        requests = {first.request}
         deadline = time.monotonic() + self.wait_s
         while tokens < self.max_tokens:
             remaining = deadline - time.monotonic()
+            others_coming = self._open > len(requests)
             try:
-                job = self._take(block=remaining > 0, timeout=max(remaining, 0) or None)
+                job = self._take(block=remaining > 0 and others_coming, timeout=max(remaining, 0) or None)
             except queue.Empty:
                 break
             if job is None:
                 return batch, True
             batch.append(job)
+            requests.add(job.request)
             tokens += job.tokens
         return batch, False
 
@@ -138,9 +163,7 @@ class Batcher:
             if first is None:
                 break
             batch, closed = self._gather(first)
-            live = [job for job in batch if job.future.set_running_or_notify_cancel()]
-            if len(live) < len(batch) and self.on_drop is not None:
-                self.on_drop(len(batch) - len(live))
+            live = [job for job in batch if job.future.set_running_or_notify_cancel()]  # the cancelled left
             groups: dict[tuple, list[Job]] = {}
             for job in live:
                 groups.setdefault(job.options.key(), []).append(job)

@@ -22,6 +22,7 @@ class ServeConfig:
     batch_wait_ms: float = 5.0
     max_tokens: int = 6000
     max_queue: int = 1024  # sentences waiting; beyond it a request is refused with 503
+    workers: int = 1  # batches decoded side by side (threads over one model), the CPU threads split among them
     timeout_s: float = 30.0  # a request not answered by then is a 504 and its sentences leave the queue
     cors_origins: list[str] = field(default_factory=list)  # none: cross-origin requests are not allowed
     log_requests: bool = False  # request text and query strings in the log (off: method, path, status, time)
@@ -29,7 +30,7 @@ class ServeConfig:
 
     def validate(self) -> None:
         for name in ("max_beam", "max_nbest", "max_sentences", "max_characters", "max_request_bytes", "max_tokens",
-                     "max_queue"):
+                     "max_queue", "workers"):
             if getattr(self, name) < 1:
                 raise NmtError(f"--{name.replace('_', '-')} must be at least 1")
         if self.batch_wait_ms < 0:
