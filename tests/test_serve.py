@@ -365,3 +365,25 @@ def test_page_in_a_real_browser(server, width):
         WebDriverWait(driver, 30).until(lambda d: "not valid" in d.find_element(By.ID, "status").text)
     finally:
         driver.quit()
+
+
+def test_ctranslate2_engine_serves_and_refuses_what_it_cannot_give(trained_checkpoint, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from conftest import run_nmt
+
+    run_nmt("export", "ctranslate2", str(trained_checkpoint), str(tmp_path / "ct2"))
+    running = ServerProcess(tmp_path / "ct2", "--engine", "ctranslate2")
+    try:
+        answer = httpx.post(running.url + "/v1/translate", json={"text": ["red dog runs", "a cat"], "nbest": 2},
+                            timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [t["text"] for t in answer.json()["translations"]] == ["red dog runs", "a cat"]
+        for unsupported in ({"attention": True}, {"prefix": "red"}):
+            refused = httpx.post(running.url + "/v1/translate", json={"text": "red dog", **unsupported}, timeout=60)
+            assert refused.status_code == 400 and "ctranslate2" in refused.json()["error"]
+        lt = httpx.post(running.url + "/translate", json={"q": "blue cat", "source": "auto", "target": "tgt"},
+                        timeout=60).json()
+        assert lt == {"translatedText": "blue cat", "detectedLanguage": {"confidence": 100.0, "language": "src"}}
+        assert httpx.get(running.url + "/health", timeout=10).json()["engine"] == "ctranslate2"
+    finally:
+        assert running.stop() == 0

@@ -178,7 +178,9 @@ class CTranslate2Translator:
             raise NmtError(f"{model_dir}: not a model folder written by `nmt export ctranslate2`{hint}")
         if self.search.lenpen_style != "length" and not self.search.sampling:
             raise NmtError("CTranslate2 normalizes scores by |Y|^alpha only: add --lenpen-style length")
-        files = _marker(model_dir).get("vocab_files")
+        marker = _marker(model_dir)
+        self.src_lang, self.tgt_lang = marker.get("src"), marker.get("tgt")  # the language pair, as exported
+        files = marker.get("vocab_files")
         self.vocab = Vocab.from_folder(model_dir, files if isinstance(files, dict) else {"spm_model": "spm.model"})
         self.language = TargetLanguage(self.vocab.language_tokens, target_language)
         compute_type = {"int8": "int8", None: "default", "none": "default"}.get(quantize)
