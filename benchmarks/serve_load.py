@@ -135,8 +135,8 @@ def main() -> None:
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", args.checkpoint, "--port",
-                               str(port), "--threads", str(args.server_threads or args.threads), "--beam", "4", "--lenpen", "0.6",
-                               "--lenpen-style", "gnmt", "--batch-wait-ms", str(args.batch_wait_ms),
+                               str(port), "--threads", str(args.server_threads or args.threads), "--beam", "4",
+                               "--lenpen", "0.6", "--lenpen-style", "gnmt", "--batch-wait-ms", str(args.batch_wait_ms),
                                "--max-queue", "4096", "--workers", str(args.workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -16,7 +16,6 @@ A checkpoint is a dict of tensors and plain values:
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile

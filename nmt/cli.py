@@ -613,7 +613,7 @@ def translate_command(
              "its token starts every source line.")] = None,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
-    from nmt.translate import format_json, format_translations, read_text_lines
+    from nmt.translate import OutputFormat, translate_file
 
     _set_threads(threads)
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
@@ -658,28 +658,8 @@ def translate_command(
             raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
     translator = _load_translator(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
                                   target_language, record_attention, ensemble_combine)
-    with contextlib.ExitStack() as files:
-        source = files.enter_context(open(input, "rb")) if input else _stdin()
-        window = buffer_size or (1 if source.isatty() else 1000)
-        if window < 1:
-            raise NmtError("--buffer-size must be at least 1")
-        prefix_source = files.enter_context(open(prefix_file, "rb")) if prefix_file else None
-        # A file appears whole once every line is translated, or not at all; stdout streams.
-        sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
-        lines = read_text_lines(source, str(input or "<stdin>"))
-        prefixes = read_text_lines(prefix_source, str(prefix_file)) if prefix_source else None
-        for index, translations in enumerate(translator.translate_stream(lines, window, prefixes)):
-            if as_json:
-                sink.write(format_json(translations, nbest))
-            else:
-                sink.write(format_translations(index, translations, nbest, print_alignment))
-            if attention_plot is not None and translations[0].attention is not None:
-                from nmt.plot import plot_attention
-                plot_attention(translations[0], attention_plot / f"line-{index + 1:06d}.png",
-                               title=f"line {index + 1}")
-            if index % window == window - 1 or window == 1:
-                sink.flush()
-        sink.flush()
+    translate_file(translator, input or _stdin(), output,
+                   OutputFormat(nbest, as_json, print_alignment, attention_plot), buffer_size, prefix_file)
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")

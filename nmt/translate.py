@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 
+from nmt.atomic import atomic_write
 from nmt.checkpoint import load_model
 from nmt.config import SearchConfig
 from nmt.data.batching import make_batches
@@ -22,6 +25,7 @@ from nmt.search.beam import Hypothesis, beam_search
 from nmt.search.ensemble import Ensemble
 from nmt.search.sampling import sample
 from nmt.search.threads import SmallBatchThreads, cpu_threads
+from nmt.vocab import Vocab
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -256,3 +260,57 @@ def format_json(translations: list[Translation], nbest: int) -> str:
     if nbest > 1:
         record["nbest"] = [translation_record(t) for t in translations]
     return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class Engine(Protocol):
+    """What `nmt translate` and `nmt serve` need of a translator: `Translator` (PyTorch) and
+    `nmt.export.ctranslate2.CTranslate2Translator` both have it."""
+
+    search: SearchConfig
+    vocab: Vocab
+    truncated: int  # input lines cut to max_source_tokens so far
+    max_source_tokens: int
+
+    def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
+                  record_attention: bool | None = None) -> list[list[Translation]]: ...
+
+    def translate_stream(self, lines: Iterable[str], window: int = 1000,
+                         prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]: ...
+
+
+@dataclass
+class OutputFormat:
+    """How `translate_file` writes each input line's translations."""
+
+    nbest: int = 1  # Moses n-best lines (INDEX ||| TRANSLATION ||| SCORE) when above 1
+    as_json: bool = False  # one JSON object per line instead
+    alignment: bool = False  # append ` ||| SRC-TGT ...` hard alignments
+    attention_plot: Path | None = None  # a PNG of each line's attention into this folder
+
+
+def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
+                   window: int | None = None, prefix_file: Path | None = None) -> None:
+    """Translate the lines of `source` (a file, or a binary stream such as stdin) into `output` (stdout for None),
+    `window` lines at a time (default: 1000, or 1 on a terminal). A file appears whole once every line is
+    translated, or not at all; stdout streams, flushed after each window."""
+    with contextlib.ExitStack() as files:
+        stream = files.enter_context(open(source, "rb")) if isinstance(source, Path) else source
+        window = window or (1 if stream.isatty() else 1000)
+        if window < 1:
+            raise NmtError("--buffer-size must be at least 1")
+        prefix_stream = files.enter_context(open(prefix_file, "rb")) if prefix_file else None
+        sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
+        lines = read_text_lines(stream, str(source) if isinstance(source, Path) else "<stdin>")
+        prefixes = read_text_lines(prefix_stream, str(prefix_file)) if prefix_stream else None
+        for index, translations in enumerate(engine.translate_stream(lines, window, prefixes)):
+            if output_format.as_json:
+                sink.write(format_json(translations, output_format.nbest))
+            else:
+                sink.write(format_translations(index, translations, output_format.nbest, output_format.alignment))
+            if output_format.attention_plot is not None and translations[0].attention is not None:
+                from nmt.plot import plot_attention
+                plot_attention(translations[0], output_format.attention_plot / f"line-{index + 1:06d}.png",
+                               title=f"line {index + 1}")
+            if index % window == window - 1 or window == 1:
+                sink.flush()
+        sink.flush()

@@ -41,7 +41,8 @@ class ServerProcess:
         environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port", str(self.port),
-             "--threads", str(threads), *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, text=True)
+             "--threads", str(threads), *options],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + 60

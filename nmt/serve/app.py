@@ -30,7 +30,7 @@ from nmt.serve.batcher import Batcher, Job, Options, Overloaded
 from nmt.serve.config import ServeConfig
 from nmt.serve.guard import Guard
 from nmt.serve.metrics import Metrics
-from nmt.translate import Translation
+from nmt.translate import Engine, Translation
 
 log = logging.getLogger("nmt.serve")
 STATIC = resources.files("nmt.serve") / "static"
@@ -80,7 +80,7 @@ def validation_message(error: ValidationError) -> str:
 class Service:
     """What the routes share: the translator's facts, the batcher, the limits and the metrics."""
 
-    def __init__(self, translator, config: ServeConfig, engine: str, metrics: Metrics):
+    def __init__(self, translator: Engine, config: ServeConfig, engine: str, metrics: Metrics):
         self.translator = translator
         self.config = config
         self.engine = engine
@@ -230,7 +230,8 @@ def handle_errors(route):
     return wrapped
 
 
-def create_app(translator, config: ServeConfig, engine: str = "torch", metrics: Metrics | None = None) -> Starlette:
+def create_app(translator: Engine, config: ServeConfig, engine: str = "torch",
+               metrics: Metrics | None = None) -> Starlette:
     from nmt.serve import libretranslate
 
     config.validate()

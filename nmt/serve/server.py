@@ -14,9 +14,10 @@ import sys
 
 from nmt.serve.app import create_app
 from nmt.serve.config import ServeConfig
+from nmt.translate import Engine
 
 
-def serve(translator, config: ServeConfig, engine: str = "torch") -> None:
+def serve(translator: Engine, config: ServeConfig, engine: str = "torch") -> None:
     import uvicorn
 
     handler = logging.StreamHandler(sys.stderr)
