@@ -144,8 +144,8 @@ class Service:
     async def translate(self, request: Request, texts: list[str], prefixes: list[str],
                         options: Options) -> list[list[Translation]]:
         """Queue the sentences, wait for them (or the deadline, or the client leaving) and return their n-best."""
-        if self.draining:
-            raise RequestError(503, "the server is shutting down", {"retry-after": "1"})
+        if self.draining:  # and the connection closes after this answer, so that no request waits on it
+            raise RequestError(503, "the server is shutting down", {"retry-after": "1", "connection": "close"})
         self.batcher.request_opened()
         try:
             return await self._translate(request, texts, prefixes, options)

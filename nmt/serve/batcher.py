@@ -82,6 +82,10 @@ class Batcher:
     def waiting(self) -> int:
         return self._waiting
 
+    def busy(self) -> bool:
+        """Whether any request is open or any sentence waiting."""
+        return self._open > 0 or self._waiting > 0
+
     def request_opened(self) -> None:
         """A request has arrived whose sentences will be submitted (so a batch being gathered may wait for them)."""
         with self._lock:

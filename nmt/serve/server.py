@@ -11,10 +11,16 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
+import time
 
 from nmt.serve.app import create_app
 from nmt.serve.config import ServeConfig
 from nmt.translate import Engine
+
+# After SIGTERM, how long requests still arriving on open connections are answered 503 (and their connections closed)
+# before uvicorn stops: long enough for clients to hear it, short for a rolling restart.
+DRAIN_NOTICE_S = 0.5
 
 
 def serve(translator: Engine, config: ServeConfig, engine: str = "torch") -> None:
@@ -37,9 +43,21 @@ def serve(translator: Engine, config: ServeConfig, engine: str = "torch") -> Non
         @contextlib.contextmanager
         def capture_signals(self):
             def drain(signum, frame):
-                if service.draining and signum == signal.SIGINT:
-                    self.force_exit = True  # a second Ctrl-C: stop now
+                if service.draining:
+                    if signum == signal.SIGINT:
+                        self.force_exit = True  # a second Ctrl-C: stop now
+                    return
                 service.draining = True
+                threading.Thread(target=stop_when_idle, name="nmt-serve-drain", daemon=True).start()
+
+            def stop_when_idle():
+                """Refuse new requests (503, Connection: close) while those in flight finish, then let uvicorn
+                close the listener and the idle connections. Stopping uvicorn at once would close keep-alive
+                connections on which a client may just have sent a request, which would go unanswered."""
+                deadline = time.monotonic() + config.graceful_shutdown_s
+                time.sleep(DRAIN_NOTICE_S)
+                while service.batcher.busy() and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 self.should_exit = True
             previous = {sig: signal.signal(sig, drain) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
