@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--server-threads", type=int, help="the server's --threads (default: --threads)")
     parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
+    parser.add_argument("--worker-threads", action="store_true", help="the server's --worker-threads")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--label", default="run")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "serve_load.json")
@@ -137,7 +138,8 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", args.checkpoint, "--port",
                                str(port), "--threads", str(args.server_threads or args.threads), "--beam", "4",
                                "--lenpen", "0.6", "--lenpen-style", "gnmt", "--batch-wait-ms", str(args.batch_wait_ms),
-                               "--max-queue", "4096", "--workers", str(args.workers)],
+                               "--max-queue", "4096", "--workers", str(args.workers)]
+                              + (["--worker-threads"] if args.worker_threads else []),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -169,7 +171,7 @@ def main() -> None:
     one = next((r for r in runs if r["clients"] == 1), None)
     sixteen = next((r for r in runs if r["clients"] == 16), None)
     figures = {"cpu": cpu_model(), "threads": args.threads, "server_threads": args.server_threads or args.threads,
-               "workers": args.workers, "checkpoint": args.checkpoint, "lines": args.lines,
+               "workers": args.workers, "worker_processes": not args.worker_threads, "checkpoint": args.checkpoint, "lines": args.lines,
                "batch_wait_ms": args.batch_wait_ms, "model": model, "runs": runs,
                "date": time.strftime("%Y-%m-%d")}
     if sixteen:

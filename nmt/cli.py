@@ -180,6 +180,8 @@ def prepare(
     spm_sample: Annotated[int, typer.Option(
         help="Sentences (both sides together) sampled from the training data to learn SentencePiece; bounds its "
              "memory and time.")] = 2_000_000,
+    worker_processes: Annotated[bool, typer.Option(
+        "--worker-processes", help="Run the workers as processes, each with its own copy of the model.")] = False,
     workers: Annotated[Optional[int], typer.Option(
         help="Processes that clean, encode and binarize the training data. Default: the CPU count, at most 8.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(
@@ -656,31 +658,14 @@ def translate_command(
                                                ("--print-alignment", print_alignment)) if used]
         if unsupported:
             raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
-    translator = _load_translator(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
-                                  target_language, record_attention, ensemble_combine)
+    from nmt.engines import EngineSpec, load_engine
+    translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
+                                        target_language, record_attention, ensemble_combine))
     translate_file(translator, input or _stdin(), output,
                    OutputFormat(nbest, as_json, print_alignment, attention_plot), buffer_size, prefix_file)
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
-
-
-def _load_translator(engine: str, checkpoints: list[Path], search, device, max_tokens: int, quantize: str,
-                     threads: int | None, precision: str, target_language: str | None, record_attention: bool = False,
-                     ensemble_combine: str = "logprob"):
-    """The Translator of either engine; both have `translate(lines, prefixes, search, record_attention)`."""
-    if engine == "ctranslate2":
-        from nmt.export.ctranslate2 import CTranslate2Translator
-        if len(checkpoints) != 1:
-            raise NmtError("--engine ctranslate2 takes one exported model folder")
-        return CTranslate2Translator(checkpoints[0], search, device, max_tokens, quantize, threads, precision,
-                                     target_language)
-    if engine == "torch":
-        from nmt.translate import Translator
-        return Translator(checkpoints, search, device, max_tokens, quantize=quantize,
-                          record_attention=record_attention, ensemble_combine=ensemble_combine,
-                          precision=precision, target_language=target_language)
-    raise NmtError(f"--engine must be torch or ctranslate2, got {engine!r}")
 
 
 # --- serve ---------------------------------------------------------------------------------------------------------
@@ -719,8 +704,12 @@ def serve_command(
     max_tokens: Annotated[int, typer.Option(help="Source pieces per batch.")] = 6000,
     max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503.")] = 1024,
     workers: Annotated[Optional[int], typer.Option(
-        help="Batches decoded side by side over one model; --threads is split among them. Default: 2 on a CPU with "
-             "2 or more threads, else 1.")] = None,
+        help="Batches decoded side by side; --threads is split among them. Default: 2 on a CPU with 2 or more "
+             "threads, else 1.")] = None,
+    worker_processes: Annotated[bool, typer.Option(
+        "--worker-processes/--worker-threads",
+        help="Several workers as processes, each with its own copy of the model (faster: no shared interpreter "
+             "lock), or as threads over one copy (less memory).")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its answer (504 after).")] = 30.0,
     cors_origin: Annotated[Optional[list[str]], typer.Option(
         help="Origins whose pages may call the API (repeat for several; none: no cross-origin calls).")] = None,
@@ -764,7 +753,8 @@ def serve_command(
     config = ServeConfig(host=host, port=port, api_key=api_key, max_beam=max_beam, max_nbest=max_nbest,
                          max_sentences=max_sentences, max_characters=max_characters,
                          max_request_bytes=max_request_bytes, batch_wait_ms=batch_wait_ms, max_tokens=max_tokens,
-                         max_queue=max_queue, workers=workers, timeout_s=timeout, cors_origins=cors_origin or [],
+                         max_queue=max_queue, workers=workers, worker_processes=worker_processes,
+                         timeout_s=timeout, cors_origins=cors_origin or [],
                          log_requests=log_requests)
     config.validate()
     if search.beam > max_beam:
@@ -772,12 +762,12 @@ def serve_command(
     if _dry_run("serve", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search,
                           "host": host, "port": port}):
         return
-    translator = _load_translator(engine, checkpoints or [_default_checkpoint()], search, device, max_tokens,
-                                  quantize, threads, precision, None)
     if tuned:
         console.print(f"[cyan]note:[/] serving with {chosen_by}: beam {search.beam}, lenpen {search.lenpen} "
                       f"({search.lenpen_style}) unless a request says otherwise", highlight=False)
-    serve(translator, config, engine)
+    from nmt.engines import EngineSpec
+    serve(EngineSpec(engine, checkpoints or [_default_checkpoint()], search, device, max_tokens, quantize, threads,
+                     precision), config)
 
 
 # --- tune ----------------------------------------------------------------------------------------------------------

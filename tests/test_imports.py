@@ -12,7 +12,9 @@ LEVELS = [
     {"search", "checkpoint"},
     {"train", "translate", "score", "report"},
     {"forced", "tune"},
-    {"export", "pretrained", "serve"},
+    {"export", "pretrained"},
+    {"engines"},
+    {"serve"},
     {"cli"},
     {"__main__", "reference"},
 ]

@@ -86,7 +86,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(trained_checkpoint):
-    # two threads: two workers decoding batches side by side (the default on a CPU)
+    # two threads: two worker processes decoding batches side by side (the default on a CPU)
     running = ServerProcess(trained_checkpoint, "--max-beam", "6", "--max-sentences", "200", env={"NMT_API_KEY": KEY},
                             threads=2)
     yield running
@@ -222,9 +222,11 @@ def test_access_log_holds_neither_text_nor_key(server):
 
 def test_page_is_served_offline(server):
     page = httpx.get(server.url + "/", timeout=10)
-    assert page.status_code == 200 and "/static/app.js" in page.text
-    assert "http" not in re.sub(r"(href|src)=\"/static/[^\"]+\"", "", page.text)  # nothing from another host
-    assert httpx.get(server.url + "/static/app.js", timeout=10).status_code == 200
+    assert page.status_code == 200 and "static/app.js" in page.text
+    # nothing from another host, and paths relative to the page, so that it works behind a proxy's sub-path too
+    assert re.findall(r"(?:href|src)=\"([^\"]+)\"", page.text) == ["static/style.css", "static/app.js"]
+    script = httpx.get(server.url + "/static/app.js", timeout=10)
+    assert script.status_code == 200 and "://" not in script.text and "://" not in page.text
 
 
 @requires_multi30k
@@ -289,8 +291,9 @@ def test_full_queue_deadline_and_disconnect(trained_checkpoint):
         slow.stop()
 
 
-def test_sigterm_answers_every_accepted_request_and_exits_0(trained_checkpoint):
-    running = ServerProcess(trained_checkpoint)
+@pytest.mark.parametrize("workers", ["--worker-processes", "--worker-threads"])
+def test_sigterm_answers_every_accepted_request_and_exits_0(trained_checkpoint, workers):
+    running = ServerProcess(trained_checkpoint, "--workers", "2", workers, threads=2)
     outcomes: list[str] = []
 
     def client() -> None:  # requests one after another until the server stops taking them

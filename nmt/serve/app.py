@@ -80,7 +80,7 @@ def validation_message(error: ValidationError) -> str:
 class Service:
     """What the routes share: the translator's facts, the batcher, the limits and the metrics."""
 
-    def __init__(self, translator: Engine, config: ServeConfig, engine: str, metrics: Metrics):
+    def __init__(self, translator: Engine, config: ServeConfig, engine: str, metrics: Metrics, translate=None):
         self.translator = translator
         self.config = config
         self.engine = engine
@@ -90,7 +90,7 @@ class Service:
         self.target_language = getattr(translator, "tgt_lang", None)
         self.draining = False
         vocab = translator.vocab
-        self.batcher = Batcher(translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
+        self.batcher = Batcher(translate or translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
                                on_batch=metrics.observe_batch, workers=config.workers)
 
@@ -230,13 +230,14 @@ def handle_errors(route):
     return wrapped
 
 
-def create_app(translator: Engine, config: ServeConfig, engine: str = "torch",
-               metrics: Metrics | None = None) -> Starlette:
+def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", metrics: Metrics | None = None,
+               translate=None) -> Starlette:
+    """The application over `translator`; `translate`, where given, decodes in its place (worker processes)."""
     from nmt.serve import libretranslate
 
     config.validate()
     metrics = metrics or Metrics()
-    service = Service(translator, config, engine, metrics)
+    service = Service(translator, config, engine, metrics, translate)
 
     @handle_errors
     async def v1_translate(request: Request) -> Response:

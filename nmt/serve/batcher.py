@@ -70,9 +70,10 @@ class Batcher:
         self._open = 0  # requests between request_opened() and request_closed()
         self._requests = 0
         self._lock = threading.Lock()
-        # Several workers decode batches side by side over the same model (read-only in inference), each with its
-        # share of the CPU threads: on a few cores, two batches at one thread each kept both cores busier than one
-        # batch at two threads (benchmarks/README.md, "Serving").
+        # Several workers decode batches side by side, each with its share of the CPU threads: on a few cores, two
+        # batches at one thread each kept both cores busier than one batch at two threads (benchmarks/README.md,
+        # "Serving"). `translate` runs in this thread (the model is read-only in inference, so threads can share
+        # it) or hands the batch to a worker process (nmt.serve.workers).
         self._workers = [threading.Thread(target=self._run, name=f"nmt-serve-worker-{n}", daemon=True)
                          for n in range(workers)]
         for worker in self._workers:

@@ -22,7 +22,8 @@ class ServeConfig:
     batch_wait_ms: float = 5.0
     max_tokens: int = 6000
     max_queue: int = 1024  # sentences waiting; beyond it a request is refused with 503
-    workers: int = 1  # batches decoded side by side (threads over one model), the CPU threads split among them
+    workers: int = 1  # batches decoded side by side, the CPU threads split among them
+    worker_processes: bool = True  # several workers in processes of their own (a model copy each), not threads
     timeout_s: float = 30.0  # a request not answered by then is a 504 and its sentences leave the queue
     cors_origins: list[str] = field(default_factory=list)  # none: cross-origin requests are not allowed
     log_requests: bool = False  # request text and query strings in the log (off: method, path, status, time)

@@ -16,6 +16,7 @@ import time
 
 from nmt.serve.app import create_app
 from nmt.serve.config import ServeConfig
+from nmt.engines import EngineSpec, load_engine
 from nmt.translate import Engine
 
 # After SIGTERM, how long requests still arriving on open connections are answered 503 (and their connections closed)
@@ -23,8 +24,17 @@ from nmt.translate import Engine
 DRAIN_NOTICE_S = 0.5
 
 
-def serve(translator: Engine, config: ServeConfig, engine: str = "torch") -> None:
+def serve(spec: EngineSpec, config: ServeConfig) -> None:
+    """Load the engine `spec` names (and, with worker processes, one copy in each), then serve until SIGTERM."""
+    import torch
     import uvicorn
+
+    translator: Engine = load_engine(spec)
+    engine = spec.engine
+    processes = None
+    if config.worker_processes and config.workers > 1:
+        from nmt.serve.workers import ProcessWorkers
+        processes = ProcessWorkers(spec, config.workers, torch.get_num_threads())
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -33,7 +43,8 @@ def serve(translator: Engine, config: ServeConfig, engine: str = "torch") -> Non
     log.setLevel(logging.INFO)
     log.propagate = False
 
-    application = create_app(translator, config, engine)
+    application = create_app(translator, config, engine,
+                             translate=processes.translate if processes is not None else None)
     service = application.state.service
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set "
@@ -76,4 +87,6 @@ def serve(translator: Engine, config: ServeConfig, engine: str = "torch") -> Non
     finally:
         service.draining = True
         service.batcher.close(timeout=config.graceful_shutdown_s)
+        if processes is not None:
+            processes.close()
     log.info("stopped")

@@ -4,7 +4,7 @@ const form = document.getElementById("form");
 const statusLine = document.getElementById("status");
 let last = null;
 
-fetch("/health").then(r => r.json()).then(h => {
+fetch("health").then(r => r.json()).then(h => {
   if (h.source && h.target) document.getElementById("pair").textContent = `${h.source} → ${h.target}`;
 }).catch(() => {});
 
@@ -26,7 +26,7 @@ form.addEventListener("submit", async event => {
   button.disabled = true;
   say("Translating…");
   try {
-    const response = await fetch("/v1/translate", {method: "POST", headers,
+    const response = await fetch("v1/translate", {method: "POST", headers,
       body: JSON.stringify({text, beam, nbest, attention: true})});
     const answer = await response.json();
     if (!response.ok) { say(answer.error || `error ${response.status}`, true); return; }

@@ -1,0 +1,59 @@
+"""Model workers in processes of their own, each with its own copy of the model.
+
+Worker threads in one process share the model but also the interpreter lock: the search's Python between operations
+runs one thread at a time, and the HTTP side waits on it too. Worker processes do not. Each loads the model from the
+same EngineSpec with its share of the CPU threads and ignores SIGINT and SIGTERM: the server process drains and then
+stops them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from nmt.config import SearchConfig
+from nmt.engines import EngineSpec, load_engine
+from nmt.translate import Translation
+
+_engine = None  # in a worker process: its translator
+
+
+def _start(spec: EngineSpec, threads: int) -> None:
+    global _engine
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    _engine = load_engine(spec)
+
+
+def _translate(texts: list[str], prefixes: list[str] | None, search: SearchConfig | None,
+               record_attention: bool | None) -> list[list[Translation]]:
+    return _engine.translate(texts, prefixes, search=search, record_attention=record_attention)
+
+
+def _ready(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class ProcessWorkers:
+    """`translate(texts, prefixes, search, record_attention)` run in one of `count` processes."""
+
+    def __init__(self, spec: EngineSpec, count: int, threads_each: int):
+        # spawn, not fork: a forked child of a process whose OpenMP threads have started can hang
+        self.pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+                                        initargs=(spec, threads_each))
+        # Start every process now, so that the first requests do not wait for a model to load: `count` tasks
+        # that overlap need `count` processes.
+        for future in [self.pool.submit(_ready, 0.5) for _ in range(count)]:
+            future.result()
+
+    def translate(self, texts: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
+                  record_attention: bool | None = None) -> list[list[Translation]]:
+        return self.pool.submit(_translate, texts, prefixes, search, record_attention).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
