@@ -557,6 +557,14 @@ def _tuned_search(path: Path | None, engine: str) -> tuple[dict, str]:
     return settings, "the imported model's generation settings" if imported else "the search settings `nmt tune` stored"
 
 
+# Search options that `nmt translate` and `nmt serve` share.
+MaxLenA = Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")]
+MaxLenB = Annotated[int, typer.Option(help="See --max-len-a.")]
+MinLen = Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")]
+NoRepeatNgramSize = Annotated[int, typer.Option(
+    help="Never repeat an n-gram of this many pieces within an output (0: off).")]
+
+
 @_command("translate")
 def translate_command(
     checkpoint: Annotated[Optional[list[Path]], typer.Option(
@@ -579,11 +587,10 @@ def translate_command(
     lenpen_style: Annotated[Optional[str], typer.Option(
         help="gnmt: ((5 + |Y|) / 6)^alpha, as in the paper; length: |Y|^alpha. Default: the tuned one, else gnmt; "
              "length with --engine ctranslate2, the only style it implements.")] = None,
-    max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
-    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
-    min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
-    no_repeat_ngram_size: Annotated[int, typer.Option(
-        help="Never repeat an n-gram of this many pieces within an output (0: off).")] = 0,
+    max_len_a: MaxLenA = 1.0,
+    max_len_b: MaxLenB = 50,
+    min_len: MinLen = 1,
+    no_repeat_ngram_size: NoRepeatNgramSize = 0,
     nbest: Annotated[int, typer.Option(help="Write the N best as `INDEX ||| TRANSLATION ||| SCORE` lines.")] = 1,
     sampling: Annotated[bool, typer.Option(
         "--sampling", help="Sample --nbest outputs from the model instead of beam search.")] = False,
@@ -688,11 +695,10 @@ def serve_command(
     lenpen: Annotated[Optional[float], typer.Option(help="Default length penalty. Default: the tuned one, else "
                                                          "0.6.")] = None,
     lenpen_style: Annotated[Optional[str], typer.Option(help="gnmt or length (see nmt translate).")] = None,
-    max_len_a: Annotated[float, typer.Option(help="Maximum output length = a * source length + b.")] = 1.0,
-    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 50,
-    min_len: Annotated[int, typer.Option(help="Minimum output length (end-of-sentence counted).")] = 1,
-    no_repeat_ngram_size: Annotated[int, typer.Option(
-        help="Never repeat an n-gram of this many pieces within an output (0: off).")] = 0,
+    max_len_a: MaxLenA = 1.0,
+    max_len_b: MaxLenB = 50,
+    min_len: MinLen = 1,
+    no_repeat_ngram_size: NoRepeatNgramSize = 0,
     max_beam: Annotated[int, typer.Option(help="The largest beam a request may ask for.")] = 8,
     max_nbest: Annotated[int, typer.Option(help="The most alternatives (n-best) a request may ask for.")] = 8,
     max_sentences: Annotated[int, typer.Option(help="Sentences per request.")] = 64,
