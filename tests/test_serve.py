@@ -132,6 +132,9 @@ def test_libretranslate_api_in_json_form_and_query(server):
     assert batch["translatedText"] == ["red dog", "blue cat"]
     assert [len(a) for a in batch["alternatives"]] == [2, 2]
     assert batch["detectedLanguage"][0]["language"] == "src"
+    detected = httpx.post(server.url + "/detect", data={"q": "red dog", "api_key": KEY}, timeout=10)
+    assert detected.json() == [{"confidence": 100.0, "language": "src"}]
+    assert httpx.post(server.url + "/detect", data={"q": "red dog", "api_key": "wrong"}, timeout=10).status_code == 403
     languages = httpx.get(server.url + "/languages", timeout=10).json()
     assert languages[0]["code"] == "src" and languages[0]["targets"] == ["tgt"]
 

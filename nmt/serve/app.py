@@ -285,6 +285,7 @@ def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", m
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/v1/translate", v1_translate, methods=["POST"]),
         Route("/translate", handle_errors(libretranslate.translate_route(service)), methods=["POST"]),
+        Route("/detect", handle_errors(libretranslate.detect_route(service)), methods=["POST"]),
         Route("/languages", libretranslate.languages_route(service), methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]

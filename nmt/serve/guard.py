@@ -22,7 +22,7 @@ log = logging.getLogger("nmt.serve")
 
 # A body over the limit is read and thrown away up to this many bytes, so that its sender gets the 413.
 DISCARD_LIMIT = 256 * 1024 * 1024
-ENDPOINTS = {"/v1/translate", "/translate", "/languages", "/health", "/metrics", "/"}
+ENDPOINTS = {"/v1/translate", "/translate", "/detect", "/languages", "/health", "/metrics", "/"}
 
 
 def json_error(status: int, message: str, headers: dict | None = None) -> tuple[int, list, bytes]:

@@ -1,4 +1,4 @@
-"""LibreTranslate's API (`POST /translate`, `GET /languages`), so that its clients and integrations work unchanged.
+"""LibreTranslate's API (`POST /translate`, `POST /detect`, `GET /languages`), so that its clients and integrations work unchanged.
 
 Parameters come as LibreTranslate itself takes them: a JSON body, a form body (urlencoded or multipart) or the query
 string; `q` is a string or a list of strings; `source` may be `auto` (here: the model's source language). Errors
@@ -69,12 +69,7 @@ def translate_route(service):
 
     async def translate(request: Request) -> Response:
         parameters = await read_parameters(request)
-        if service.config.api_key is not None:
-            given = parameters.get("api_key")
-            if not given:
-                raise RequestError(400, "Invalid request: this server needs an API key (api_key)")
-            if not isinstance(given, str) or not service.key_matches(given):
-                raise RequestError(403, "Invalid API key")
+        check_key(service, parameters)
         q = parameters.get("q")
         if q is None or q == "" or q == []:
             raise RequestError(400, "Invalid request: missing q parameter")
@@ -119,6 +114,35 @@ def translate_route(service):
             answer["detectedLanguage"] = [language] * len(texts) if batch else language
         return JSONResponse(answer)
     return translate
+
+
+def detect_route(service):
+    """LibreTranslate's `POST /detect`. The model serves one source language, so every text is detected as that (a
+    client that asks first and translates after gets the pair the model serves)."""
+    from nmt.serve.app import RequestError
+
+    async def detect(request: Request) -> Response:
+        parameters = await read_parameters(request)
+        check_key(service, parameters)
+        q = parameters.get("q")
+        if q is None or q == "" or q == []:
+            raise RequestError(400, "Invalid request: missing q parameter")
+        detected = {"confidence": 100.0, "language": service.source_language or "auto"}
+        return JSONResponse([detected] if isinstance(q, str) else [[detected] for _ in q])
+    return detect
+
+
+def check_key(service, parameters: dict) -> None:
+    """LibreTranslate's contract: a missing key is a 400, a wrong one a 403."""
+    from nmt.serve.app import RequestError
+
+    if service.config.api_key is None:
+        return
+    given = parameters.get("api_key")
+    if not given:
+        raise RequestError(400, "Invalid request: this server needs an API key (api_key)")
+    if not isinstance(given, str) or not service.key_matches(given):
+        raise RequestError(403, "Invalid API key")
 
 
 def languages_route(service):
