@@ -412,3 +412,16 @@ def test_bad_server_options_end_in_one_line(trained_checkpoint, options, message
     result = run_nmt("serve", "--checkpoint", str(trained_checkpoint), *options, check=False, timeout=60)
     assert result.returncode == 1 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_all_interfaces_without_a_key_warns(trained_checkpoint):
+    running = ServerProcess(trained_checkpoint, "--host", "0.0.0.0")
+    try:
+        assert "without an API key" in running.log and "--api-key or NMT_API_KEY" in running.log
+    finally:
+        assert running.stop() == 0
+    quiet = ServerProcess(trained_checkpoint)  # on 127.0.0.1 nothing to warn about
+    try:
+        assert "without an API key" not in quiet.log
+    finally:
+        quiet.stop()
