@@ -135,6 +135,8 @@ def test_libretranslate_api_in_json_form_and_query(server):
     detected = httpx.post(server.url + "/detect", data={"q": "red dog", "api_key": KEY}, timeout=10)
     assert detected.json() == [{"confidence": 100.0, "language": "src"}]
     assert httpx.post(server.url + "/detect", data={"q": "red dog", "api_key": "wrong"}, timeout=10).status_code == 403
+    not_text = httpx.post(server.url + "/detect", json={"q": 5, "api_key": KEY}, timeout=10)
+    assert not_text.status_code == 400 and "q must be a string" in not_text.json()["error"]
     languages = httpx.get(server.url + "/languages", timeout=10).json()
     assert languages[0]["code"] == "src" and languages[0]["targets"] == ["tgt"]
 

@@ -81,7 +81,6 @@ class Service:
     """What the routes share: the translator's facts, the batcher, the limits and the metrics."""
 
     def __init__(self, translator: Engine, config: ServeConfig, engine: str, metrics: Metrics, translate=None):
-        self.translator = translator
         self.config = config
         self.engine = engine
         self.metrics = metrics

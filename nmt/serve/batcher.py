@@ -1,12 +1,12 @@
-"""Dynamic batching: the sentences of concurrent requests, gathered into batches for one model worker.
+"""Dynamic batching: the sentences of concurrent requests, gathered into batches for the model workers.
 
-Requests put their sentences in one queue and wait on a future per sentence. A single worker thread owns the
-model: it takes the oldest sentence, gathers whatever else is queued up to `max_tokens` source pieces, and while other
-requests are open (arrived and not yet queued) waits up to `wait_s` for them too; a lone client never waits. It then
-decodes the sentences that share search options together (the Translator sorts them by length and splits them by
-its own token budget), and hands each answer back to its future. A sentence's translation does not depend on the
-batch it was in (the search masks padding, and every sentence ends on its own), so batching changes nothing beyond
-floating-point rounding.
+Requests put their sentences in one queue and wait on a future per sentence. Each worker thread (one, or several
+side by side, each decoding here or handing its batch to a worker process) takes the oldest sentence, gathers
+whatever else is queued up to `max_tokens` source pieces, and while other requests are open (arrived and not yet
+queued) waits up to `wait_s` for them too; a lone client never waits. It then decodes the sentences that share
+search options together (the Translator sorts them by length and splits them by its own token budget), and hands
+each answer back to its future. A sentence's translation does not depend on the batch it was in (the search masks
+padding, and every sentence ends on its own), so batching changes nothing beyond floating-point rounding.
 
 A sentence whose request gave up (deadline, client gone) is cancelled where it waits: the worker skips it.
 """

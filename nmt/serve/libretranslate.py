@@ -1,4 +1,5 @@
-"""LibreTranslate's API (`POST /translate`, `POST /detect`, `GET /languages`), so that its clients and integrations work unchanged.
+"""LibreTranslate's API (`POST /translate`, `POST /detect`, `GET /languages`), so that its clients and integrations
+work unchanged.
 
 Parameters come as LibreTranslate itself takes them: a JSON body, a form body (urlencoded or multipart) or the query
 string; `q` is a string or a list of strings; `source` may be `auto` (here: the model's source language). Errors
@@ -69,14 +70,7 @@ def translate_route(service):
 
     async def translate(request: Request) -> Response:
         parameters = await read_parameters(request)
-        check_key(service, parameters)
-        q = parameters.get("q")
-        if q is None or q == "" or q == []:
-            raise RequestError(400, "Invalid request: missing q parameter")
-        batch = isinstance(q, list)
-        texts = q if batch else [q]
-        if not all(isinstance(text, str) for text in texts):
-            raise RequestError(400, "Invalid request: q must be a string or a list of strings")
+        texts, batch = checked_texts(service, parameters)
         source, target = parameters.get("source"), parameters.get("target")
         for name, value in (("source", source), ("target", target)):
             if not value:
@@ -119,30 +113,33 @@ def translate_route(service):
 def detect_route(service):
     """LibreTranslate's `POST /detect`. The model serves one source language, so every text is detected as that (a
     client that asks first and translates after gets the pair the model serves)."""
-    from nmt.serve.app import RequestError
 
     async def detect(request: Request) -> Response:
-        parameters = await read_parameters(request)
-        check_key(service, parameters)
-        q = parameters.get("q")
-        if q is None or q == "" or q == []:
-            raise RequestError(400, "Invalid request: missing q parameter")
+        texts, batch = checked_texts(service, await read_parameters(request))
         detected = {"confidence": 100.0, "language": service.source_language or "auto"}
-        return JSONResponse([detected] if isinstance(q, str) else [[detected] for _ in q])
+        return JSONResponse([[detected] for _ in texts] if batch else [detected])
     return detect
 
 
-def check_key(service, parameters: dict) -> None:
-    """LibreTranslate's contract: a missing key is a 400, a wrong one a 403."""
+def checked_texts(service, parameters: dict) -> tuple[list[str], bool]:
+    """The key (LibreTranslate's contract: missing, 400; wrong, 403), then `q` as a list of texts, and whether it
+    came as a list."""
     from nmt.serve.app import RequestError
 
-    if service.config.api_key is None:
-        return
-    given = parameters.get("api_key")
-    if not given:
-        raise RequestError(400, "Invalid request: this server needs an API key (api_key)")
-    if not isinstance(given, str) or not service.key_matches(given):
-        raise RequestError(403, "Invalid API key")
+    if service.config.api_key is not None:
+        given = parameters.get("api_key")
+        if not given:
+            raise RequestError(400, "Invalid request: this server needs an API key (api_key)")
+        if not isinstance(given, str) or not service.key_matches(given):
+            raise RequestError(403, "Invalid API key")
+    q = parameters.get("q")
+    if q is None or q == "" or q == []:
+        raise RequestError(400, "Invalid request: missing q parameter")
+    batch = isinstance(q, list)
+    texts = q if batch else [q]
+    if not all(isinstance(text, str) for text in texts):
+        raise RequestError(400, "Invalid request: q must be a string or a list of strings")
+    return texts, batch
 
 
 def languages_route(service):
