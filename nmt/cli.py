@@ -600,6 +600,12 @@ def translate_command(
     seed: Annotated[int, typer.Option(help="Sampling: random seed (same seed, same input: same output).")] = 1,
     prefix_file: Annotated[Optional[Path], typer.Option(
         help="Forced target prefixes, a line per input line (an empty line: none).")] = None,
+    constraints: Annotated[Optional[Path], typer.Option(
+        help="Target phrases each output must contain, a line per input line, phrases separated by tabs (an empty "
+             "line: none). Constrained beam search with dynamic beam allocation; see docs/translation.md.")] = None,
+    glossary: Annotated[Optional[Path], typer.Option(
+        help="A TSV of `source term<TAB>target term`: where an input line holds a source term (on word boundaries, "
+             "case as given), its target term becomes a constraint of that line.")] = None,
     print_alignment: Annotated[bool, typer.Option(
         "--print-alignment", help="Append ` ||| SRC-TGT ...` hard alignments of pieces, from the attention.")] = False,
     as_json: Annotated[bool, typer.Option(
@@ -660,16 +666,35 @@ def translate_command(
     if attention_plot is not None:
         from nmt.plot import check_plotting
         check_plotting()
+    constraint_options = ", ".join(name for name, path in (("--constraints", constraints), ("--glossary", glossary))
+                                   if path is not None)
+    if constraint_options and sampling:
+        raise NmtError(f"{constraint_options}: constrained decoding is a beam search; not with --sampling")
     if engine == "ctranslate2":
         unsupported = [name for name, used in (("--prefix-file", prefix_file), ("--attention-plot", attention_plot),
-                                               ("--print-alignment", print_alignment)) if used]
+                                               ("--print-alignment", print_alignment), ("--constraints", constraints),
+                                               ("--glossary", glossary)) if used]
         if unsupported:
-            raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2")
+            raise NmtError(f"{', '.join(unsupported)}: not with --engine ctranslate2"
+                           + (" (CTranslate2 has no constrained search)" if constraint_options else ""))
+    constraint_source = None
+    if constraint_options:
+        from nmt.terminology import ConstraintSource, Glossary
+
+        for path in (constraints, glossary):
+            if path is not None and not path.is_file():
+                raise NmtError(f"{path}: no such file")
+        constraint_source = ConstraintSource(constraints, Glossary.load(glossary) if glossary else None)
     from nmt.engines import EngineSpec, load_engine
     translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
                                         target_language, record_attention, ensemble_combine))
     translate_file(translator, input or _stdin(), output,
-                   OutputFormat(nbest, as_json, print_alignment, attention_plot), buffer_size, prefix_file)
+                   OutputFormat(nbest, as_json, print_alignment, attention_plot), buffer_size, prefix_file,
+                   constraint_source)
+    if getattr(translator, "grown_beam", 0):
+        console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {beam} allows decoded with a "
+                      f"beam of up to {translator.grown_beam} (constraint pieces + 1, for dynamic beam allocation)",
+                      highlight=False, soft_wrap=True)
     if getattr(translator, "truncated", 0):
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")

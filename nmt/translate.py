@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from nmt.model.packed import pack_for_cpu_inference, pack_output_projection
 from nmt.errors import NmtError
 from nmt.search.beam import Hypothesis, beam_search
 from nmt.search.ensemble import Ensemble
+from nmt.search.lexical import constrained_beam_search
 from nmt.search.sampling import sample
 from nmt.search.threads import SmallBatchThreads, cpu_threads
+from nmt.terminology import ConstraintError, ConstraintSource, repeated_ngram
 from nmt.vocab import Vocab
 
 
@@ -119,14 +122,18 @@ class Translator:
         self.max_source_tokens = min([max_source_tokens, *position_limits])
         self.max_target_tokens = min(position_limits) if position_limits else None
         self.truncated = 0
+        self.grown_beam = 0  # the largest beam constrained lines needed beyond the search's (0: none did)
         rows_per_sentence = self.search.nbest if self.search.sampling else self.search.beam
         self.threads = SmallBatchThreads(self.model, self.device, rows_per_sentence)
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
-                  record_attention: bool | None = None) -> list[list[Translation]]:
+                  record_attention: bool | None = None,
+                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
         """The n-best translations of each line (a list with one empty Translation for an empty line). `prefixes`:
-        for each line, text its translation must start with ("" for none). `search` and `record_attention`, where
-        given, replace the translator's own for this call (a server's per-request options)."""
+        for each line, text its translation must start with ("" for none). `constraints`: for each line, target
+        phrases its translation must contain ([] for none; see nmt.search.lexical). `search` and
+        `record_attention`, where given, replace the translator's own for this call (a server's per-request
+        options)."""
         search = search or self.search
         record_attention = self.record_attention if record_attention is None else record_attention
         results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
@@ -141,30 +148,82 @@ class Translator:
             forced = [ids if text else [] for ids, text in zip(self.vocab.encode_target(prefix_texts), prefix_texts)]
             if self.max_target_tokens is not None:  # the prefix and its eos must fit the position table
                 forced = [ids[: self.max_target_tokens - 1] for ids in forced]
+        phrases = None
+        if constraints is not None and any(constraints[i] for i in todo):
+            phrases = [self.constraint_pieces(constraints[i], search, len(forced[n]) if forced else 0, i)
+                       for n, i in enumerate(todo)]
         sources = []
         for ids in encoded:
             if len(ids) >= self.max_source_tokens:
                 ids = ids[: self.max_source_tokens - 1]
                 self.truncated += 1
             sources.append(np.asarray(ids + [self.vocab.eos_id], dtype=np.int64))
-        lengths = np.array([len(s) for s in sources])
-        plan = make_batches(lengths, lengths, self.max_tokens, shuffle=False)
-        for batch_indices in plan.batches:
-            src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices],
-                                                        self.vocab.pad_id)).to(self.device)
-            batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
-            with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
-                    cpu_threads(self.threads.for_batch(len(batch_indices))):
-                if search.sampling:
-                    hypotheses = sample(self.model, src_tokens, search, self.generator, batch_prefixes,
-                                        record_attention)
-                else:
-                    hypotheses = beam_search(self.model, src_tokens, search, prefixes=batch_prefixes,
-                                             record_attention=record_attention)
-            for position, hyps in zip(batch_indices, hypotheses):
-                source_ids = sources[position][:-1].tolist()
-                results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
+        # Unconstrained lines decode with the ordinary search. Constrained ones need a beam of at least their
+        # constraint pieces + 1 (dynamic beam allocation needs a place per bank); lines with different beams can
+        # share a batch, each at its own beam, so they are grouped by cost alone (`beam_groups`).
+        beams = [max(search.beam, sum(len(p) for p in phrases[n]) + 1) if phrases and phrases[n] else 0
+                 for n in range(len(todo))]
+        self.grown_beam = max([self.grown_beam] + [b for b in beams if b > search.beam])
+        for positions in [[n for n, b in enumerate(beams) if not b]] + beam_groups(beams):
+            if not positions:
+                continue
+            lengths = np.array([len(sources[p]) for p in positions])
+            plan = make_batches(lengths, lengths, self.max_tokens, shuffle=False)
+            for batch in plan.batches:
+                batch_indices = [positions[i] for i in batch]
+                src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices],
+                                                            self.vocab.pad_id)).to(self.device)
+                batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
+                constrained = ([phrases[i] for i in batch_indices], [beams[i] for i in batch_indices]) \
+                    if beams[batch_indices[0]] else None
+                hypotheses = self._search(src_tokens, search, batch_prefixes, constrained, record_attention)
+                for position, hyps in zip(batch_indices, hypotheses):
+                    source_ids = sources[position][:-1].tolist()
+                    results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
         return results
+
+    def _search(self, src_tokens, search: SearchConfig, prefixes, constrained, record_attention: bool):
+        with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
+                cpu_threads(self.threads.for_batch(src_tokens.shape[0])):
+            if constrained is not None:
+                phrases, beams = constrained
+                return constrained_beam_search(self.model, src_tokens, search, phrases, prefixes, record_attention,
+                                               beams, self.word_continuations)
+            if search.sampling:
+                return sample(self.model, src_tokens, search, self.generator, prefixes, record_attention)
+            return beam_search(self.model, src_tokens, search, prefixes=prefixes, record_attention=record_attention)
+
+    @functools.cached_property
+    def word_continuations(self) -> torch.Tensor:
+        """(V,) the target pieces that continue a word: no word-start marker, a letter or digit first."""
+        pieces = [self.vocab.target.piece(i) for i in range(self.vocab.target_size)]
+        size = self.model.config.vocab_size
+        mask = [bool(p) and p[0] != "\u2581" and (p[0].isalnum() or p[0] == "_") for p in pieces][:size]
+        return torch.tensor(mask + [False] * (size - len(mask)), device=self.device)
+
+    def constraint_pieces(self, phrases: list[str], search: SearchConfig, prefix_length: int = 0,
+                          index: int = 0) -> list[list[int]]:
+        """A line's constraint phrases as target ids, checked: constraints need beam search, a
+        --no-repeat-ngram-size they do not break, and an output limit that holds them (a model with learned
+        positions writes at most its table's length). `index`: the line's position, for ConstraintError."""
+        if not phrases:
+            return []
+        if search.sampling:
+            raise NmtError("constraints need beam search: not with --sampling")
+        texts = [normalize(p) for p in phrases]
+        pieces = self.vocab.encode_target(texts) if all(texts) else []
+        if not all(pieces) or len(pieces) != len(texts):
+            raise ConstraintError(index, "an empty constraint")
+        if search.no_repeat_ngram_size and (ngram := repeated_ngram(pieces, search.no_repeat_ngram_size)):
+            shown = " ".join(map(self.vocab.target.piece, ngram))
+            raise ConstraintError(index, f"the constraints repeat the pieces {shown}, which --no-repeat-ngram-size "
+                                         f"{search.no_repeat_ngram_size} forbids")
+        needed = sum(len(p) for p in pieces) + prefix_length + 1
+        if self.max_target_tokens is not None and needed > self.max_target_tokens:
+            raise ConstraintError(index, f"the constraints need {needed} pieces with end-of-sentence"
+                                         + (" and the prefix" if prefix_length else "")
+                                         + f"; this model writes at most {self.max_target_tokens}")
+        return pieces
 
     def _translation(self, hypothesis: Hypothesis, source_ids: list[int]) -> Translation:
         target, source = self.vocab.target.piece, self.vocab.source.piece
@@ -177,10 +236,41 @@ class Translator:
             translation.alignment = hard_alignment(attention, len(source_ids), len(hypothesis.tokens))
         return translation
 
-    def translate_stream(self, lines: Iterable[str], window: int = 1000,
-                         prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
+    def translate_stream(self, lines: Iterable[str], window: int = 1000, prefixes: Iterable[str] | None = None,
+                         constraints: ConstraintSource | None = None) -> Iterator[list[Translation]]:
         """Translate a stream window by window (sorting by length inside each), yielding in input order."""
-        return translate_windows(self.translate, lines, window, prefixes)
+        return translate_windows(self.translate, lines, window, prefixes, constraints)
+
+
+# What decoding one more batch costs, in hypothesis rows: each step streams the model's weights whatever the rows
+# (measured with benchmarks/terminology.py on a CPU, where merging lines into wider batches paid until about here).
+GROUP_COST_ROWS = 32
+
+
+def beam_groups(beams: list[int]) -> list[list[int]]:
+    """Positions of the constrained lines (beam > 0) in groups that decode together: each line gets the group's
+    widest beam in rows (and uses its own), so a group costs GROUP_COST_ROWS + lines x widest beam. Lines sorted by
+    beam, the cut points minimise the total (dynamic programming over the distinct beams)."""
+    counts: dict[int, int] = {}
+    for beam in beams:
+        if beam:
+            counts[beam] = counts.get(beam, 0) + 1
+    widths = sorted(counts)
+    best = [0.0] + [float("inf")] * len(widths)  # best[j]: cost of the first j widths
+    cut = [0] * (len(widths) + 1)
+    for end in range(1, len(widths) + 1):
+        lines = 0
+        for start in range(end, 0, -1):
+            lines += counts[widths[start - 1]]
+            cost = best[start - 1] + GROUP_COST_ROWS + lines * widths[end - 1]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start - 1
+    groups, end = [], len(widths)
+    while end > 0:
+        members = set(widths[cut[end]: end])
+        groups.append([n for n, beam in enumerate(beams) if beam in members])
+        end = cut[end]
+    return groups[::-1]
 
 
 class TargetLanguage:
@@ -211,25 +301,42 @@ class TargetLanguage:
         return texts
 
 
-def translate_windows(translate, lines: Iterable[str], window: int,
-                      prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
-    """Call `translate(lines, prefixes)` on successive windows of `window` lines, yielding the results in order (the
-    streaming both engines share: each window is written before the next is read)."""
+def translate_windows(translate, lines: Iterable[str], window: int, prefixes: Iterable[str] | None = None,
+                      constraints: ConstraintSource | None = None) -> Iterator[list[Translation]]:
+    """Call `translate(lines, prefixes, constraints=...)` on successive windows of `window` lines, yielding the results
+    in order (the streaming both engines share: each window is written before the next is read). A line whose
+    constraints cannot be honoured ends it with an error naming the line."""
     prefix_lines = iter(prefixes) if prefixes is not None else None
     buffer: list[str] = []
     buffer_prefixes: list[str] = []
+    buffer_constraints: list[list[str]] = []
+    done = 0  # lines translated before the buffer
+
+    def flush():
+        try:
+            return translate(buffer, buffer_prefixes if prefix_lines is not None else None,
+                             constraints=buffer_constraints if constraints is not None else None)
+        except ConstraintError as error:
+            raise NmtError(f"{constraints.where(done + error.index + 1) if constraints else done + error.index + 1}: "
+                           f"{error.message}") from None
+
     for line in lines:
         buffer.append(line)
         if prefix_lines is not None:
             prefix = next(prefix_lines, None)
             if prefix is None:
-                raise NmtError(f"--prefix-file has fewer lines than the input ({len(buffer)} or more)")
+                raise NmtError(f"--prefix-file has fewer lines than the input ({len(buffer) + done} or more)")
             buffer_prefixes.append(prefix)
+        if constraints is not None:
+            buffer_constraints.append(constraints.next_for(line))
         if len(buffer) >= window:
-            yield from translate(buffer, buffer_prefixes if prefix_lines is not None else None)
-            buffer, buffer_prefixes = [], []
+            yield from flush()
+            done += len(buffer)
+            buffer, buffer_prefixes, buffer_constraints = [], [], []
+    if constraints is not None:
+        constraints.check_finished()
     if buffer:
-        yield from translate(buffer, buffer_prefixes if prefix_lines is not None else None)
+        yield from flush()
 
 
 def format_alignment(alignment: list[tuple[int, int]] | None) -> str:
@@ -272,10 +379,11 @@ class Engine(Protocol):
     max_source_tokens: int
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
-                  record_attention: bool | None = None) -> list[list[Translation]]: ...
+                  record_attention: bool | None = None,
+                  constraints: list[list[str]] | None = None) -> list[list[Translation]]: ...
 
-    def translate_stream(self, lines: Iterable[str], window: int = 1000,
-                         prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]: ...
+    def translate_stream(self, lines: Iterable[str], window: int = 1000, prefixes: Iterable[str] | None = None,
+                         constraints: ConstraintSource | None = None) -> Iterator[list[Translation]]: ...
 
 
 @dataclass
@@ -289,10 +397,12 @@ class OutputFormat:
 
 
 def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
-                   window: int | None = None, prefix_file: Path | None = None) -> None:
+                   window: int | None = None, prefix_file: Path | None = None,
+                   constraints: ConstraintSource | None = None) -> None:
     """Translate the lines of `source` (a file, or a binary stream such as stdin) into `output` (stdout for None),
-    `window` lines at a time (default: 1000, or 1 on a terminal). A file appears whole once every line is
-    translated, or not at all; stdout streams, flushed after each window."""
+    `window` lines at a time (default: 1000, or 1 on a terminal), each with its forced prefix (a line of
+    `prefix_file`) and its constraints. A file appears whole once every line is translated, or not at all; stdout
+    streams, flushed after each window."""
     with contextlib.ExitStack() as files:
         stream = files.enter_context(open(source, "rb")) if isinstance(source, Path) else source
         window = window or (1 if stream.isatty() else 1000)
@@ -302,7 +412,7 @@ def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None,
         sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
         lines = read_text_lines(stream, str(source) if isinstance(source, Path) else "<stdin>")
         prefixes = read_text_lines(prefix_stream, str(prefix_file)) if prefix_stream else None
-        for index, translations in enumerate(engine.translate_stream(lines, window, prefixes)):
+        for index, translations in enumerate(engine.translate_stream(lines, window, prefixes, constraints)):
             if output_format.as_json:
                 sink.write(format_json(translations, output_format.nbest))
             else:

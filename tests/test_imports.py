@@ -9,7 +9,7 @@ LEVELS = [
     {"config", "atomic"},
     {"vocab", "device", "metrics_log"},
     {"data", "model", "plot"},
-    {"search", "checkpoint"},
+    {"search", "checkpoint", "terminology"},
     {"train", "translate", "score", "report"},
     {"forced", "tune"},
     {"export", "pretrained"},

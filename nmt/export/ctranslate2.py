@@ -209,9 +209,13 @@ class CTranslate2Translator:
         self.truncated = 0
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
-                  record_attention: bool | None = None) -> list[list[Translation]]:
+                  record_attention: bool | None = None,
+                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
         if prefixes is not None:
             raise NmtError("--prefix-file is not supported with --engine ctranslate2")
+        if constraints is not None and any(constraints):
+            raise NmtError("constraints (--constraints, --glossary) are not supported with --engine ctranslate2: "
+                           "CTranslate2 has no constrained search; use --engine torch")
         if record_attention:
             raise NmtError("the encoder-decoder attention is not available with --engine ctranslate2")
         results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
@@ -246,6 +250,6 @@ class CTranslate2Translator:
                               for tokens, score in zip(output.hypotheses, output.scores)]
         return results
 
-    def translate_stream(self, lines: Iterable[str], window: int = 1000,
-                         prefixes: Iterable[str] | None = None) -> Iterator[list[Translation]]:
-        return translate_windows(self.translate, lines, window, prefixes)
+    def translate_stream(self, lines: Iterable[str], window: int = 1000, prefixes: Iterable[str] | None = None,
+                         constraints=None) -> Iterator[list[Translation]]:
+        return translate_windows(self.translate, lines, window, prefixes, constraints)

@@ -152,9 +152,13 @@ EARLY_STOP = True
 
 
 def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finished, config, eos, length,
-              attention: Tensor | None = None, nth_best: Tensor | None = None) -> Tensor:
-    """Record candidates among the first k that end in eos; return which sentences now have k hypotheses."""
+              attention: Tensor | None = None, nth_best: Tensor | None = None,
+              group_beams: list[int] | None = None) -> Tensor:
+    """Record candidates among the first k that end in eos; return which sentences now have k hypotheses.
+    group_beams: each group's own k where groups share rows of width config.beam but decode with smaller beams
+    (their candidates beyond their k must already score -inf)."""
     beam = config.beam
+    limits = group_beams or [beam] * len(sentence_ids)
     top = slice(0, beam)
     # -inf: an ending no constraint allows. NaN (a model gone numerically wrong) still ends: decoding must stop.
     ends = cand_tokens[:, top].eq(eos) & ~cand_scores[:, top].isneginf()  # (n, k)
@@ -168,8 +172,9 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
         ended = zip(sentence_ids[groups].tolist(), cand_scores[groups, positions].tolist(), tokens[rows, 1:].tolist(),
                     attention.index_select(0, rows).unbind(0) if attention is not None else [None] * len(rows))
         settled: dict[int, float] = {}  # sentence -> its new nbest-th score
-        for sentence, logprob, hypothesis_tokens, hypothesis_attention in ended:
-            if len(finished[sentence]) >= beam:
+        ended_limits = [limits[g] for g in groups.tolist()]
+        for (sentence, logprob, hypothesis_tokens, hypothesis_attention), limit in zip(ended, ended_limits):
+            if len(finished[sentence]) >= limit:
                 continue
             finished[sentence].append(Hypothesis(hypothesis_tokens, logprob / penalty, logprob, hypothesis_attention))
             if nth_best is not None and len(finished[sentence]) >= config.nbest:
@@ -177,7 +182,7 @@ def _finalize(cand_scores, cand_beams, cand_tokens, tokens, sentence_ids, finish
         if settled:
             nth_best[torch.tensor(list(settled), device=nth_best.device)] = torch.tensor(
                 list(settled.values()), dtype=nth_best.dtype, device=nth_best.device)
-        done = torch.tensor([len(finished[s]) >= beam for s in sentence_ids.tolist()])
+        done = torch.tensor([len(finished[s]) >= limit for s, limit in zip(sentence_ids.tolist(), limits)])
     return done.to(cand_scores.device)
 
 
