@@ -244,7 +244,8 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         done = done | cannot_be_beaten(nth_best[sentence_ids], scores.max(dim=1).values, max_lengths, length, config)
         flat = (torch.arange(active, device=device)[:, None] * (beam * width) + picked).view(-1)  # into (R*C)
         rows = torch.arange(active, device=device)[:, None] * beam + cand_beams.gather(1, continuing)  # (n, K)
-        next_tokens = candidates.view(-1).index_select(0, flat).view(active, beam)
+        # A sentence with fewer live candidates than rows continues some dead ones (-inf): feed them a real id.
+        next_tokens = candidates.view(-1).index_select(0, flat).view(active, beam).clamp(min=pad)
         phrase_state = PhraseState(met.view(-1, met.shape[2]).index_select(0, flat),
                                    current.view(-1).index_select(0, flat), progress.view(-1).index_select(0, flat))
         just_met = completes.view(-1).index_select(0, flat)

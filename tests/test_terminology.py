@@ -1,0 +1,177 @@
+"""Terminology: constrained beam search, constraint files, glossaries and term accuracy, on the tiny copy-task model
+(a real trained Transformer that copies its input, so a word absent from the source is one it never writes
+unconstrained) and its real SentencePiece vocabulary."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from nmt.checkpoint import load_checkpoint, save_checkpoint
+from nmt.config import SearchConfig
+from nmt.search.lexical import PhraseState, PhraseTable, advance, round_robin_order
+from nmt.terminology import Glossary, term_accuracy
+from nmt.translate import Translator, beam_groups
+
+from conftest import run_nmt
+
+LINES = ["red dog runs", "the big cat plays with a ball", "green water near the small street bike man", "blue",
+         "woman jumps", "a man plays with a big red ball near the water"]
+
+
+def Vocab_of(checkpoint):
+    from nmt.checkpoint import vocab_from_payload
+    return vocab_from_payload(load_checkpoint(checkpoint), checkpoint)
+
+
+def has(text: str, phrase: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+
+
+@pytest.fixture(scope="module")
+def translator(trained_checkpoint):
+    torch.set_num_threads(2)
+    return Translator(trained_checkpoint, SearchConfig(beam=4, lenpen=0.6), "cpu")
+
+
+# --- the search --------------------------------------------------------------------------------------------------
+
+def test_each_constraint_appears_one_piece_multi_piece_two_per_line_and_words_the_model_never_writes(translator):
+    pieces = translator.vocab.encode_target(["zebra", "dog", "street bike"])
+    assert len(pieces[0]) > 1 and len(pieces[1]) == 1 and len(pieces[2]) == 2  # multi-, one- and two-piece phrases
+    constraints = [["dog"], ["zebra"], ["street bike", "cat"], ["green water", "zebra"], ["woman"], ["ball", "dog"]]
+    plain = [t[0].text for t in translator.translate(LINES)]
+    assert not any(has(text, "zebra") for text in plain)  # a copying model never writes a word it was not given
+    outputs = translator.translate(LINES, constraints=constraints)
+    for line, phrases, (best,) in zip(LINES, constraints, outputs):
+        for phrase in phrases:
+            assert has(best.text, phrase), (line, phrases, best.text)
+
+
+def test_a_line_without_constraints_gets_exactly_the_unconstrained_output(translator):
+    constraints = [[], ["zebra"], [], ["water"], [], []]
+    plain = translator.translate(LINES)
+    mixed = translator.translate(LINES, constraints=constraints)
+    for position in (0, 2, 4, 5):
+        assert mixed[position][0].text == plain[position][0].text
+        assert mixed[position][0].score == plain[position][0].score
+    assert has(mixed[1][0].text, "zebra") and mixed[1][0].text != plain[1][0].text
+
+
+def test_batched_constrained_search_equals_each_sentence_alone_even_with_different_beams(translator):
+    constraints = [["dog"], ["zebra crossing"], ["street bike", "cat"], [], ["woman jumps high"], ["ball", "dog"]]
+    together = translator.translate(LINES, constraints=constraints)
+    beams = {max(4, sum(len(p) for p in translator.vocab.encode_target(c)) + 1) for c in constraints if c}
+    assert len(beams) > 1  # the batch mixes beams
+    for line, phrases, batched in zip(LINES, constraints, together):
+        alone = translator.translate([line], constraints=[phrases])[0]
+        assert [t.text for t in alone] == [t.text for t in batched]
+        assert alone[0].score == pytest.approx(batched[0].score, abs=1e-4)
+
+
+def test_nbest_hypotheses_all_hold_the_constraints(trained_checkpoint):
+    translator = Translator(trained_checkpoint, SearchConfig(beam=5, nbest=3), "cpu")
+    for translations in translator.translate(LINES[:3], constraints=[["zebra"], ["dog"], ["cat", "near"]]):
+        assert len(translations) == 3
+        assert [t.score for t in translations] == sorted((t.score for t in translations), reverse=True)
+    for translations, phrases in zip(translator.translate(LINES[:3], constraints=[["zebra"], ["dog"], ["cat", "near"]]),
+                                     [["zebra"], ["dog"], ["cat", "near"]]):
+        assert all(has(t.text, p) for t in translations for p in phrases), [t.text for t in translations]
+
+
+def test_the_length_limit_grows_for_a_line_whose_constraints_do_not_fit(trained_checkpoint):
+    translator = Translator(trained_checkpoint, SearchConfig(beam=4, max_len_a=0.0, max_len_b=2), "cpu")
+    phrase = "big green street"  # three pieces: with eos, more than the limit of 2
+    (best,), = translator.translate(["dog"], constraints=[[phrase]])
+    assert has(best.text, phrase) and len(best.tokens) >= 3
+
+
+def test_a_forced_prefix_and_constraints_together(translator):
+    (best,), = translator.translate(["red dog runs"], prefixes=["the"], constraints=[["zebra"]])
+    assert best.text.startswith("the") and has(best.text, "zebra")
+
+
+def test_a_completed_constraint_is_not_continued_into_a_longer_word(translator):
+    # "ball" + "s" would contain the pieces of "ball" but not the word; the piece after a constraint starts a word.
+    mask = translator.word_continuations
+    piece = translator.vocab.target.piece
+    assert not mask[translator.vocab.encode_target(["ball"])[0][0]]  # "▁ball" starts a word
+    continuing = [i for i in range(len(mask)) if mask[i]]
+    assert continuing and all(not piece(i).startswith("\u2581") for i in continuing)
+    outputs = translator.translate(LINES, constraints=[["ba"]] * len(LINES))
+    assert all(has(t[0].text, "ba") for t in outputs), [t[0].text for t in outputs]
+
+
+def test_dynamic_beam_allocation_takes_the_best_of_each_bank_fullest_first():
+    # one sentence, 6 candidates: scores and banks (constraint pieces met); the full bank is 2
+    scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0, -5.0, float("-inf")]])
+    banks = torch.tensor([[0, 0, 1, 2, 2, 2]])
+    order = round_robin_order(scores, banks, torch.tensor([2]))
+    # bank 2's best (-4), bank 1's best (-3), bank 0's best (-1), then bank 2's second (-5), bank 0's second (-2)
+    assert order[0].tolist() == [3, 2, 0, 4, 1, 5]
+
+
+def test_phrase_state_follows_progress_loses_it_on_a_wrong_piece_and_completes_phrases():
+    table = PhraseTable.build([[[7, 8], [9]]], "cpu")  # phrases "7 8" and "9"
+    state = PhraseState.start(table, beam=1)
+    tokens = torch.tensor([[7, 9, 5]])
+    met, current, progress, bank, completes = advance(state, tokens, table.pieces, table.lengths)
+    assert progress[0].tolist() == [1, 0, 0] and bank[0].tolist() == [1, 1, 0]
+    assert met[0, 1].tolist() == [False, True] and completes[0].tolist() == [False, True, False]
+    writing = PhraseState(met[:, 0], current[:, 0], progress[:, 0])  # after 7
+    met, current, progress, bank, completes = advance(writing, torch.tensor([[8, 5, 7]]), table.pieces,
+                                                      table.lengths)
+    assert bank[0].tolist() == [2, 0, 1]  # 8 completes "7 8"; 5 loses the progress; 7 starts the phrase again
+    assert met[0, 0].tolist() == [True, False] and completes[0].tolist() == [True, False, False]
+
+
+def test_lines_are_grouped_by_beam_so_that_few_wide_lines_do_not_widen_many_narrow_ones():
+    beams = [4] * 100 + [6] * 3 + [0] * 5 + [7] * 2 + [14]  # 0: unconstrained, not grouped here
+    groups = beam_groups(beams)
+    assert sorted(p for g in groups for p in g) == [p for p, b in enumerate(beams) if b]
+    # a group costs GROUP_COST_ROWS (32) + lines x its widest beam: 6 and 7 share (67 < 50 + 46); 14 stays alone
+    assert [sorted({beams[p] for p in g}) for g in groups] == [[4], [6, 7], [14]]
+
+
+# --- glossaries and term accuracy ----------------------------------------------------------------------------------
+
+def test_glossary_terms_match_on_word_boundaries_with_the_case_as_given(tmp_path):
+    path = tmp_path / "glossary.tsv"
+    path.write_text("dog\tHund\nbig dog\tgroßer Hund\nCat\tKatze\n# a comment\n\nball\tBall\n", encoding="utf-8")
+    glossary = Glossary.load(path)
+    assert glossary.constraints("a big dog and a dog") == ["großer Hund", "Hund"]  # longest first at a position
+    assert glossary.constraints("dogs play with the cat") == []  # not inside a word; Cat is not cat
+    assert glossary.constraints("the ball, the Cat") == ["Ball", "Katze"]
+
+
+def test_term_accuracy_counts_each_occurrence_against_its_target_term(tmp_path):
+    path = tmp_path / "glossary.tsv"
+    path.write_text("dog\tHund\nball\tBall\n", encoding="utf-8")
+    glossary = Glossary.load(path)
+    sources = ["the dog and the dog", "a ball", "nothing here"]
+    result = term_accuracy(glossary, sources, ["der Hund", "ein Ball", "nichts"])
+    assert (result.found, result.total) == (2, 3) and result.score == pytest.approx(200 / 3)
+    assert term_accuracy(glossary, sources, ["Hund Hund", "Balls", ""]).found == 2  # "Balls" is not "Ball"
+
+
+# --- the command line --------------------------------------------------------------------------------------------
+
+def test_translate_with_a_constraints_file_and_a_glossary_in_json_and_nbest(trained_checkpoint, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("red dog runs\nthe cat plays\n\nblue ball\n", encoding="utf-8")
+    constraints = tmp_path / "constraints.tsv"
+    constraints.write_text("zebra\n\n\nwoman\tgreen man\n", encoding="utf-8")
+    glossary = tmp_path / "glossary.tsv"
+    glossary.write_text("cat\tbike\n", encoding="utf-8")
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--input", str(source), "--constraints",
+                     str(constraints), "--glossary", str(glossary), "--json", "--nbest", "2")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 4 and records[2]["translation"] == ""
+    for record, phrases in zip(records, [["zebra"], ["bike"], [], ["woman", "green man"]]):
+        for hypothesis in record.get("nbest", []):
+            assert all(has(hypothesis["translation"], p) for p in phrases), record
+    zebra = len(Vocab_of(trained_checkpoint).encode_target(["zebra"])[0])
+    assert f"decoded with a beam of up to {zebra + 1}" in result.stderr.replace("\n", " ")  # its pieces + 1 > 4
