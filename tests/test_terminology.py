@@ -12,7 +12,7 @@ import torch
 
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import SearchConfig
-from nmt.search.lexical import PhraseState, PhraseTable, advance, round_robin_order
+from nmt.search.lexical import PhraseState, PhraseTable, advance, constrained_beam_search, round_robin_order
 from nmt.terminology import Glossary, term_accuracy
 from nmt.translate import Translator, beam_groups
 
@@ -61,15 +61,18 @@ def test_a_line_without_constraints_gets_exactly_the_unconstrained_output(transl
     assert has(mixed[1][0].text, "zebra") and mixed[1][0].text != plain[1][0].text
 
 
-def test_batched_constrained_search_equals_each_sentence_alone_even_with_different_beams(translator):
-    constraints = [["dog"], ["zebra crossing"], ["street bike", "cat"], [], ["woman jumps high"], ["ball", "dog"]]
-    together = translator.translate(LINES, constraints=constraints)
+def test_batched_constrained_search_equals_each_sentence_alone_even_with_different_beams(trained_checkpoint):
+    translator = Translator(trained_checkpoint, SearchConfig(beam=4, nbest=4), "cpu")
+    lines = LINES + ["the dog", "cat near water bike"]
+    constraints = [["dog"], ["zebra crossing"], ["street bike", "cat"], [], ["woman jumps high"], ["ball", "dog"],
+                   ["zebra"], ["green", "woman man"]]
+    together = translator.translate(lines, constraints=constraints)
     beams = {max(4, sum(len(p) for p in translator.vocab.encode_target(c)) + 1) for c in constraints if c}
     assert len(beams) > 1  # the batch mixes beams
-    for line, phrases, batched in zip(LINES, constraints, together):
+    for line, phrases, batched in zip(lines, constraints, together):
         alone = translator.translate([line], constraints=[phrases])[0]
-        assert [t.text for t in alone] == [t.text for t in batched]
-        assert alone[0].score == pytest.approx(batched[0].score, abs=1e-4)
+        assert [t.text for t in alone] == [t.text for t in batched]  # the whole n-best list
+        assert [t.score for t in alone] == pytest.approx([t.score for t in batched], abs=1e-4)
 
 
 def test_nbest_hypotheses_all_hold_the_constraints(trained_checkpoint):
@@ -94,15 +97,25 @@ def test_a_forced_prefix_and_constraints_together(translator):
     assert best.text.startswith("the") and has(best.text, "zebra")
 
 
-def test_a_completed_constraint_is_not_continued_into_a_longer_word(translator):
-    # "ball" + "s" would contain the pieces of "ball" but not the word; the piece after a constraint starts a word.
-    mask = translator.word_continuations
-    piece = translator.vocab.target.piece
-    assert not mask[translator.vocab.encode_target(["ball"])[0][0]]  # "▁ball" starts a word
-    continuing = [i for i in range(len(mask)) if mask[i]]
-    assert continuing and all(not piece(i).startswith("\u2581") for i in continuing)
-    outputs = translator.translate(LINES, constraints=[["ba"]] * len(LINES))
-    assert all(has(t[0].text, "ba") for t in outputs), [t[0].text for t in outputs]
+def test_the_piece_after_a_completed_constraint_may_not_continue_its_word(translator):
+    # Which pieces continue a word: no word-start marker, a letter first ("s" after "ball" would write "balls").
+    mask, piece = translator.word_continuations, translator.vocab.target.piece
+    continuing = [piece(i) for i in range(len(mask)) if mask[i]]
+    assert continuing and not any(p.startswith("\u2581") or not p[0].isalnum() for p in continuing)
+    assert not mask[translator.vocab.encode_target(["ball"])[0][0]]
+    # The rule itself, on the real model: mark "▁the" as continuing a word, and "near" may no longer precede it.
+    vocab = translator.vocab
+    source = torch.tensor([vocab.encode_source(["a big ball near the water"])[0] + [vocab.eos_id]])
+    phrases = [[vocab.encode_target(["near"])[0]]]
+    the = vocab.encode_target(["the"])[0][0]
+    marked = torch.zeros_like(mask)
+    marked[the] = True
+    (plain,), = constrained_beam_search(translator.model, source, SearchConfig(beam=4), phrases)
+    (after,), = constrained_beam_search(translator.model, source, SearchConfig(beam=4), phrases,
+                                        word_continuations=marked)
+    near = phrases[0][0][0]  # one piece, "▁near"
+    assert plain.tokens[plain.tokens.index(near) + 1] == the  # the model writes "near the"
+    assert near in after.tokens and after.tokens[after.tokens.index(near) + 1] != the
 
 
 def test_dynamic_beam_allocation_takes_the_best_of_each_bank_fullest_first():
