@@ -1012,11 +1012,17 @@ def score_command(
     paired_bs: Annotated[bool, typer.Option(
         "--paired-bs", help="Paired bootstrap resampling (sacreBLEU's) of every --hyp against the first.")] = False,
     paired_bs_n: Annotated[int, typer.Option(help="Bootstrap resamples of --paired-bs.")] = 1000,
+    terms: Annotated[Optional[Path], typer.Option(
+        help="A glossary (TSV of `source term<TAB>target term`): also print term accuracy, the share of source-term "
+             "occurrences whose target term the hypothesis holds (and the reference, for comparison). Needs "
+             "--source.")] = None,
+    source: Annotated[Optional[Path], typer.Option(help="The source side, for --terms.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with scores and signatures.")] = False,
 ) -> None:
     """Score translations against references with sacreBLEU (detokenized BLEU, chrF, TER) and their signatures."""
     from nmt.data.text import read_lines, read_text_lines
     from nmt.score import PAPER_LABEL, make_metric, paired_bootstrap, paper_bleu, score
+    from nmt.terminology import Glossary, term_accuracy
 
     names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
     if paired_bs_n < 1:
@@ -1025,11 +1031,19 @@ def score_command(
         raise NmtError("--metrics: name at least one of bleu, chrf, ter")
     for name in names:
         make_metric(name)
+    if (terms is None) != (source is None):
+        raise NmtError("--terms and --source go together: term accuracy looks the glossary's source terms up in the "
+                       "source")
+    glossary = Glossary.load(terms) if terms is not None else None
     if _dry_run("score", {"references": [str(r) for r in ref], "paper": paper, "paired_bs": paired_bs}):
         return
     references = [list(read_lines(path)) for path in ref]
     systems = ([(str(path), list(read_lines(path))) for path in hyp] if hyp
                else [("stdin", list(read_text_lines(_stdin())))])
+    sources = list(read_lines(source)) if source is not None else None
+    if sources is not None and len(sources) != len(references[0]):
+        raise NmtError(f"--source has {len(sources)} lines but the reference has {len(references[0])}")
+    reference_terms = term_accuracy(glossary, sources, references[0]) if glossary else None
     if paper:
         lang = lang or _language_of(ref[0])
     report: dict[str, dict] = {}
@@ -1038,6 +1052,11 @@ def score_command(
         if paper:
             results.append(paper_bleu(hypotheses, references, lang))
         report[system] = {r.metric: {"score": r.score, "signature": r.signature} for r in results}
+        if glossary is not None:
+            found = term_accuracy(glossary, sources, hypotheses)
+            report[system]["term_accuracy"] = {
+                "score": round(found.score, 2), "found": found.found, "total": found.total,
+                "reference": round(reference_terms.score, 2), "reference_found": reference_terms.found}
         if as_json:
             continue
         if len(systems) > 1:
@@ -1048,6 +1067,10 @@ def score_command(
                 label = "detokenized sacreBLEU: "
             typer.echo(f"{label}{result.text}")
             typer.echo(f"  signature: {result.signature}")
+        if glossary is not None:
+            typer.echo(f"term accuracy = {found.score:.2f} ({found.found} of {found.total} source-term occurrences "
+                       f"have their target term; the reference: {reference_terms.score:.2f}, "
+                       f"{reference_terms.found} of {reference_terms.total})")
     comparisons = []
     if paired_bs:
         comparisons, signatures = paired_bootstrap(systems, references, names, paired_bs_n)

@@ -117,6 +117,17 @@ def test_v1_translates_with_nbest_and_attention(server):
     assert second["text"] == "a big cat"
 
 
+def test_v1_constraints_for_one_text_and_for_each_of_several(server):
+    one = v1(server, {"text": "red dog runs", "constraints": ["woman"], "nbest": 2})
+    assert one.status_code == 200, one.text
+    answer = one.json()["translations"][0]
+    assert all(re.search(r"\bwoman\b", t["text"]) for t in answer["nbest"])  # the copying model's own: never
+    several = v1(server, {"text": ["red dog runs", "a big cat", "blue"], "constraints": [["green bike"], [], ["cat"]]})
+    assert several.status_code == 200, several.text
+    first, second, third = (t["text"] for t in several.json()["translations"])
+    assert "green bike" in first and second == "a big cat" and re.search(r"\bcat\b", third)
+
+
 def test_libretranslate_api_in_json_form_and_query(server):
     for request in (dict(json={"q": "green ball", "source": "auto", "target": "tgt", "api_key": KEY}),
                     dict(data={"q": "green ball", "source": "src", "target": "tgt", "api_key": KEY}),
@@ -174,6 +185,11 @@ def test_metrics_count_what_was_sent(server):
     (b'{"text": "red", "beam": 2, "nbest": 3}', 400, "nbest must be between 1 and beam"),
     (json.dumps({"text": ["a"] * 100_000}).encode(), 400, "the limit is 200"),
     (json.dumps({"text": "dog " * 2000}).encode(), 400, "characters; the limit is 5,000"),
+    (b'{"text": ["red", "blue"], "constraints": ["cat"]}', 400, "a list of strings for one text"),
+    (b'{"text": ["red", "blue"], "constraints": [["cat"]]}', 400, "constraints has 1 entries for 2 texts"),
+    (b'{"text": "red", "constraints": "cat"}', 400, "constraints must be a list of strings"),
+    (b'{"text": "red", "constraints": ["cat", " "]}', 400, "constraints: an empty constraint"),
+    (b'{"text": "red", "constraints": ["zebra crossing"]}', 400, "above this server's limit of 6 (--max-beam)"),
 ])
 def test_bad_input_is_a_4xx_with_a_message(server, body, status, message):
     answer = httpx.post(server.url + "/v1/translate", content=body, timeout=60,
@@ -390,7 +406,7 @@ def test_ctranslate2_engine_serves_and_refuses_what_it_cannot_give(trained_check
                             timeout=60)
         assert answer.status_code == 200, answer.text
         assert [t["text"] for t in answer.json()["translations"]] == ["red dog runs", "a cat"]
-        for unsupported in ({"attention": True}, {"prefix": "red"}):
+        for unsupported in ({"attention": True}, {"prefix": "red"}, {"constraints": ["red"]}):
             refused = httpx.post(running.url + "/v1/translate", json={"text": "red dog", **unsupported}, timeout=60)
             assert refused.status_code == 400 and "ctranslate2" in refused.json()["error"]
         lt = httpx.post(running.url + "/translate", json={"q": "blue cat", "source": "auto", "target": "tgt"},

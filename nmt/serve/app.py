@@ -53,11 +53,13 @@ class TranslateBody(BaseModel):
     nbest: int | None = None
     lenpen: float | None = None
     prefix: str | list[str] | None = None
+    constraints: list[str] | list[list[str]] | None = None
     attention: bool = False
 
 
 # What a field holds, for a message about a value of the wrong type (pydantic names each branch of a union).
 EXPECTED = {"text": "a string or a list of strings", "prefix": "a string or a list of strings",
+            "constraints": "a list of strings (for one text) or a list of lists of strings (one per text)",
             "beam": "a whole number", "nbest": "a whole number", "lenpen": "a number", "attention": "true or false"}
 
 
@@ -70,7 +72,7 @@ def validation_message(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{field} is required"
     if first["type"] == "extra_forbidden":
-        return f"{field} is not a field of this API (text, beam, nbest, lenpen, prefix, attention)"
+        return f"{field} is not a field of this API (text, beam, nbest, lenpen, prefix, constraints, attention)"
     where = ".".join(str(part) for part in location)
     if field in EXPECTED and len(location) == 1:
         return f"{field} must be {EXPECTED[field]}"
@@ -89,6 +91,8 @@ class Service:
         self.target_language = getattr(translator, "tgt_lang", None)
         self.draining = False
         vocab = translator.vocab
+        self.check_constraints = getattr(translator, "constraint_pieces", None)
+        self.count_target = lambda prefix: vocab.encode_target([prefix])[0] if prefix else []
         self.batcher = Batcher(translate or translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
                                on_batch=metrics.observe_batch, workers=config.workers)
@@ -131,6 +135,36 @@ class Service:
                                "with --engine torch")
         return Options(search, attention)
 
+    def constraints(self, given: list[str] | list[list[str]] | None, texts: list[str], prefixes: list[str],
+                    options: Options) -> list[list[str]] | None:
+        """A request's constraints, one list of target phrases per text, checked as `nmt translate` checks them
+        (and against --max-beam: a line needs a beam of its constraint pieces + 1)."""
+        if not given:
+            return None
+        if self.engine != "torch":
+            raise RequestError(400, "constraints are not available with the ctranslate2 engine (CTranslate2 has no "
+                               "constrained search); serve the checkpoint with --engine torch")
+        if options.search.sampling:
+            raise RequestError(400, "constraints need beam search: this server samples")
+        nested = isinstance(given[0], list)
+        if nested and not all(isinstance(entry, list) for entry in given) or not nested and len(texts) != 1:
+            raise RequestError(400, "constraints must be a list of strings for one text, or a list of lists of "
+                               "strings, one per text")
+        per_text = given if nested else [given]
+        if len(per_text) != len(texts):
+            raise RequestError(400, f"constraints has {len(per_text)} entries for {len(texts)} texts")
+        for index, (phrases, prefix) in enumerate(zip(per_text, prefixes)):
+            where = f"constraints[{index}]" if nested else "constraints"
+            try:
+                pieces = self.check_constraints(phrases, options.search, len(self.count_target(prefix)))
+            except NmtError as error:
+                raise RequestError(400, f"{where}: {getattr(error, 'message', error)}") from None
+            beam = sum(len(p) for p in pieces) + 1
+            if beam > self.config.max_beam:
+                raise RequestError(400, f"{where}: {beam - 1} constraint pieces need a beam of {beam}, above this "
+                                   f"server's limit of {self.config.max_beam} (--max-beam)")
+        return [list(phrases) for phrases in per_text]
+
     def check_texts(self, texts: list[str], what: str = "text") -> None:
         config = self.config
         if len(texts) > config.max_sentences:
@@ -140,21 +174,21 @@ class Service:
                 raise RequestError(400, f"{what}[{index}] has {len(text):,} characters; the limit is "
                                    f"{config.max_characters:,}")
 
-    async def translate(self, request: Request, texts: list[str], prefixes: list[str],
-                        options: Options) -> list[list[Translation]]:
+    async def translate(self, request: Request, texts: list[str], prefixes: list[str], options: Options,
+                        constraints: list[list[str]] | None = None) -> list[list[Translation]]:
         """Queue the sentences, wait for them (or the deadline, or the client leaving) and return their n-best."""
         if self.draining:  # and the connection closes after this answer, so that no request waits on it
             raise RequestError(503, "the server is shutting down", {"retry-after": "1", "connection": "close"})
         self.batcher.request_opened()
         try:
-            return await self._translate(request, texts, prefixes, options)
+            return await self._translate(request, texts, prefixes, options, constraints)
         finally:
             self.batcher.request_closed()
 
-    async def _translate(self, request: Request, texts: list[str], prefixes: list[str],
-                         options: Options) -> list[list[Translation]]:
+    async def _translate(self, request: Request, texts: list[str], prefixes: list[str], options: Options,
+                         constraints: list[list[str]] | None) -> list[list[Translation]]:
         try:
-            jobs = self.batcher.submit(texts, prefixes, options)
+            jobs = self.batcher.submit(texts, prefixes, options, constraints)
         except Overloaded as error:
             raise RequestError(503, f"the server is busy: {error}", {"retry-after": "1"}) from None
         self.metrics.queue_depth.set(self.batcher.waiting)
@@ -253,7 +287,8 @@ def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", m
             raise RequestError(400, "prefix is not available with the ctranslate2 engine")
         service.check_texts(texts)
         options = service.options(body.beam, body.nbest, body.lenpen, body.attention)
-        results = await service.translate(request, texts, prefixes, options)
+        constraints = service.constraints(body.constraints, texts, prefixes, options)
+        results = await service.translate(request, texts, prefixes, options, constraints)
         alignment = body.attention
         answers = []
         for translations in results:

@@ -45,6 +45,7 @@ class Job:
     options: Options
     tokens: int  # source pieces, for the batch budget
     request: int = 0  # which submit() it came from
+    constraints: list[str] = field(default_factory=list)  # target phrases the translation must contain
     future: Future = field(default_factory=Future)
     counted: bool = True  # still counted against the queue's limit (until taken or cancelled)
 
@@ -54,8 +55,8 @@ BatchObserver = Callable[[int, int], None]
 
 
 class Batcher:
-    """Worker threads decoding queued sentences in batches. `translate(texts, prefixes, search, attention)` is a
-    Translator's (both engines'); `count_tokens(text)` sizes a sentence for the budget."""
+    """Worker threads decoding queued sentences in batches. `translate(texts, prefixes, search, attention,
+    constraints)` is a Translator's (both engines'); `count_tokens(text)` sizes a sentence for the budget."""
 
     def __init__(self, translate, count_tokens: Callable[[str], int], max_tokens: int, wait_s: float, max_queue: int,
                  on_batch: BatchObserver | None = None, workers: int = 1):
@@ -96,13 +97,15 @@ class Batcher:
         with self._lock:
             self._open -= 1
 
-    def submit(self, texts: list[str], prefixes: list[str], options: Options) -> list[Job]:
+    def submit(self, texts: list[str], prefixes: list[str], options: Options,
+               constraints: list[list[str]] | None = None) -> list[Job]:
         """Queue a request's sentences (all or none); raises Overloaded when the queue cannot take them. Each job's
         `future` gets its n-best list."""
         with self._lock:
             self._requests += 1
             request = self._requests
-        jobs = [Job(text, prefix, options, self.count_tokens(text), request) for text, prefix in zip(texts, prefixes)]
+        jobs = [Job(text, prefix, options, self.count_tokens(text), request, constraints=phrases)
+                for text, prefix, phrases in zip(texts, prefixes, constraints or [[]] * len(texts))]
         with self._lock:
             if self._waiting + len(jobs) > self.max_queue:
                 raise Overloaded(f"the queue holds {self._waiting} sentences; {len(jobs)} more would pass its "
@@ -178,9 +181,11 @@ class Batcher:
     def _decode(self, jobs: list[Job]) -> None:
         options = jobs[0].options
         prefixes = [job.prefix for job in jobs]
+        constraints = [job.constraints for job in jobs]
         try:
             results = self.translate([job.text for job in jobs], prefixes if any(prefixes) else None,
-                                     search=options.search, record_attention=options.attention)
+                                     search=options.search, record_attention=options.attention,
+                                     constraints=constraints if any(constraints) else None)
         except Exception as error:  # noqa: BLE001 - the requests hear of it; the worker goes on
             for job in jobs:
                 job.future.set_exception(error)

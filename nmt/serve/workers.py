@@ -37,8 +37,9 @@ def _start(spec: EngineSpec, threads: int) -> None:
 
 
 def _translate(texts: list[str], prefixes: list[str] | None, search: SearchConfig | None,
-               record_attention: bool | None) -> list[list[Translation]]:
-    return _engine.translate(texts, prefixes, search=search, record_attention=record_attention)
+               record_attention: bool | None, constraints: list[list[str]] | None) -> list[list[Translation]]:
+    return _engine.translate(texts, prefixes, search=search, record_attention=record_attention,
+                             constraints=constraints)
 
 
 def _ready(seconds: float) -> None:
@@ -46,7 +47,7 @@ def _ready(seconds: float) -> None:
 
 
 class ProcessWorkers:
-    """`translate(texts, prefixes, search, record_attention)` run in one of `count` processes."""
+    """`translate(texts, prefixes, search, record_attention, constraints)` run in one of `count` processes."""
 
     def __init__(self, spec: EngineSpec, count: int, threads_each: int):
         # spawn, not fork: a forked child of a process whose OpenMP threads have started can hang
@@ -58,8 +59,9 @@ class ProcessWorkers:
             future.result()
 
     def translate(self, texts: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
-                  record_attention: bool | None = None) -> list[list[Translation]]:
-        return self.pool.submit(_translate, texts, prefixes, search, record_attention).result()
+                  record_attention: bool | None = None,
+                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
+        return self.pool.submit(_translate, texts, prefixes, search, record_attention, constraints).result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
