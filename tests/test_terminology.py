@@ -188,3 +188,94 @@ def test_translate_with_a_constraints_file_and_a_glossary_in_json_and_nbest(trai
             assert all(has(hypothesis["translation"], p) for p in phrases), record
     zebra = len(Vocab_of(trained_checkpoint).encode_target(["zebra"])[0])
     assert f"decoded with a beam of up to {zebra + 1}" in result.stderr.replace("\n", " ")  # its pieces + 1 > 4
+
+
+@pytest.fixture(scope="module")
+def short_output_checkpoint(trained_checkpoint, tmp_path_factory):
+    """The copy model with a learned position table of 12 rows: it can write at most 12 pieces."""
+    from nmt.checkpoint import config_from_payload
+    from nmt.model.transformer import build_model
+
+    payload = load_checkpoint(trained_checkpoint)
+    payload["model_config"].update(learned_positions=True, max_positions=12)
+    weights = build_model(config_from_payload(payload)).state_dict()
+    weights.update(payload["model"])
+    payload["model"] = weights
+    path = tmp_path_factory.mktemp("short") / "short.pt"
+    save_checkpoint(payload, path)
+    return path
+
+
+def refused(*args, input: str = "red dog runs\nblue cat\n") -> str:
+    result = run_nmt(*args, input=input, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+def test_bad_constraint_and_glossary_files_end_in_one_line_naming_file_and_line(trained_checkpoint, tmp_path):
+    checkpoint = ["translate", "--checkpoint", str(trained_checkpoint)]
+    files = {"short.tsv": "dog\n", "long.tsv": "dog\n\ncat\n", "empty.tsv": "dog\ncat\t\tball\n",
+             "notab.tsv": "dog\tHund\ncat Katze\n", "blank.tsv": "dog\t \n", "three.tsv": "dog\tHund\tchien\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert f"{tmp_path / 'short.tsv'} has fewer lines than the input (1 against 2 or more)" in refused(
+        *checkpoint, "--constraints", str(tmp_path / "short.tsv"))
+    assert f"{tmp_path / 'long.tsv'} has more lines than the input (2)" in refused(
+        *checkpoint, "--constraints", str(tmp_path / "long.tsv"))
+    assert f"{tmp_path / 'empty.tsv'}:2: an empty constraint" in refused(
+        *checkpoint, "--constraints", str(tmp_path / "empty.tsv"))
+    assert f"{tmp_path / 'notab.tsv'}:2: expected `source term<TAB>target term`, found no tab" in refused(
+        *checkpoint, "--glossary", str(tmp_path / "notab.tsv"))
+    assert f"{tmp_path / 'blank.tsv'}:1: empty target term" in refused(
+        *checkpoint, "--glossary", str(tmp_path / "blank.tsv"))
+    assert "three.tsv:1: expected `source term<TAB>target term`, found 3 tab-separated fields" in refused(
+        *checkpoint, "--glossary", str(tmp_path / "three.tsv"))
+
+
+def test_a_constraint_longer_than_the_model_can_write_is_refused_naming_the_line(short_output_checkpoint,
+                                                                                tmp_path):
+    constraints = tmp_path / "constraints.tsv"
+    long_phrase = "green bike near the big red ball with a small woman near the water"  # 14 pieces
+    constraints.write_text(f"dog\n{long_phrase}\n", encoding="utf-8")
+    message = refused("translate", "--checkpoint", str(short_output_checkpoint), "--constraints", str(constraints))
+    assert message.startswith(f"error: {constraints}:2: the constraints need 15 pieces with end-of-sentence; "
+                              "this model writes at most 12"), message
+    glossary = tmp_path / "glossary.tsv"
+    glossary.write_text(f"cat\t{long_phrase}\n", encoding="utf-8")
+    message = refused("translate", "--checkpoint", str(short_output_checkpoint), "--glossary", str(glossary))
+    assert "input line 2 (its glossary terms): the constraints need 15 pieces" in message
+    fits = tmp_path / "fits.tsv"
+    fits.write_text("dog\ngreen bike near the big red ball\n", encoding="utf-8")  # 7 pieces + eos: within 12
+    result = run_nmt("translate", "--checkpoint", str(short_output_checkpoint), "--constraints", str(fits),
+                     input="red dog runs\nblue cat\n")
+    assert "green bike near the big red ball" in result.stdout.splitlines()[1]
+
+
+def test_options_that_cannot_honour_constraints_are_refused(trained_checkpoint, tmp_path):
+    constraints = tmp_path / "constraints.tsv"
+    constraints.write_text("dog\tred dog\ncat\n", encoding="utf-8")
+    checkpoint = ["translate", "--checkpoint", str(trained_checkpoint), "--constraints", str(constraints)]
+    assert "not with --sampling" in refused(*checkpoint, "--sampling")
+    assert "--constraints: not with --engine ctranslate2 (CTranslate2 has no constrained search)" in refused(
+        *checkpoint, "--engine", "ctranslate2")
+    assert (f"{constraints}:1: the constraints repeat the pieces \u2581dog, which --no-repeat-ngram-size 1 forbids"
+            in refused(*checkpoint, "--no-repeat-ngram-size", "1"))
+    assert run_nmt(*checkpoint, "--no-repeat-ngram-size", "2", input="red dog runs\nblue cat\n").returncode == 0
+
+
+def test_score_prints_term_accuracy_beside_bleu(tmp_path):
+    files = {"src": "the dog\na cat and a dog\nnothing\n", "ref": "der Hund\neine Katze und ein Hund\nnichts\n",
+             "hyp": "der Hund\neine Mieze und ein Hund\nnichts\n", "glossary": "dog\tHund\ncat\tKatze\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    args = ["score", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp"), "--terms",
+            str(tmp_path / "glossary"), "--source", str(tmp_path / "src")]
+    text = run_nmt(*args).stdout
+    assert "BLEU = " in text and "term accuracy = 66.67 (2 of 3 source-term occurrences" in text
+    assert "the reference: 100.00, 3 of 3" in text
+    report = json.loads(run_nmt(*args, "--json").stdout)
+    assert report["term_accuracy"] == {"score": 66.67, "found": 2, "total": 3, "reference": 100.0,
+                                       "reference_found": 3}
+    assert "--terms and --source go together" in refused(*args[:-2])

@@ -60,10 +60,13 @@ class SmallBatchThreads:
 
     @torch.inference_mode()
     def time_steps(self, counts: tuple[int, ...]) -> dict[int, float]:
-        """Best wall-clock seconds of TIMED_STEPS decoding steps of one 20-piece sentence at each thread count."""
+        """Best wall-clock seconds of TIMED_STEPS decoding steps of one 20-piece sentence at each thread count (both
+        shorter where a learned position table is shorter)."""
         config = self.model.config
         specials = {config.pad_id, config.bos_id, config.eos_id}
-        words = [i for i in range(config.vocab_size) if i not in specials][:19]
+        length = min(20, config.max_positions) if config.learned_positions else 20
+        words = [i for i in range(config.vocab_size) if i not in specials][: length - 1]
+        steps = min(TIMED_STEPS, length)
         source = torch.tensor([words + [config.eos_id]])
         best = {count: float("inf") for count in counts}
         for _ in range(TIMINGS):
@@ -72,7 +75,7 @@ class SmallBatchThreads:
                     started = time.perf_counter()
                     state = self.model.init_state(self.model.encode(source), self.rows_per_sentence)
                     tokens = torch.full((self.rows_per_sentence,), config.bos_id)
-                    for _ in range(TIMED_STEPS):
+                    for _ in range(steps):
                         self.model.decode_step(tokens, state)
                     best[count] = min(best[count], time.perf_counter() - started)
         return best
