@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
 import random
 import re
 import resource
 import time
 from pathlib import Path
+
+from decode_breakdown import cpu_model  # a sibling script: benchmarks/ is on the path when run
 
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -107,7 +108,7 @@ def main() -> None:
     bleu_plain = sacrebleu.corpus_bleu(plain, [refs]).score
     bleu_constrained = sacrebleu.corpus_bleu(constrained, [refs]).score
     record = {
-        "checkpoint": str(args.checkpoint), "cpu": platform.processor() or platform.machine(),
+        "checkpoint": str(args.checkpoint), "cpu": cpu_model(),
         "threads": args.threads, "beam": args.beam, "lenpen": args.lenpen, "max_tokens": args.max_tokens,
         "sentences": len(lines), "of": len(sources), "phrases": phrases,
         "term_use_percent": round(100.0 * used / phrases, 2),

@@ -1034,9 +1034,9 @@ def score_command(
     if (terms is None) != (source is None):
         raise NmtError("--terms and --source go together: term accuracy looks the glossary's source terms up in the "
                        "source")
-    glossary = Glossary.load(terms) if terms is not None else None
     if _dry_run("score", {"references": [str(r) for r in ref], "paper": paper, "paired_bs": paired_bs}):
         return
+    glossary = Glossary.load(terms) if terms is not None else None
     references = [list(read_lines(path)) for path in ref]
     systems = ([(str(path), list(read_lines(path))) for path in hyp] if hyp
                else [("stdin", list(read_text_lines(_stdin())))])
