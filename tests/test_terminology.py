@@ -279,3 +279,19 @@ def test_score_prints_term_accuracy_beside_bleu(tmp_path):
     assert report["term_accuracy"] == {"score": 66.67, "found": 2, "total": 3, "reference": 100.0,
                                        "reference_found": 3}
     assert "--terms and --source go together" in refused(*args[:-2])
+
+
+@pytest.mark.parametrize("settings", [{"precision": "bf16"}, {"ensemble": True}, {"record_attention": True}],
+                         ids=["bf16-autocast", "ensemble", "attention"])
+def test_constraints_hold_under_bf16_autocast_with_an_ensemble_and_with_attention(trained_checkpoint, settings):
+    # bf16 autocast is the GPU path (log-probabilities stay fp32); an ensemble is another DecodingModel
+    checkpoints = [trained_checkpoint]
+    if settings.get("ensemble"):
+        checkpoints.append(sorted(trained_checkpoint.parent.glob("checkpoint_*[0-9].pt"))[0])
+    translator = Translator(checkpoints, SearchConfig(beam=4), "cpu", precision=settings.get("precision", "fp32"),
+                            record_attention=settings.get("record_attention", False))
+    constraints = [["zebra"], ["street bike", "cat"], ["woman"]]
+    for (best,), phrases in zip(translator.translate(LINES[:3], constraints=constraints), constraints):
+        assert all(has(best.text, p) for p in phrases), best.text
+        if settings.get("record_attention"):
+            assert best.attention.shape[1] == len(best.tokens) + 1 and len(best.alignment) == len(best.tokens)
