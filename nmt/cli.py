@@ -681,9 +681,6 @@ def translate_command(
     if constraint_options:
         from nmt.terminology import ConstraintSource, Glossary
 
-        for path in (constraints, glossary):
-            if path is not None and not path.is_file():
-                raise NmtError(f"{path}: no such file")
         constraint_source = ConstraintSource(constraints, Glossary.load(glossary) if glossary else None)
     from nmt.engines import EngineSpec, load_engine
     translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
@@ -751,6 +748,9 @@ def serve_command(
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (see nmt translate).")] = "fp32",
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... Default: cuda if present.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch. Default: PyTorch's.")] = None,
+    glossary: Annotated[Optional[Path], typer.Option(
+        help="A TSV of `source term<TAB>target term` applied to every text of both APIs: where a text holds a "
+             "source term, its target term is a constraint (see nmt translate --glossary).")] = None,
 ) -> None:
     """Serve a model over HTTP: a page to try it at /, the JSON API at /v1/translate, LibreTranslate's API at
     /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches.
@@ -786,8 +786,13 @@ def serve_command(
                          max_request_bytes=max_request_bytes, batch_wait_ms=batch_wait_ms, max_tokens=max_tokens,
                          max_queue=max_queue, workers=workers, worker_processes=worker_processes,
                          timeout_s=timeout, cors_origins=cors_origin or [],
-                         log_requests=log_requests)
+                         log_requests=log_requests, glossary=glossary)
     config.validate()
+    if glossary is not None:
+        if engine != "torch":
+            raise NmtError("--glossary: not with --engine ctranslate2 (CTranslate2 has no constrained search)")
+        from nmt.terminology import Glossary
+        Glossary.load(glossary)  # a bad file ends here, in one line, before the model loads
     if search.beam > max_beam:
         raise NmtError(f"the default beam {search.beam} is above --max-beam {max_beam}")
     if _dry_run("serve", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search,

@@ -48,6 +48,8 @@ class Glossary:
     def load(cls, path: Path) -> "Glossary":
         terms: dict[str, str] = {}
         first_line: dict[str, int] = {}
+        if not Path(path).is_file():
+            raise NmtError(f"{path}: no such file")
         with open(path, "rb") as stream:
             for number, line in enumerate(read_text_lines(stream, str(path)), start=1):
                 if not line.strip() or line.startswith("#"):
@@ -83,6 +85,8 @@ class Glossary:
 def read_constraints(path: Path) -> Iterator[list[str]]:
     """A constraints file, a list of phrases per line; an empty term (two tabs together, a tab at an end) is an
     error naming the file and line."""
+    if not Path(path).is_file():
+        raise NmtError(f"{path}: no such file")
     with open(path, "rb") as stream:
         for number, line in enumerate(read_text_lines(stream, str(path)), start=1):
             if not line.strip():
@@ -100,6 +104,8 @@ class ConstraintSource:
     aligned with the input as it streams."""
 
     def __init__(self, constraints_file: Path | None, glossary: Glossary | None):
+        if constraints_file is not None and not Path(constraints_file).is_file():
+            raise NmtError(f"{constraints_file}: no such file")  # now, before a model loads
         self.constraints_file = constraints_file
         self.glossary = glossary
         self._lines = read_constraints(constraints_file) if constraints_file else None

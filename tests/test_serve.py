@@ -128,6 +128,26 @@ def test_v1_constraints_for_one_text_and_for_each_of_several(server):
     assert "green bike" in first and second == "a big cat" and re.search(r"\bcat\b", third)
 
 
+def test_a_server_glossary_applies_to_both_apis(trained_checkpoint, tmp_path):
+    glossary = tmp_path / "glossary.tsv"
+    glossary.write_text("dog\tzebra\ncat\tgreen bike\n", encoding="utf-8")
+    running = ServerProcess(trained_checkpoint, "--glossary", str(glossary), "--max-beam", "8")
+    try:
+        lt = httpx.post(running.url + "/translate", json={"q": ["red dog runs", "blue ball"], "source": "auto",
+                                                         "target": "tgt"}, timeout=60)
+        assert lt.status_code == 200, lt.text
+        first, second = lt.json()["translatedText"]
+        assert re.search(r"\bzebra\b", first) and second == "blue ball"  # a copying model never writes zebra
+        answer = v1(running, {"text": "a cat", "constraints": ["woman"]}, key=None)
+        assert answer.status_code == 200, answer.text
+        text = answer.json()["translations"][0]["text"]
+        assert "green bike" in text and re.search(r"\bwoman\b", text)  # the request's phrase and the glossary's
+        both = v1(running, {"text": "dog and cat"}, key=None)  # "zebra" (6 pieces), "green bike": a beam of 9 > 8
+        assert both.status_code == 400 and "with the server's glossary terms" in both.json()["error"]
+    finally:
+        assert running.stop() == 0
+
+
 def test_libretranslate_api_in_json_form_and_query(server):
     for request in (dict(json={"q": "green ball", "source": "auto", "target": "tgt", "api_key": KEY}),
                     dict(data={"q": "green ball", "source": "src", "target": "tgt", "api_key": KEY}),
@@ -423,6 +443,8 @@ def test_ctranslate2_engine_serves_and_refuses_what_it_cannot_give(trained_check
     (["--port", "70000"], "--port must be 1-65535"),
     (["--beam", "12"], "the default beam 12 is above --max-beam 8"),
     (["--api-key", " "], "the API key is empty"),
+    (["--glossary", "/nonexistent/glossary.tsv"], "/nonexistent/glossary.tsv: no such file"),
+    (["--engine", "ctranslate2", "--glossary", "g.tsv"], "--glossary: not with --engine ctranslate2"),
 ])
 def test_bad_server_options_end_in_one_line(trained_checkpoint, options, message):
     from conftest import run_nmt

@@ -25,11 +25,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from nmt.config import SearchConfig
+from nmt.data.text import normalize
 from nmt.errors import NmtError
 from nmt.serve.batcher import Batcher, Job, Options, Overloaded
 from nmt.serve.config import ServeConfig
 from nmt.serve.guard import Guard
 from nmt.serve.metrics import Metrics
+from nmt.terminology import Glossary
 from nmt.translate import Engine, Translation
 
 log = logging.getLogger("nmt.serve")
@@ -92,6 +94,7 @@ class Service:
         self.draining = False
         vocab = translator.vocab
         self.check_constraints = getattr(translator, "constraint_pieces", None)
+        self.glossary = Glossary.load(config.glossary) if config.glossary is not None else None
         self.count_target = lambda prefix: vocab.encode_target([prefix])[0] if prefix else []
         self.batcher = Batcher(translate or translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
@@ -137,32 +140,38 @@ class Service:
 
     def constraints(self, given: list[str] | list[list[str]] | None, texts: list[str], prefixes: list[str],
                     options: Options) -> list[list[str]] | None:
-        """A request's constraints, one list of target phrases per text, checked as `nmt translate` checks them
-        (and against --max-beam: a line needs a beam of its constraint pieces + 1)."""
-        if not given:
+        """A request's constraints, one list of target phrases per text, with the server's glossary terms after
+        them, checked as `nmt translate` checks them (and against --max-beam: a text needs a beam of its constraint
+        pieces + 1)."""
+        nested = bool(given) and isinstance(given[0], list)
+        if given and (nested and not all(isinstance(entry, list) for entry in given) or not nested and len(texts) != 1):
+            raise RequestError(400, "constraints must be a list of strings for one text, or a list of lists of "
+                               "strings, one per text")
+        per_text = given if nested else [given or []] * len(texts)
+        if len(per_text) != len(texts):
+            raise RequestError(400, f"constraints has {len(per_text)} entries for {len(texts)} texts")
+        if self.glossary is not None:
+            per_text = [list(dict.fromkeys(list(phrases) + self.glossary.constraints(normalize(text))))
+                        for phrases, text in zip(per_text, texts)]
+        if not any(per_text):
             return None
         if self.engine != "torch":
             raise RequestError(400, "constraints are not available with the ctranslate2 engine (CTranslate2 has no "
                                "constrained search); serve the checkpoint with --engine torch")
         if options.search.sampling:
             raise RequestError(400, "constraints need beam search: this server samples")
-        nested = isinstance(given[0], list)
-        if nested and not all(isinstance(entry, list) for entry in given) or not nested and len(texts) != 1:
-            raise RequestError(400, "constraints must be a list of strings for one text, or a list of lists of "
-                               "strings, one per text")
-        per_text = given if nested else [given]
-        if len(per_text) != len(texts):
-            raise RequestError(400, f"constraints has {len(per_text)} entries for {len(texts)} texts")
         for index, (phrases, prefix) in enumerate(zip(per_text, prefixes)):
-            where = f"constraints[{index}]" if nested else "constraints"
+            where = f"constraints[{index}]" if len(texts) > 1 else "constraints"
             try:
                 pieces = self.check_constraints(phrases, options.search, len(self.count_target(prefix)))
             except NmtError as error:
                 raise RequestError(400, f"{where}: {getattr(error, 'message', error)}") from None
             beam = sum(len(p) for p in pieces) + 1
             if beam > self.config.max_beam:
-                raise RequestError(400, f"{where}: {beam - 1} constraint pieces need a beam of {beam}, above this "
-                                   f"server's limit of {self.config.max_beam} (--max-beam)")
+                raise RequestError(400, f"{where}: {beam - 1} constraint pieces"
+                                   + (" (with the server's glossary terms)" if self.glossary else "")
+                                   + f" need a beam of {beam}, above this server's limit of {self.config.max_beam} "
+                                   "(--max-beam)")
         return [list(phrases) for phrases in per_text]
 
     def check_texts(self, texts: list[str], what: str = "text") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nmt.errors import NmtError
 
@@ -28,6 +29,7 @@ class ServeConfig:
     cors_origins: list[str] = field(default_factory=list)  # none: cross-origin requests are not allowed
     log_requests: bool = False  # request text and query strings in the log (off: method, path, status, time)
     graceful_shutdown_s: float = 30.0  # after SIGTERM, how long in-flight requests may take
+    glossary: Path | None = None  # source term -> target term, applied to every text (nmt.terminology.Glossary)
 
     def validate(self) -> None:
         for name in ("max_beam", "max_nbest", "max_sentences", "max_characters", "max_request_bytes", "max_tokens",

@@ -97,7 +97,9 @@ def translate_route(service):
         service.check_texts(texts, "q")
         nbest = alternatives + 1
         options = service.options(max(service.search.beam, nbest) if nbest > 1 else None, nbest, None, False)
-        results = await service.translate(request, texts, [""] * len(texts), options)
+        prefixes = [""] * len(texts)
+        results = await service.translate(request, texts, prefixes, options,
+                                          service.constraints(None, texts, prefixes, options))
         translated = [translations[0].text for translations in results]
         answer: dict = {"translatedText": translated if batch else translated[0]}
         if alternatives:
