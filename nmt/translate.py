@@ -197,7 +197,7 @@ class Translator:
     def word_continuations(self) -> torch.Tensor:
         """(V,) the target pieces that continue a word: no word-start marker, a letter or digit first."""
         pieces = [self.vocab.target.piece(i) for i in range(self.vocab.target_size)]
-        size = self.model.config.vocab_size
+        size = self.model.config.target_vocab_size or self.model.config.vocab_size
         mask = [bool(p) and p[0] != "\u2581" and (p[0].isalnum() or p[0] == "_") for p in pieces][:size]
         return torch.tensor(mask + [False] * (size - len(mask)), device=self.device)
 
@@ -214,6 +214,11 @@ class Translator:
         pieces = self.vocab.encode_target(texts) if all(texts) else []
         if not all(pieces) or len(pieces) != len(texts):
             raise ConstraintError(index, "an empty constraint")
+        unknown = self.vocab.target.unk_id
+        for text, ids in zip(texts, pieces):
+            if unknown in ids:  # it would be written as the unknown piece, not as the term
+                raise ConstraintError(index, f"the constraint {text!r} has characters the model's target vocabulary "
+                                             "cannot write")
         if search.no_repeat_ngram_size and (ngram := repeated_ngram(pieces, search.no_repeat_ngram_size)):
             shown = " ".join(map(self.vocab.target.piece, ngram))
             raise ConstraintError(index, f"the constraints repeat the pieces {shown}, which --no-repeat-ngram-size "

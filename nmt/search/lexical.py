@@ -177,7 +177,6 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     scores[:, 0] = 0.0
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     nth_best = torch.full((batch_size,), float("-inf"), device=device)
-    proposals = min(2 * beam, model_config.vocab_size)
     slots = torch.arange(beam, device=device)
 
     step = 0
@@ -198,6 +197,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
 
         # Candidates of each hypothesis: its 2k most likely pieces and the pieces that advance its constraints.
         row_beams = sentence_beams.repeat_interleave(beam)  # (R,)
+        proposals = min(2 * beam, logprobs.shape[1])
         likely = logprobs.topk(proposals, dim=1).indices  # (R, 2K)
         if beam * 2 > proposals or bool((sentence_beams < beam).any()):
             likely = likely.masked_fill(torch.arange(proposals, device=device)[None, :] >= 2 * row_beams[:, None],
