@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import string
 import sys
 import time
@@ -130,11 +131,31 @@ def decoding_speed(checkpoint: Path, source: Path, args) -> dict:
         torch.cuda.synchronize(translator.device)
     seconds = time.perf_counter() - started
     diagnosis = decoding_diagnosis(translator, lines, args.out) if args.profile else {}
-    return {**diagnosis, "sentences": len(lines), "beam": 4, "precision": args.decode_precision,
+    constrained = constrained_speed(translator, lines, source.with_suffix(".tgt"), seconds)
+    return {**diagnosis, **constrained, "sentences": len(lines), "beam": 4, "precision": args.decode_precision,
             "max_tokens": args.decode_max_tokens, "sentences_per_s": round(len(lines) / seconds, 1),
             "target_pieces_per_s": round(sum(len(t[0].tokens) + 1 for t in outputs) / seconds),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated(translator.device) / 2 ** 30, 1)
             if translator.device.type == "cuda" else None}
+
+
+def constrained_speed(translator, lines: list[str], references: Path, unconstrained_s: float) -> dict:
+    """The same lines with one constraint each, a word of the line's reference (the second, or the first): the
+    constrained search's sentences/s against the unconstrained run's, and the share of constraints used."""
+    words = [line.split() for line in references.read_text().splitlines()[: len(lines)]]
+    constraints = [[w[1] if len(w) > 1 else w[0]] if w else [] for w in words]
+    if translator.device.type == "cuda":
+        torch.cuda.synchronize(translator.device)
+    started = time.perf_counter()
+    outputs = translator.translate(lines, constraints=constraints)
+    if translator.device.type == "cuda":
+        torch.cuda.synchronize(translator.device)
+    seconds = time.perf_counter() - started
+    used = sum(all(re.search(rf"(?<!\w){re.escape(p)}(?!\w)", t[0].text) for p in c)
+               for t, c in zip(outputs, constraints) if c)
+    return {"constrained_sentences_per_s": round(len(lines) / seconds, 1),
+            "constrained_speed_ratio": round(unconstrained_s / seconds, 3),
+            "constraints_used": f"{used} of {sum(1 for c in constraints if c)}"}
 
 
 def decoding_diagnosis(translator, lines: list[str], out: Path) -> dict:

@@ -3,7 +3,7 @@
 # transformer_big, bf16, batches of about 25,000 tokens, 6 per update (the preset's --update-freq), 300 updates on
 # synthetic data.
 # Prints target tokens/s, MFU against the GPU's measured bf16 matmul peak, peak memory, and decoding sentences/s
-# (beam 4, bf16, 500 sentences); writes them to
+# (beam 4, bf16, 500 sentences; and with a constraint per sentence, against it); writes them to
 # $OUT/gpu_check.json (OUT defaults to /tmp/gpu-check). Extra arguments go to benchmarks/gpu_check.py.
 #
 #   bash benchmarks/gpu_check.sh                      # on the GPU machine, from the repository root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from nmt.vocab import Vocab
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")  # SentencePiece's byte fallback
 # fp32 decoding on a CPU multiplies by weights packed for oneDNN (nmt.model.packed); a switch for A/B benchmarks.
 PACK_FOR_CPU = True
 # On CUDA, attention through cuDNN as well (nmt.device.attention_kernels); a switch for A/B benchmarks.
@@ -195,10 +197,12 @@ class Translator:
 
     @functools.cached_property
     def word_continuations(self) -> torch.Tensor:
-        """(V,) the target pieces that continue a word: no word-start marker, a letter or digit first."""
+        """(V,) the target pieces that continue a word: no word-start marker and a letter or digit first, or a byte
+        of byte fallback (`<0xC3>`: alone it cannot say whether its character is a letter, and it glues on)."""
         pieces = [self.vocab.target.piece(i) for i in range(self.vocab.target_size)]
         size = self.model.config.target_vocab_size or self.model.config.vocab_size
-        mask = [bool(p) and p[0] != "\u2581" and (p[0].isalnum() or p[0] == "_") for p in pieces][:size]
+        mask = [bool(p) and p[0] != "\u2581" and (p[0].isalnum() or p[0] == "_" or bool(BYTE_PIECE.fullmatch(p)))
+                for p in pieces][:size]
         return torch.tensor(mask + [False] * (size - len(mask)), device=self.device)
 
     def constraint_pieces(self, phrases: list[str], search: SearchConfig, prefix_length: int = 0,

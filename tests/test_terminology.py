@@ -98,10 +98,13 @@ def test_a_forced_prefix_and_constraints_together(translator):
 
 
 def test_the_piece_after_a_completed_constraint_may_not_continue_its_word(translator):
-    # Which pieces continue a word: no word-start marker, a letter first ("s" after "ball" would write "balls").
+    # Which pieces continue a word: no word-start marker and a letter first ("s" after "ball" would write "balls"),
+    # or a byte of byte fallback ("<0xC3>"), which glues onto the word whatever character it begins.
     mask, piece = translator.word_continuations, translator.vocab.target.piece
     continuing = [piece(i) for i in range(len(mask)) if mask[i]]
-    assert continuing and not any(p.startswith("\u2581") or not p[0].isalnum() for p in continuing)
+    letters = [p for p in continuing if not p.startswith("<0x")]
+    assert letters and not any(p.startswith("\u2581") or not p[0].isalnum() for p in letters)
+    assert "<0xC3>" in continuing and "." not in continuing and "\u2581" not in continuing
     assert not mask[translator.vocab.encode_target(["ball"])[0][0]]
     # The rule itself, on the real model: mark "▁the" as continuing a word, and "near" may no longer precede it.
     vocab = translator.vocab
