@@ -407,6 +407,11 @@ def test_page_in_a_real_browser(server, width):
         assert driver.find_elements(By.CSS_SELECTOR, "#attention .col.active")  # hover: its source pieces light up
         # nothing but the attention grid (which scrolls itself) is wider than the window
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        # terms: each must appear (the copying model never writes "woman" for this sentence on its own)
+        driver.find_element(By.ID, "terms").send_keys("woman; green bike")
+        driver.find_element(By.ID, "translate").click()
+        WebDriverWait(driver, 60).until(lambda d: "woman" in d.find_element(By.ID, "translation").text)
+        assert "green bike" in driver.find_element(By.ID, "translation").text
         driver.find_element(By.ID, "key").clear()
         driver.find_element(By.ID, "key").send_keys("wrong")
         driver.find_element(By.ID, "translate").click()

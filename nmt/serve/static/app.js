@@ -19,6 +19,7 @@ form.addEventListener("submit", async event => {
   if (!text) { say("Type something to translate.", true); return; }
   const beam = Number(document.getElementById("beam").value);
   const nbest = Math.min(Number(document.getElementById("nbest").value), beam);
+  const constraints = document.getElementById("terms").value.split(";").map(t => t.trim()).filter(t => t);
   const headers = {"Content-Type": "application/json"};
   const key = document.getElementById("key").value;
   if (key) headers["Authorization"] = `Bearer ${key}`;
@@ -27,7 +28,7 @@ form.addEventListener("submit", async event => {
   say("Translating…");
   try {
     const response = await fetch("v1/translate", {method: "POST", headers,
-      body: JSON.stringify({text, beam, nbest, attention: true})});
+      body: JSON.stringify({text, beam, nbest, attention: true, ...(constraints.length ? {constraints} : {})})});
     const answer = await response.json();
     if (!response.ok) { say(answer.error || `error ${response.status}`, true); return; }
     last = answer.translations[0];
