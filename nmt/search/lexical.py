@@ -145,7 +145,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     beams: each row's beam (default config.beam), at least its constraint pieces + 1 so that every bank has a place.
         Rows with different beams share a batch: each sentence gets max(beams) hypothesis rows and uses its own
         beam of them, so it decodes as it would alone.
-    word_continuations: (V,) True for pieces that continue a word (no word-start marker, a letter or digit first):
+    word_continuations: (V,) True for pieces that continue a word (`nmt.translate.Translator.word_continuations`):
         forbidden right after a phrase is completed, so that a constraint "Zaun" is not written as "Zauns".
     The length limit of a row grows to hold its constraint pieces, its forced prefix and eos."""
     model_config = model.config
@@ -199,7 +199,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         row_beams = sentence_beams.repeat_interleave(beam)  # (R,)
         proposals = min(2 * beam, logprobs.shape[1])
         likely = logprobs.topk(proposals, dim=1).indices  # (R, 2K)
-        if beam * 2 > proposals or bool((sentence_beams < beam).any()):
+        if bool((sentence_beams < beam).any()):  # a sentence of a narrower beam proposes its own 2k
             likely = likely.masked_fill(torch.arange(proposals, device=device)[None, :] >= 2 * row_beams[:, None],
                                         NO_PIECE)
         advancing = advancing_pieces(phrase_state, row_pieces)  # (R, P)
