@@ -225,6 +225,11 @@ def test_bad_constraint_and_glossary_files_end_in_one_line_naming_file_and_line(
         (tmp_path / name).write_text(text, encoding="utf-8")
     assert f"{tmp_path / 'short.tsv'} has fewer lines than the input (1 against 2 or more)" in refused(
         *checkpoint, "--constraints", str(tmp_path / "short.tsv"))
+    # found after the first window was translated: an --output file appears whole or not at all
+    output = tmp_path / "out.txt"
+    assert "has fewer lines than the input" in refused(*checkpoint, "--constraints", str(tmp_path / "short.tsv"),
+                                                       "--buffer-size", "1", "--output", str(output))
+    assert not output.exists() and not (tmp_path / ".out.txt.tmp").exists()
     assert f"{tmp_path / 'long.tsv'} has more lines than the input (2)" in refused(
         *checkpoint, "--constraints", str(tmp_path / "long.tsv"))
     assert f"{tmp_path / 'empty.tsv'}:2: an empty constraint" in refused(
