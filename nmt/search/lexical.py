@@ -119,13 +119,14 @@ def advance(state: PhraseState, tokens: Tensor, pieces: Tensor, lengths: Tensor)
     return met, current, progress, bank, completes
 
 
-def round_robin_order(scores: Tensor, banks: Tensor, totals: Tensor) -> Tensor:
+def round_robin_order(scores: Tensor, banks: Tensor, totals: Tensor, bank_count: int | None = None) -> Tensor:
     """(n, N) candidate positions in the order dynamic beam allocation fills the beam: the best of each bank, fullest
     bank first, then the second best of each, ...; candidates with a score of -inf last. scores, banks: (n, N);
-    totals (n,): the full bank of each sentence."""
+    totals (n,): the full bank of each sentence; bank_count: more than any of them (default: computed, a device
+    synchronisation that a caller can do once instead of at every step)."""
     by_score = scores.argsort(dim=1, descending=True, stable=True)
     banks_sorted = banks.gather(1, by_score)
-    bank_count = int(totals.max()) + 1
+    bank_count = bank_count or int(totals.max()) + 1
     seen = torch.nn.functional.one_hot(banks_sorted, bank_count).cumsum(dim=1)  # (n, N, banks)
     rank = seen.gather(2, banks_sorted[..., None])[..., 0]  # 1 for the best of its bank
     key = (rank - 1) * bank_count + (totals[:, None] - banks_sorted)
@@ -152,12 +153,14 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     pad, bos, eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
     device = src_tokens.device
     batch_size = src_tokens.shape[0]
-    sentence_beams = torch.tensor(beams or [config.beam] * batch_size, device=device)  # (n,)
-    beam = int(sentence_beams.max())  # hypothesis rows per sentence
+    beam_list = beams or [config.beam] * batch_size  # kept on the host too: read at every step
+    sentence_beams = torch.tensor(beam_list, device=device)  # (n,)
+    beam = max(beam_list)  # hypothesis rows per sentence
     finish_after = config.beam  # finished hypotheses a sentence collects: the beam asked for, not the grown one
     config = dataclasses.replace(config, beam=beam)
     table = PhraseTable.build(phrases, device)
     totals = table.totals  # (n,)
+    bank_count = int(totals.max()) + 1  # banks 0..the largest full bank, for the whole search
     max_lengths = step_constraints.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
                                                model_config.max_positions if model_config.learned_positions else None)
     prefix = step_constraints.pad_prefixes(prefixes, pad, device)
@@ -199,7 +202,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         row_beams = sentence_beams.repeat_interleave(beam)  # (R,)
         proposals = min(2 * beam, logprobs.shape[1])
         likely = logprobs.topk(proposals, dim=1).indices  # (R, 2K)
-        if bool((sentence_beams < beam).any()):  # a sentence of a narrower beam proposes its own 2k
+        if min(beam_list) < beam:  # a sentence of a narrower beam proposes its own 2k
             likely = likely.masked_fill(torch.arange(proposals, device=device)[None, :] >= 2 * row_beams[:, None],
                                         NO_PIECE)
         advancing = advancing_pieces(phrase_state, row_pieces)  # (R, P)
@@ -217,7 +220,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
 
         width = candidates.shape[1]
         order = round_robin_order(candidate_scores.view(active, beam * width), bank.view(active, beam * width),
-                                  totals)  # (n, K*C)
+                                  totals, bank_count)  # (n, K*C)
         cand_scores = candidate_scores.view(active, -1).gather(1, order)
         cand_tokens = candidates.view(active, -1).gather(1, order)
         cand_beams = order // width
@@ -234,7 +237,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         with_attention = torch.cat([attention, step_attention], dim=1) if attention is not None else step_attention
         done = _finalize(ending_scores, ending // width, candidates.view(active, -1).gather(1, ending), tokens,
                          sentence_ids, finished, config, eos, length, with_attention, nth_best,
-                         sentence_beams.clamp(max=finish_after).tolist())
+                         [min(b, finish_after) for b in beam_list])
         done = done | _end_at_limit(at_limit, tokens, sentence_ids, finished, beam, with_attention)
 
         # The first k candidates in round-robin order that do not end the sentence go on.
@@ -255,6 +258,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
             rows, next_tokens, scores = rows[keep], next_tokens[keep], scores[keep]
             sentence_ids, max_lengths, totals = sentence_ids[keep], max_lengths[keep], totals[keep]
             sentence_beams = sentence_beams[keep]
+            beam_list = [b for b, kept_one in zip(beam_list, keep.tolist()) if kept_one]
             kept = torch.nonzero(keep)[:, 0]
             table = table.select(kept)
             row_pieces, row_lengths = (t.repeat_interleave(beam, dim=0) for t in (table.pieces, table.lengths))
