@@ -193,7 +193,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         step_constraints.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced,
                                     pad, bos, eos)
         all_met = phrase_state.met.all(dim=1) & phrase_state.progress.eq(0)
-        logprobs[~all_met, eos] = float("-inf")  # no ending before every phrase is written
+        logprobs[:, eos].masked_fill_(~all_met, float("-inf"))  # no ending before every phrase is written
         if word_continuations is not None and just_met.any():
             rows_after = just_met.nonzero()[:, 0]  # only these rows: a pass over all of them costs milliseconds
             logprobs[rows_after] = logprobs[rows_after].masked_fill(word_continuations, float("-inf"))
