@@ -300,12 +300,14 @@ def test_concurrent_clients_get_what_decoding_alone_gives(server, trained_checkp
 def test_full_queue_deadline_and_disconnect(trained_checkpoint):
     """One sentence at a time (--max-tokens 1) and a long one first (--min-len: seconds to decode), so that the
     others wait behind it."""
+    # The long sentence must outlast the queued one's deadline (~2.7 s in) on any CPU: about 10 s on an AMD EPYC
+    # VM at beam 32 (at beam 16, under 5 s there, a faster CPU once finished it in time to serve the queued one).
     slow = ServerProcess(trained_checkpoint, "--max-tokens", "1", "--max-queue", "2", "--max-sentences", "2",
-                         "--timeout", "2", "--max-beam", "16", "--min-len", "750")
+                         "--timeout", "2", "--max-beam", "32", "--min-len", "750")
     try:
         long_text = " ".join(["red dog runs near the big water"] * 110)  # ~770 pieces
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            blocker = pool.submit(httpx.post, slow.url + "/v1/translate", json={"text": long_text, "beam": 16},
+            blocker = pool.submit(httpx.post, slow.url + "/v1/translate", json={"text": long_text, "beam": 32},
                                   timeout=60)
             time.sleep(0.5)  # the worker is on it
             leaver = pool.submit(httpx.post, slow.url + "/v1/translate", json={"text": "red dog"}, timeout=0.5)
