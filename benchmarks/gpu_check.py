@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import string
 import sys
 import time
@@ -151,8 +150,9 @@ def constrained_speed(translator, lines: list[str], references: Path, unconstrai
     if translator.device.type == "cuda":
         torch.cuda.synchronize(translator.device)
     seconds = time.perf_counter() - started
-    used = sum(all(re.search(rf"(?<!\w){re.escape(p)}(?!\w)", t[0].text) for p in c)
-               for t, c in zip(outputs, constraints) if c)
+    from nmt.terminology import term_pattern
+
+    used = sum(all(term_pattern([p]).search(t[0].text) for p in c) for t, c in zip(outputs, constraints) if c)
     return {"constrained_sentences_per_s": round(len(lines) / seconds, 1),
             "constrained_speed_ratio": round(unconstrained_s / seconds, 3),
             "constraints_used": f"{used} of {sum(1 for c in constraints if c)}"}

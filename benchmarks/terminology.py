@@ -57,7 +57,10 @@ def draw_constraints(reference: str, hypothesis: str, rng: random.Random) -> lis
 
 
 def contains(text: str, phrase: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+    """On word boundaries, as `nmt score --terms` looks terms up."""
+    from nmt.terminology import term_pattern
+
+    return term_pattern([phrase]).search(text) is not None
 
 
 def main() -> None:

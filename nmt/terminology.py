@@ -29,7 +29,7 @@ class ConstraintError(NmtError):
         self.index, self.message = index, message
 
 
-def _term_pattern(terms: Iterable[str]) -> re.Pattern:
+def term_pattern(terms: Iterable[str]) -> re.Pattern:
     """Any of `terms` between word boundaries, the longest first where two start at the same place."""
     alternatives = "|".join(re.escape(term) for term in sorted(set(terms), key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
@@ -42,7 +42,7 @@ class Glossary:
     terms: dict[str, str]
 
     def __post_init__(self):
-        self._pattern = _term_pattern(self.terms) if self.terms else None
+        self._pattern = term_pattern(self.terms) if self.terms else None
 
     @classmethod
     def load(cls, path: Path) -> "Glossary":
@@ -168,7 +168,7 @@ def term_accuracy(glossary: Glossary, sources: list[str], outputs: list[str]) ->
     for source, output in zip(sources, outputs):
         for term, count in glossary.occurrences(normalize(source)).items():
             target = glossary.terms[term]
-            pattern = patterns.setdefault(target, _term_pattern([target]))
+            pattern = patterns.setdefault(target, term_pattern([target]))
             found += min(count, len(pattern.findall(normalize(output))))
             total += count
     return TermAccuracy(found, total)

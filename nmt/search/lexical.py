@@ -199,10 +199,10 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
             logprobs[rows_after] = logprobs[rows_after].masked_fill(word_continuations, float("-inf"))
 
         # Candidates of each hypothesis: its 2k most likely pieces and the pieces that advance its constraints.
-        row_beams = sentence_beams.repeat_interleave(beam)  # (R,)
         proposals = min(2 * beam, logprobs.shape[1])
         likely = logprobs.topk(proposals, dim=1).indices  # (R, 2K)
         if min(beam_list) < beam:  # a sentence of a narrower beam proposes its own 2k
+            row_beams = sentence_beams.repeat_interleave(beam)  # (R,)
             likely = likely.masked_fill(torch.arange(proposals, device=device)[None, :] >= 2 * row_beams[:, None],
                                         NO_PIECE)
         advancing = advancing_pieces(phrase_state, row_pieces)  # (R, P)
