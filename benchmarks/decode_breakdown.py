@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from step_breakdown import OpTimer, ops_per_unit, print_ops, record_result  # noqa: E402
 from nmt.config import SearchConfig  # noqa: E402
-from nmt.translate import Translator  # noqa: E402
+from nmt.engines.pytorch import Translator  # noqa: E402
 
 # A linear layer reaches the dispatcher as `linear` in inference mode, as oneDNN's `_linear_pointwise` with packed
 # weights (nmt.model.packed), and as mm/addmm otherwise.

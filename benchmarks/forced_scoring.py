@@ -59,7 +59,7 @@ def read_pairs(count: int) -> tuple[list[str], list[str]]:
 def worker(checkpoint: Path, pairs: int, repeats: int, max_tokens: int) -> dict:
     import torch
 
-    from nmt.forced import ForcedScorer
+    from nmt.logprob import ForcedScorer
 
     torch.set_num_threads(THREADS)
     sources, targets = read_pairs(pairs)

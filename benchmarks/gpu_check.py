@@ -114,7 +114,7 @@ def decoding_speed(checkpoint: Path, source: Path, args) -> dict:
     """`nmt translate`'s beam search on the trained model: sentences/s at beam 4 under --decode-precision, after a
     warm-up (the model is barely trained, so outputs run long: a speed figure, not a quality one)."""
     from nmt.config import SearchConfig
-    from nmt.translate import Translator
+    from nmt.engines.pytorch import Translator
 
     lines = source.read_text().splitlines()[: args.decode_sentences]
     translator = Translator(checkpoint, SearchConfig(beam=4, max_len_a=1.0, max_len_b=10,
@@ -166,15 +166,15 @@ def decoding_diagnosis(translator, lines: list[str], out: Path) -> dict:
 
     from torch.profiler import ProfilerActivity, profile
 
-    import nmt.translate
+    import nmt.engines.pytorch
 
-    nmt.translate.CUDNN_ATTENTION = True  # the A/B: attention through cuDNN as well, as torch chooses by default
+    nmt.engines.pytorch.CUDNN_ATTENTION = True  # the A/B: attention through cuDNN as well, as torch chooses by default
     started = time.perf_counter()
     translator.translate(lines)
     if translator.device.type == "cuda":
         torch.cuda.synchronize(translator.device)
     with_cudnn = time.perf_counter() - started
-    nmt.translate.CUDNN_ATTENTION = False
+    nmt.engines.pytorch.CUDNN_ATTENTION = False
     model = translator.model
     steps = 0
     decode_step = model.decode_step

@@ -45,7 +45,7 @@ def model_worker(checkpoint: str, lines: list[str], threads: int) -> dict:
 
     sys.path.insert(0, str(REPO))
     from nmt.config import SearchConfig
-    from nmt.translate import Translator
+    from nmt.engines.pytorch import Translator
 
     torch.set_num_threads(threads)
     translator = Translator(Path(checkpoint), SearchConfig(beam=4, lenpen=0.6), device="cpu")

@@ -79,7 +79,7 @@ def main() -> None:
     import torch
 
     from nmt.config import SearchConfig
-    from nmt.translate import Translator
+    from nmt.engines.pytorch import Translator
 
     torch.set_num_threads(args.threads)
     sources = read(MULTI30K / "test_2016_flickr.en.gz")[: args.limit]

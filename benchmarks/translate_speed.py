@@ -52,10 +52,10 @@ def worker(engine: str, precision: str, model: Path, source: Path, reference: Pa
     quantize = "int8" if precision == "int8" else None
     started = time.perf_counter()
     if engine == "torch":
-        from nmt.translate import Translator
+        from nmt.engines.pytorch import Translator
         translator = Translator(model, search, "cpu", max_tokens, quantize=quantize)
     else:
-        from nmt.export.ctranslate2 import CTranslate2Translator
+        from nmt.engines.ctranslate2 import CTranslate2Translator
         translator = CTranslate2Translator(model, search, "cpu", max_tokens, quantize, threads)
     load_s = time.perf_counter() - started
     lines = source.read_text(encoding="utf-8").splitlines()

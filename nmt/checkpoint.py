@@ -156,6 +156,32 @@ def describe_missing_checkpoint(path: Path) -> str:
     return f"{path} is a folder holding no checkpoint (*.pt): name a checkpoint file"
 
 
+DEFAULT_SAVE_DIR = Path("checkpoints")  # `nmt train --save-dir`'s default, where translate and serve look
+
+
+def default_checkpoint() -> Path:
+    """The checkpoint a command uses when none is named: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt
+    (both written by the README's job)."""
+    for candidate in (DEFAULT_SAVE_DIR / "averaged.pt", DEFAULT_SAVE_DIR / "checkpoint_best.pt"):
+        if candidate.is_file():
+            return candidate
+    raise NmtError("no --checkpoint given and neither checkpoints/averaged.pt nor checkpoints/checkpoint_best.pt "
+                   "exists")
+
+
+def load_vocabulary(path: Path) -> Vocab:
+    """The vocabulary `nmt prepare --vocab` names: a SentencePiece model file, or the vocabulary an nmt checkpoint
+    carries (an imported model's: both its SentencePiece models and its table of pieces)."""
+    if not path.is_file():
+        raise NmtError(f"--vocab {path}: file not found")
+    if zipfile.is_zipfile(path):  # torch.save's format: a checkpoint
+        return vocab_from_payload(load_checkpoint(path), path)
+    try:
+        return Vocab.from_bytes(path.read_bytes())
+    except NmtError as error:
+        raise NmtError(f"--vocab {path}: neither a SentencePiece model nor an nmt checkpoint ({error})") from None
+
+
 def make_payload(model: Transformer, vocab: Vocab, train_config, src: str, tgt: str, update: int, epoch: int,
                  **extra) -> dict:
     return {

@@ -9,6 +9,8 @@ import torch
 
 from nmt.errors import NmtError
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # what --precision takes
+
 
 def pick_device(name: str | None = None) -> torch.device:
     if not name:

@@ -20,7 +20,7 @@ from nmt.config import SearchConfig
 from nmt.data.binary import load_manifest
 from nmt.data.text import read_lines
 from nmt.errors import NmtError
-from nmt.translate import Translator
+from nmt.engines.pytorch import Translator
 
 STYLES = ("gnmt", "length")
 
@@ -82,3 +82,24 @@ def store_settings(checkpoint: Path, settings: dict) -> None:
     payload = load_checkpoint(checkpoint)
     payload["search"] = settings
     save_checkpoint(payload, checkpoint)
+
+
+def parse_grid(lenpens: str, beams: str) -> tuple[list[float], list[int]]:
+    """`nmt tune --lenpen 0.2,0.6 --beam 4,8` as the lists to try, checked: finite penalties, beams of at least 1."""
+    alphas = _number_list(lenpens, float, "--lenpen")
+    beam_sizes = _number_list(beams, int, "--beam")
+    if any(b < 1 for b in beam_sizes):
+        raise NmtError("--beam sizes must be at least 1")
+    if any(a != a or a in (float("inf"), float("-inf")) for a in alphas):
+        raise NmtError("--lenpen values must be finite numbers")
+    return alphas, beam_sizes
+
+
+def _number_list(text: str, kind, option: str) -> list:
+    try:
+        values = [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise NmtError(f"{option}: a comma-separated list of numbers, got {text!r}") from None
+    if not values:
+        raise NmtError(f"{option}: give at least one value")
+    return values

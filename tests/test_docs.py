@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import SHARED_MULTI30K, requires_multi30k, write_copy_corpus
 from nmt.cli import app
-from nmt.reference import command_reference
+from nmt.cli.command_reference import command_reference
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
@@ -23,7 +23,7 @@ DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
 
 def test_the_command_reference_is_in_sync_with_the_app():
     committed = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
-    assert committed == command_reference(), "run: python -m nmt.reference > docs/commands.md"
+    assert committed == command_reference(), "run: python -m nmt.cli.command_reference > docs/commands.md"
 
 
 def documented_commands() -> list[tuple[str, str]]:

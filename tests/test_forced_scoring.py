@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from conftest import run_nmt
 from nmt.checkpoint import load_model
-from nmt.forced import ForcedScorer
+from nmt.logprob import ForcedScorer
 from nmt.search.beam import length_penalty
-from nmt.translate import Translator
+from nmt.engines.pytorch import Translator
 
 SOURCES = ["red dog runs", "the small cat plays with a ball near the water", "a man", "blue bike street",
            "the big woman jumps"]

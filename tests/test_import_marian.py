@@ -12,7 +12,7 @@ from conftest import requires_multi30k, run_nmt
 from marian_models import build_marian, multi30k_lines
 from nmt.checkpoint import load_model
 from nmt.config import SearchConfig
-from nmt.translate import Translator
+from nmt.engines.pytorch import Translator
 
 pytestmark = requires_multi30k
 transformers = pytest.importorskip("transformers")
@@ -160,7 +160,7 @@ def test_an_imported_model_exports_back_to_the_weights_it_came_from(marian, vari
 @pytest.mark.parametrize("variant", ["opus-mt", "multilingual"])
 def test_an_imported_model_decodes_in_ctranslate2_to_transformers_greedy_outputs(marian, variant, tmp_path):
     pytest.importorskip("ctranslate2")
-    from nmt.export.ctranslate2 import CTranslate2Translator
+    from nmt.engines.ctranslate2 import CTranslate2Translator
 
     folder, checkpoint = marian(variant)
     run_nmt("export", "ctranslate2", str(checkpoint), str(tmp_path / "ct2"))

@@ -193,7 +193,7 @@ def test_the_attention_plot_has_a_colour_bar_and_labelled_axes(trained_checkpoin
     import matplotlib.pyplot as plt
 
     from nmt.plot import attention_figure
-    from nmt.translate import Translator
+    from nmt.engines.pytorch import Translator
 
     translation = Translator(trained_checkpoint, record_attention=True).translate(["red dog runs"])[0][0]
     figure = attention_figure(translation, "line 1")

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.data.batching import make_batches
-from nmt.translate import Translator, format_translations
+from nmt.engines.pytorch import Translator
+from nmt.output_formats import format_translations
 
 # Any text a line may hold: every Unicode category (controls, combining marks, other scripts, surrogates excluded
 # as they cannot be UTF-8), with '\n' left out since it ends a line; '\r', '\u2028' and friends stay in.

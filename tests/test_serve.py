@@ -274,7 +274,7 @@ def test_page_is_served_offline(server):
 def test_concurrent_clients_get_what_decoding_alone_gives(server, trained_checkpoint):
     """16 clients x 25 requests of test_2016_flickr lines, all answered; each answer what the line gives alone."""
     from nmt.config import SearchConfig
-    from nmt.translate import Translator
+    from nmt.engines.pytorch import Translator
 
     with gzip.open(SHARED_MULTI30K / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as lines:
         sentences = [line.strip() for _, line in zip(range(400), lines)]

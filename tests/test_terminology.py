@@ -14,7 +14,7 @@ from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.config import SearchConfig
 from nmt.search.lexical import PhraseState, PhraseTable, advance, constrained_beam_search, round_robin_order
 from nmt.terminology import Glossary, term_accuracy
-from nmt.translate import Translator, beam_groups
+from nmt.engines.pytorch import Translator, beam_groups
 
 from conftest import run_nmt
 

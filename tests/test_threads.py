@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nmt.config import SearchConfig
-from nmt.search.threads import SMALL_BATCH_SENTENCES, SmallBatchThreads, cpu_threads
-from nmt.translate import Translator
+from nmt.engines.threads import SMALL_BATCH_SENTENCES, SmallBatchThreads, cpu_threads
+from nmt.engines.pytorch import Translator
 
 LINES = ["red dog", "blue cat sees a green bird", "a big yellow house"]
 

@@ -11,10 +11,11 @@ import torch
 
 from nmt.checkpoint import load_model
 from nmt.config import SearchConfig
-from nmt.search.constraints import block_repeated_ngrams
+from nmt.search.step_rules import block_repeated_ngrams
 from nmt.search.ensemble import Ensemble
 from nmt.search.sampling import filter_distribution
-from nmt.translate import Translator
+from nmt.engines.pytorch import Translator
+from nmt.translate import translate_stream
 
 from conftest import run_nmt
 
@@ -96,7 +97,7 @@ def test_outputs_come_back_in_input_order_for_shuffled_lengths(trained_checkpoin
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(40)]
     alone = [Translator(trained_checkpoint).translate([line])[0][0].text for line in lines]
     translator = Translator(trained_checkpoint, max_tokens=40)  # many small batches, sorted by length
-    streamed = [t[0].text for t in translator.translate_stream(lines + [""], window=16)]
+    streamed = [t[0].text for t in translate_stream(translator, lines + [""], window=16)]
     assert streamed == alone + [""]
 
 
@@ -235,7 +236,7 @@ def test_precision_is_an_option_of_nmt_translate(trained_checkpoint):
 
 
 def test_cpu_fp32_decoding_packs_its_weights_and_translates_as_unpacked(trained_checkpoint, monkeypatch):
-    import nmt.translate
+    import nmt.engines.pytorch
     from nmt.model.packed import PackedLinear, packing_available
 
     if not packing_available():
@@ -243,7 +244,7 @@ def test_cpu_fp32_decoding_packs_its_weights_and_translates_as_unpacked(trained_
     lines = ["a red dog runs", "the small cat plays with a ball near the water", "blue bike", ""]
     packed = Translator(trained_checkpoint)
     assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
-    monkeypatch.setattr(nmt.translate, "PACK_FOR_CPU", False)
+    monkeypatch.setattr(nmt.engines.pytorch, "PACK_FOR_CPU", False)
     plain = Translator(trained_checkpoint)
     assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
     for a, b in zip(packed.translate(lines), plain.translate(lines)):

@@ -1,4 +1,4 @@
-"""CTranslate2 export and decoding: `nmt export ctranslate2 CHECKPOINT OUT_DIR`, `nmt translate --engine ctranslate2`.
+"""CTranslate2 export: `nmt export ctranslate2 CHECKPOINT OUT_DIR` (decoding it: nmt.engines.ctranslate2).
 
 The model is written through CTranslate2's own specification API (`ctranslate2.specs.TransformerSpec`), the way its
 bundled converters do, so CTranslate2 checks every weight's name and shape. Our layout maps one to one: the fused
@@ -8,31 +8,27 @@ rather than left to CTranslate2 (which orders sine and cosine differently); the 
 (source, target, output projection), as CTranslate2 stores them separately. The SentencePiece model goes beside it
 (`spm.model`), with `nmt.json` naming the source checkpoint and languages.
 
-CTranslate2 normalizes beam scores by |Y|^alpha only: `nmt translate --engine ctranslate2` uses `--lenpen-style
-length` unless told otherwise (and says so when told another style); this class refuses any other style.
+The folder's nmt.json (`read_marker`) carries the languages, the vocabulary files, the model config and the search
+settings `nmt tune` stored, for the engine that loads it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from nmt.atomic import atomic_directory, write_bytes
 from nmt.checkpoint import load_model
-from nmt.config import SearchConfig
-from nmt.data.text import normalize
 from nmt.errors import NmtError
 from nmt.export.marker import check_export_folder, write_export_marker
 from nmt.model.transformer import Transformer
-from nmt.translate import TargetLanguage, Translation, translate_windows
 
 MAX_POSITIONS = 1024  # rows of the position table written for sinusoidal models
 
 
-def _ctranslate2():
+def import_ctranslate2():
     try:
         import ctranslate2
     except ImportError:
@@ -77,7 +73,7 @@ def _self_attention_and_ffn(layer_spec, layer, attention_norm) -> None:
 
 def build_spec(model: Transformer, source_pieces: list[str], target_pieces: list[str]):
     """The CTranslate2 TransformerSpec holding `model`'s weights and vocabulary."""
-    ctranslate2 = _ctranslate2()
+    ctranslate2 = import_ctranslate2()
     specs = ctranslate2.specs
     config = model.config
     activation = {"relu": specs.Activation.RELU, "gelu": specs.Activation.GELU,
@@ -117,7 +113,9 @@ def _special_tokens(pieces: list[str], config) -> tuple[str, str, str]:
 
 
 def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None = None, force: bool = False) -> Path:
-    ctranslate2 = _ctranslate2()
+    """Write `checkpoint` as a CTranslate2 model folder (weights stored as `quantization`, default float32), with
+    its SentencePiece model(s) and nmt.json; `force` replaces an earlier export at `out_dir`. Returns `out_dir`."""
+    ctranslate2 = import_ctranslate2()
     check_export_folder(checkpoint, out_dir, force)
     model, vocab, payload = load_model(checkpoint, "cpu")
     spec = build_spec(model, [vocab.source.piece(i) for i in range(len(vocab))],
@@ -144,7 +142,8 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
     return out_dir
 
 
-def _marker(model_dir: Path) -> dict:
+def read_marker(model_dir: Path) -> dict:
+    """The nmt.json an export wrote beside the model ({} where it is missing or unreadable)."""
     try:
         marker = json.loads((model_dir / "nmt.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -152,104 +151,10 @@ def _marker(model_dir: Path) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
-def _position_rows(model_dir: Path) -> int:
+def position_rows(model_dir: Path) -> int:
     """Rows of the exported position table: the model's own for learned positions, else MAX_POSITIONS."""
-    config = _marker(model_dir).get("model_config")
+    config = read_marker(model_dir).get("model_config")
     config = config if isinstance(config, dict) else {}
     if config.get("learned_positions") and isinstance(config.get("max_positions"), int):
         return max(2, config["max_positions"])
     return MAX_POSITIONS
-
-
-class CTranslate2Translator:
-    """The `Translator` interface over a CTranslate2 model folder written by `export_ctranslate2`."""
-
-    def __init__(self, model_dir: Path, search: SearchConfig | None = None, device: str | None = None,
-                 max_tokens: int = 6000, quantize: str | None = None, threads: int | None = None,
-                 precision: str = "fp32", target_language: str | None = None):
-        ctranslate2 = _ctranslate2()
-        from nmt.vocab import Vocab
-
-        self.search = search or SearchConfig()
-        self.search.validate()
-        if not (model_dir / "model.bin").is_file() or not (model_dir / "spm.model").is_file():
-            hint = ("; an nmt checkpoint decodes with --engine torch (the default), or export it first: "
-                    f"nmt export ctranslate2 {model_dir} DIR") if Path(model_dir).is_file() else ""
-            raise NmtError(f"{model_dir}: not a model folder written by `nmt export ctranslate2`{hint}")
-        if self.search.lenpen_style != "length" and not self.search.sampling:
-            raise NmtError("CTranslate2 normalizes scores by |Y|^alpha only: add --lenpen-style length")
-        marker = _marker(model_dir)
-        self.src_lang, self.tgt_lang = marker.get("src"), marker.get("tgt")  # the language pair, as exported
-        files = marker.get("vocab_files")
-        self.vocab = Vocab.from_folder(model_dir, files if isinstance(files, dict) else {"spm_model": "spm.model"})
-        self.language = TargetLanguage(self.vocab.language_tokens, target_language)
-        compute_type = {"int8": "int8", None: "default", "none": "default"}.get(quantize)
-        if compute_type is None:
-            raise NmtError(f"--quantize must be int8 or none, got {quantize!r}")
-        if precision != "fp32":
-            if quantize == "int8":
-                raise NmtError("--precision bf16/fp16 and --quantize int8 are two ways to decode in less precision: "
-                               "choose one")
-            compute_type = {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
-            if compute_type is None:
-                raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
-        device = device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
-        try:
-            self.translator = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
-                                                     intra_threads=threads or 0, inter_threads=1)
-        except ValueError as error:  # e.g. a compute type this device does not support
-            raise NmtError(f"CTranslate2 cannot load {model_dir} on {device}: {error}") from None
-        self.max_tokens = max_tokens
-        if self.search.sampling:
-            ctranslate2.set_random_seed(self.search.seed)
-        # The position table written at export bounds both sides: longer sources are cut (and counted), as the
-        # torch engine does, and outputs end within it.
-        self.positions = _position_rows(model_dir)
-        self.max_source_tokens = min(1024, self.positions)
-        self.truncated = 0
-
-    def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
-                  record_attention: bool | None = None,
-                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
-        if prefixes is not None:
-            raise NmtError("--prefix-file is not supported with --engine ctranslate2")
-        if constraints is not None and any(constraints):
-            raise NmtError("constraints (--constraints, --glossary) are not supported with --engine ctranslate2: "
-                           "CTranslate2 has no constrained search; use --engine torch")
-        if record_attention:
-            raise NmtError("the encoder-decoder attention is not available with --engine ctranslate2")
-        results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
-        texts = [normalize(line) for line in lines]
-        todo = [i for i, text in enumerate(texts) if text]
-        if not todo:
-            return results
-        piece = self.vocab.source.piece
-        sources = [[piece(token) for token in ids]
-                   for ids in self.vocab.encode_source(self.language.mark([texts[i] for i in todo]))]
-        for position, pieces in enumerate(sources):
-            if len(pieces) >= self.max_source_tokens:  # room for the eos CTranslate2 appends
-                sources[position] = pieces[: self.max_source_tokens - 1]
-                self.truncated += 1
-        search = search or self.search
-        longest = max(len(s) for s in sources) + 1
-        options = dict(max_batch_size=self.max_tokens, batch_type="tokens", num_hypotheses=search.nbest,
-                       return_scores=True, length_penalty=search.lenpen, max_input_length=0,
-                       max_decoding_length=min(int(longest * search.max_len_a + search.max_len_b),
-                                               self.positions - 1),
-                       min_decoding_length=max(0, search.min_len - 1),
-                       no_repeat_ngram_size=search.no_repeat_ngram_size)
-        if search.sampling:
-            options.update(beam_size=1, sampling_topk=search.topk, sampling_topp=search.topp,
-                           sampling_temperature=search.temperature)
-        else:
-            options.update(beam_size=search.beam)
-        outputs = self.translator.translate_batch(sources, **options)
-        for index, source, output in zip(todo, sources, outputs):
-            results[index] = [Translation(self.vocab.target.processor.decode_pieces(tokens), float(score),
-                                          list(tokens), source)
-                              for tokens, score in zip(output.hypotheses, output.scores)]
-        return results
-
-    def translate_stream(self, lines: Iterable[str], window: int = 1000, prefixes: Iterable[str] | None = None,
-                         constraints=None) -> Iterator[list[Translation]]:
-        return translate_windows(self.translate, lines, window, prefixes, constraints)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import SearchConfig
-from nmt.search import constraints
+from nmt.search import step_rules
 from nmt.search.protocol import DecodingModel
 
 
@@ -54,9 +54,9 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
     pad, bos, eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
     device = src_tokens.device
     batch_size, beam = src_tokens.shape[0], config.beam
-    max_lengths = constraints.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
+    max_lengths = step_rules.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
                                           model_config.max_positions if model_config.learned_positions else None)
-    prefix = constraints.pad_prefixes(prefixes, pad, device)  # (n, P) or None
+    prefix = step_rules.pad_prefixes(prefixes, pad, device)  # (n, P) or None
     if prefix is not None:  # a forced prefix longer than the length limit still fits, with its eos
         max_lengths = torch.maximum(max_lengths, prefix.ne(pad).sum(dim=1) + 1)
 
@@ -89,8 +89,8 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
         vocab_size = logprobs.shape[-1]
         length = step + 1  # of a hypothesis that ends at this step, eos included
         at_limit = max_lengths <= length  # (n,) sentences that must end now
-        forced = prefix.repeat_interleave(beam, dim=0) if constraints.prefix_active(prefix, step) else None
-        constraints.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced, pad,
+        forced = prefix.repeat_interleave(beam, dim=0) if step_rules.prefix_active(prefix, step) else None
+        step_rules.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced, pad,
                                bos, eos)
 
         candidates = scores.view(active, beam, 1) + logprobs.view(active, beam, vocab_size)  # (n, k, V)

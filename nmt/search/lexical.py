@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import SearchConfig
-from nmt.search import constraints as step_constraints
+from nmt.search import step_rules
 from nmt.search.beam import Hypothesis, _end_at_limit, _finalize, cannot_be_beaten
 from nmt.search.protocol import DecodingModel
 
@@ -146,7 +146,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     beams: each row's beam (default config.beam), at least its constraint pieces + 1 so that every bank has a place.
         Rows with different beams share a batch: each sentence gets max(beams) hypothesis rows and uses its own
         beam of them, so it decodes as it would alone.
-    word_continuations: (V,) True for pieces that continue a word (`nmt.translate.Translator.word_continuations`):
+    word_continuations: (V,) True for pieces that continue a word (`nmt.engines.pytorch.Translator.word_continuations`):
         forbidden right after a phrase is completed, so that a constraint "Zaun" is not written as "Zauns".
     The length limit of a row grows to hold its constraint pieces, its forced prefix and eos."""
     model_config = model.config
@@ -161,9 +161,9 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     table = PhraseTable.build(phrases, device)
     totals = table.totals  # (n,)
     bank_count = int(totals.max()) + 1  # banks 0..the largest full bank, for the whole search
-    max_lengths = step_constraints.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
+    max_lengths = step_rules.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
                                                model_config.max_positions if model_config.learned_positions else None)
-    prefix = step_constraints.pad_prefixes(prefixes, pad, device)
+    prefix = step_rules.pad_prefixes(prefixes, pad, device)
     needed = totals + 1 + (prefix.ne(pad).sum(dim=1) if prefix is not None else 0)
     max_lengths = torch.maximum(max_lengths, needed)
 
@@ -189,8 +189,8 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         active = len(sentence_ids)
         length = step + 1
         at_limit = max_lengths <= length
-        forced = prefix.repeat_interleave(beam, dim=0) if step_constraints.prefix_active(prefix, step) else None
-        step_constraints.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced,
+        forced = prefix.repeat_interleave(beam, dim=0) if step_rules.prefix_active(prefix, step) else None
+        step_rules.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced,
                                     pad, bos, eos)
         all_met = phrase_state.met.all(dim=1) & phrase_state.progress.eq(0)
         logprobs[:, eos].masked_fill_(~all_met, float("-inf"))  # no ending before every phrase is written

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import SearchConfig
-from nmt.search import constraints
+from nmt.search import step_rules
 from nmt.search.beam import Hypothesis, expand_beams, length_penalty
 from nmt.search.protocol import DecodingModel
 
@@ -42,9 +42,9 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
     device = src_tokens.device
     batch_size, per_input = src_tokens.shape[0], config.nbest
     rows_of = expand_beams(batch_size, per_input, device)
-    max_lengths = constraints.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
+    max_lengths = step_rules.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
                                           model_config.max_positions if model_config.learned_positions else None)
-    prefix = constraints.pad_prefixes(prefixes, pad, device)
+    prefix = step_rules.pad_prefixes(prefixes, pad, device)
     if prefix is not None:
         max_lengths = torch.maximum(max_lengths, prefix.ne(pad).sum(dim=1) + 1)
         prefix = prefix.index_select(0, rows_of)
@@ -61,7 +61,7 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
     while len(owner) > 0:
         logprobs = model.decode_step(tokens[:, -1], state)  # (R, V)
         length = step + 1
-        constraints.apply_step(logprobs, tokens[:, 1:], step, config, max_lengths <= length, prefix, pad, bos, eos)
+        step_rules.apply_step(logprobs, tokens[:, 1:], step, config, max_lengths <= length, prefix, pad, bos, eos)
         weights = filter_distribution(logprobs, config.temperature, config.topk, config.topp)
         weights = weights.nan_to_num(nan=float("-inf"), posinf=float("-inf"))  # a model gone numerically wrong
         dead = ~weights.isfinite().any(dim=-1)  # every token forbidden (an n-gram block can do this): end the row

@@ -46,3 +46,20 @@ class ServeConfig:
             raise NmtError("--max-sentences cannot exceed --max-queue: such a request could never be queued")
         if self.api_key is not None and not self.api_key.strip():
             raise NmtError("the API key is empty: set a key or none")
+
+
+def choose_workers(workers: int | None, device: str | None) -> int:
+    """--workers as given, else 2 on a CPU with 2 or more threads (two batches at half the threads each beat one at
+    all: benchmarks/README.md), else 1; with several, PyTorch's threads are split among them, so that each worker's
+    operations run on its share rather than all of them at once."""
+    import torch
+
+    from nmt.device import pick_device
+
+    if workers is not None and workers < 1:
+        raise NmtError(f"--workers must be at least 1, got {workers}")
+    if workers is None:
+        workers = 2 if pick_device(device).type == "cpu" and torch.get_num_threads() >= 2 else 1
+    if workers > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+    return workers

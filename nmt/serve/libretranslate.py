@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qsl
 
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from nmt.serve.service import RequestError, Service
 
 # Names for the codes /languages lists (LibreTranslate gives each a name); any other code is listed as itself.
 LANGUAGE_NAMES = {
@@ -25,10 +28,30 @@ LANGUAGE_NAMES = {
 }
 
 
+class Detection(BaseModel):
+    confidence: float
+    language: str
+
+
+class TranslateAnswer(BaseModel):
+    """`POST /translate`'s answer: a string per text (a list where `q` was a list), the alternatives where asked,
+    the detected language where the source was `auto`."""
+
+    translated_text: str | list[str] = Field(serialization_alias="translatedText")
+    alternatives: list[str] | list[list[str]] | None = None
+    detected_language: Detection | list[Detection] | None = Field(None, serialization_alias="detectedLanguage")
+
+
+class Language(BaseModel):
+    """An entry of `GET /languages`: a language and the ones it translates to."""
+
+    code: str
+    name: str
+    targets: list[str]
+
+
 async def read_parameters(request: Request) -> dict:
     """The query string, overridden by the body's fields (JSON or form)."""
-    from nmt.serve.app import RequestError
-
     parameters: dict = dict(request.query_params)
     body = await request.body()
     if not body:
@@ -65,8 +88,8 @@ def _form_fields(pairs) -> dict:
     return fields
 
 
-def translate_route(service):
-    from nmt.serve.app import RequestError
+def translate_route(service: Service):
+    """LibreTranslate's `POST /translate`."""
 
     async def translate(request: Request) -> Response:
         parameters = await read_parameters(request)
@@ -101,33 +124,31 @@ def translate_route(service):
         results = await service.translate(request, texts, prefixes, options,
                                           service.constraints(None, texts, prefixes, options))
         translated = [translations[0].text for translations in results]
-        answer: dict = {"translatedText": translated if batch else translated[0]}
+        answer = TranslateAnswer(translated_text=translated if batch else translated[0])
         if alternatives:
             others = [[t.text for t in translations[1:]] for translations in results]
-            answer["alternatives"] = others if batch else others[0]
+            answer.alternatives = others if batch else others[0]
         if detected:
-            language = {"confidence": 100.0, "language": source}
-            answer["detectedLanguage"] = [language] * len(texts) if batch else language
-        return JSONResponse(answer)
+            language = Detection(confidence=100.0, language=source)
+            answer.detected_language = [language] * len(texts) if batch else language
+        return JSONResponse(answer.model_dump(exclude_unset=True, by_alias=True))
     return translate
 
 
-def detect_route(service):
+def detect_route(service: Service):
     """LibreTranslate's `POST /detect`. The model serves one source language, so every text is detected as that (a
     client that asks first and translates after gets the pair the model serves)."""
 
     async def detect(request: Request) -> Response:
         texts, batch = checked_texts(service, await read_parameters(request))
-        detected = {"confidence": 100.0, "language": service.source_language or "auto"}
+        detected = Detection(confidence=100.0, language=service.source_language or "auto").model_dump()
         return JSONResponse([[detected] for _ in texts] if batch else [detected])
     return detect
 
 
-def checked_texts(service, parameters: dict) -> tuple[list[str], bool]:
+def checked_texts(service: Service, parameters: dict) -> tuple[list[str], bool]:
     """The key (LibreTranslate's contract: missing, 400; wrong, 403), then `q` as a list of texts, and whether it
     came as a list."""
-    from nmt.serve.app import RequestError
-
     if service.config.api_key is not None:
         given = parameters.get("api_key")
         if not given:
@@ -144,12 +165,14 @@ def checked_texts(service, parameters: dict) -> tuple[list[str], bool]:
     return texts, batch
 
 
-def languages_route(service):
+def languages_route(service: Service):
+    """LibreTranslate's `GET /languages`: the model's pair."""
+
     async def languages(request: Request) -> Response:
         source = service.source_language or "auto"
         target = service.target_language or "auto"
-        listed = [{"code": source, "name": LANGUAGE_NAMES.get(source, source), "targets": [target]}]
+        listed = [Language(code=source, name=LANGUAGE_NAMES.get(source, source), targets=[target])]
         if target != source:
-            listed.append({"code": target, "name": LANGUAGE_NAMES.get(target, target), "targets": []})
-        return JSONResponse(listed)
+            listed.append(Language(code=target, name=LANGUAGE_NAMES.get(target, target), targets=[]))
+        return JSONResponse([language.model_dump() for language in listed])
     return languages

@@ -16,8 +16,8 @@ import time
 
 from nmt.serve.app import create_app
 from nmt.serve.config import ServeConfig
-from nmt.engines import EngineSpec, load_engine
-from nmt.translate import Engine
+from nmt.engines.base import Engine
+from nmt.engines.spec import EngineSpec, load_engine
 
 # After SIGTERM, how long requests still arriving on open connections are answered 503 (and their connections closed)
 # before uvicorn stops: long enough for clients to hear it, short for a rolling restart.

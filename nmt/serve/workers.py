@@ -15,8 +15,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from nmt.config import SearchConfig
-from nmt.engines import EngineSpec, load_engine
-from nmt.translate import Translation
+from nmt.engines.base import Translation
+from nmt.engines.spec import EngineSpec, load_engine
 
 _engine = None  # in a worker process: its translator
 # Worker processes run at a lower priority than the server's own, so that taking requests in and answering them is

@@ -4,14 +4,26 @@ either."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.checkpoint import interval_checkpoints, read_configs
-from nmt.config import ModelConfig, Preset, TrainConfig, from_dict, matching_preset, preset
+from nmt.config import ModelConfig, Preset, TrainConfig, from_dict, matching_preset, preset, replace_fields
 from nmt.errors import NmtError
 
 DEFAULT_ARCH = "transformer_base"
+DATA_ROOT = Path("data")  # where `nmt prepare` puts a recipe's DATA_DIR by default
+
+
+def default_data_dir() -> Path:
+    """The DATA_DIR `nmt train` uses when none is named: the one prepared dataset under data/."""
+    prepared = sorted(path.parent for path in DATA_ROOT.glob("*/manifest.json"))
+    if len(prepared) == 1:
+        return prepared[0]
+    if not prepared:
+        raise NmtError("no DATA_DIR given and no prepared dataset under data/; run `nmt prepare CORPUS` first")
+    raise NmtError(f"several datasets under data/ ({', '.join(map(str, prepared))}); name one as DATA_DIR")
 
 
 @dataclass
@@ -43,6 +55,23 @@ def run_defaults(arch: str | None, save_dir: Path, resume: bool, init_from: Path
         return RunDefaults(Preset(model_config, preset(name).train if name else TrainConfig()),
                            f"--init-from {init_from} ({_preset_label(model)})")
     return RunDefaults(preset(DEFAULT_ARCH), DEFAULT_ARCH)
+
+
+def resolve_configs(defaults: RunDefaults, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The run's model and training configs: the defaults with every override that is not None applied, each to the
+    config that has a field of its name (`nmt train --d-model 256 --lr 2` gives {"d_model": 256, "lr": 2.0}), both
+    validated. Paths become strings, as a checkpoint stores them."""
+    model_fields = {field.name for field in dataclasses.fields(ModelConfig)}
+    train_fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - model_fields - train_fields
+    if unknown:
+        raise TypeError(f"not fields of ModelConfig or TrainConfig: {sorted(unknown)}")
+    given = {name: str(value) if isinstance(value, Path) else value for name, value in overrides.items()}
+    model_config = replace_fields(defaults.preset.model, {k: v for k, v in given.items() if k in model_fields})
+    train_config = replace_fields(defaults.preset.train, {k: v for k, v in given.items() if k in train_fields})
+    model_config.validate()
+    train_config.validate()
+    return model_config, train_config
 
 
 def _preset_label(model: dict) -> str:

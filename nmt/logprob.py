@@ -1,4 +1,4 @@
-"""Forced scoring: the model's log-probability of given translations (fairseq's --score-reference, marian-scorer).
+"""`nmt logprob`, forced scoring: the model's log-probability of given translations (fairseq's --score-reference, marian-scorer).
 
 Each (source, target) pair is teacher-forced through the model once: the decoder reads bos + target and the score of
 the target is the sum of the log-probabilities of its pieces and of the end-of-sentence that follows them, the same
@@ -9,6 +9,7 @@ perplexity on references.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,9 +22,8 @@ from nmt.checkpoint import load_model
 from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_lines, read_text_lines
-from nmt.device import attention_kernels, autocast, pick_device
+from nmt.device import PRECISIONS, attention_kernels, autocast, pick_device
 from nmt.errors import NmtError
-from nmt.translate import PRECISIONS
 
 
 @dataclass
@@ -143,3 +143,16 @@ def read_tsv_pairs(stream, name: str = "<stdin>") -> Iterator[tuple[str, str]]:
         if len(fields) != 2:
             raise NmtError(f"{name}:{number}: expected `source<TAB>target`, found {len(fields) - 1} tabs")
         yield fields[0], fields[1]
+
+
+def format_pair_score(result: PairScore, as_json: bool = False, word_scores: bool = False) -> str:
+    """`nmt logprob`'s line for a pair: `LOGPROB<TAB>PER_TOKEN` (then each piece's log-probability with
+    `word_scores`), or a JSON object with logprob, per_token, pieces (and word_scores)."""
+    if as_json:
+        record = {"logprob": round(result.logprob, 6), "per_token": round(result.per_token, 6),
+                  "pieces": result.pieces}
+        if word_scores:
+            record["word_scores"] = [round(value, 6) for value in result.piece_logprobs]
+        return json.dumps(record, ensure_ascii=False) + "\n"
+    return f"{result.logprob:.6f}\t{result.per_token:.6f}" + (
+        "\t" + " ".join(f"{value:.6f}" for value in result.piece_logprobs) if word_scores else "") + "\n"

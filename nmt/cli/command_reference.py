@@ -1,6 +1,6 @@
 """The command reference (docs/commands.md), written from the Typer app itself so that it cannot drift from the code.
 
-    python -m nmt.reference > docs/commands.md
+    python -m nmt.cli.command_reference > docs/commands.md
 
 tests/test_docs.py fails when the committed page differs from what this prints.
 """
@@ -13,9 +13,9 @@ from nmt.cli import app
 
 HEADER = """# Command reference
 
-Every command and option of `nmt`, generated from the command-line app (`python -m nmt.reference >
-docs/commands.md`; a test keeps this page in sync). `nmt COMMAND --help` prints the same. Messages and progress go
-to stderr, results (translations, scores) to stdout.
+Every command and option of `nmt`, generated from the command-line app (`python -m nmt.cli.command_reference >
+docs/commands.md`; a test keeps this page in sync). `nmt COMMAND --help` prints the same. Messages and progress go to
+stderr, results (translations, scores) to stdout.
 """
 
 

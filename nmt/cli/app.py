@@ -1,0 +1,164 @@
+"""The Typer app of `nmt`, its entry point and what every command shares: one-line errors, interruption, dry runs.
+
+Each command lives in its own module of this package and registers itself with `command`; a command parses its
+options, builds a config and calls one library function.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nmt import __version__
+from nmt.errors import NmtError
+
+app = typer.Typer(
+    help="Neural machine translation with the Transformer (Vaswani et al., 2017): prepare, train, translate, score.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+console = Console(stderr=True)  # stdout carries translations and scores only
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    # SIGTERM (a scheduler, `kill`) ends a command the way Ctrl-C does: temporary files removed, one line, exit 130.
+    # `nmt train` installs its own handler while it runs (save a checkpoint, then stop).
+    signal.signal(signal.SIGTERM, _interrupt)
+    for module in ("typer._click.exceptions", "click.exceptions"):  # Typer >= 0.24 carries its own click
+        try:
+            importlib.import_module(module).UsageError.show = _show_usage_error
+        except (ImportError, AttributeError):
+            pass
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a shell made us ignore it
+        signal.signal(signal.SIGINT, _interrupt)
+    try:
+        app()
+    except NmtError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except BrokenPipeError:  # `nmt translate | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except OSError as error:  # disk full, permission denied, ...: say which file and why
+        where = f"{error.filename}: " if error.filename else ""
+        console.print(f"[bold red]error:[/] {where}{error.strerror or error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _readable_usage() -> None:
+    """Help as a person writes it: a required argument as `NAME...` (Typer's own help braces it, `{NAME}...`) and a
+    list-valued option or argument by its element type (`<path>`, not `<list[Path]>`). Typer has no setting for
+    either, so its two display methods are replaced, once, where they exist."""
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:
+        return
+    if hasattr(TyperArgument, "_usage_display_name"):
+        def usage_name(self) -> str:
+            name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+            return name + ("..." if self.nargs != 1 else "")
+        TyperArgument._usage_display_name = usage_name
+    for cls in (TyperArgument, TyperOption):
+        original = getattr(cls, "display_type", None)
+        if original is None or getattr(original, "readable", False):
+            continue
+
+        def display_type(self, ctx, _original=original) -> str:
+            shown = _original(self, ctx)
+            if isinstance(shown, str) and shown.startswith("<list[") and shown.endswith("]>"):
+                shown = f"<{shown[6:-2].lower()}>"
+            return shown
+        display_type.readable = True
+        cls.display_type = display_type
+
+
+_readable_usage()
+
+
+def _show_usage_error(error, file=None) -> None:
+    """Click's usage errors (an unknown option, a value that is not a number) as our one line, with the way on."""
+    command = error.ctx.command_path if error.ctx is not None else "nmt"
+    console.print(f"[bold red]error:[/] {error.format_message().rstrip('.')} (see `{command} --help`)", highlight=False,
+                  soft_wrap=True)
+
+
+def _interrupt(signum, frame) -> None:
+    # One interruption is enough: the cleanup it starts must not be cut short by a second signal (`timeout` sends
+    # SIGTERM to the command and then to its whole process group; an impatient user presses Ctrl-C twice), which
+    # would leave a temporary file behind and print a traceback from an exit handler. kill -9 still ends us at once.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(number) is _interrupt:
+            signal.signal(number, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def command(name: str, parent: typer.Typer = app, label: str | None = None):
+    """Register a command whose interruption (Ctrl-C, SIGTERM) ends in one line and exit 130. Typer would turn the
+    KeyboardInterrupt into a silent exit 130 before `main` could say anything."""
+    def register(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.print(f"[bold red]interrupted:[/] nmt {label or name} stopped before it "
+                              "finished; no output file was left half-written", highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
+        return parent.command(name=name)(run)
+    return register
+
+
+def stdin():
+    """Standard input as bytes; a closed one (`<&-`) is a user error, not an AttributeError."""
+    if sys.stdin is None:
+        raise NmtError("standard input is closed: pipe text in, or name a file (--input / --hyp)")
+    return sys.stdin.buffer
+
+
+def dry_run(command_name: str, facts: dict | None = None, check=None) -> bool:
+    """With NMT_DRY_RUN=1 in the environment a command stops once its options are parsed and checked, saying what
+    it would do: how the GPU-cluster scripts in examples/ are tested on a machine without GPUs or corpora. `check`
+    runs the checks that a real run would make later (it raises NmtError)."""
+    if not dry_run_asked():
+        return False
+    if check is not None:
+        check()
+    console.print(f"dry run: nmt {command_name}: options are valid", highlight=False)
+    for key, value in (facts or {}).items():
+        console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
+    return True
+
+
+def dry_run_asked() -> bool:
+    return os.environ.get("NMT_DRY_RUN", "") not in ("", "0")
+
+
+def set_threads(threads: int | None) -> None:
+    """PyTorch's CPU threads, where --threads is given (torch is imported only then: `--help` stays fast)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise NmtError(f"--threads must be at least 1, got {threads}")
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nmt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Neural machine translation with the Transformer (Vaswani et al., 2017)."""

@@ -1,0 +1,61 @@
+"""`nmt logprob`: the model's log-probability of given translations (teacher-forced)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nmt.cli.app import command, console, dry_run, set_threads, stdin
+from nmt.cli.options import Checkpoint, DecodingPrecision, Device, Output, Threads
+from nmt.errors import NmtError
+
+
+@command("logprob")
+def logprob_command(
+    checkpoint: Checkpoint = None,
+    source: Annotated[Optional[Path], typer.Option(help="Source lines (with --target).")] = None,
+    target: Annotated[Optional[Path], typer.Option(
+        help="Target lines to score, line-aligned with --source. Without both: `source<TAB>target` lines on "
+             "stdin.")] = None,
+    output: Output = None,
+    word_scores: Annotated[bool, typer.Option(
+        "--word-scores", help="Also each target piece's log-probability, end-of-sentence last.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per pair: logprob, per_token, pieces (and word_scores).")] = False,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per batch (the longer side, padding counted).")] = 6000,
+    precision: DecodingPrecision = "fp32", device: Device = None, threads: Threads = None,
+) -> None:
+    """Score given translations: the model's log-probability of each target given its source (teacher-forced, as
+    fairseq's --score-reference and marian-scorer), for reranking n-best lists, filtering noisy corpora or a model's
+    perplexity on references. A line per pair: `LOGPROB<TAB>PER_TOKEN` (the sum over the target's pieces and its
+    end-of-sentence, and that sum divided by their number), then the piece scores with --word-scores."""
+    from nmt.atomic import atomic_write, check_output_file
+    from nmt.checkpoint import default_checkpoint
+    from nmt.device import PRECISIONS
+    from nmt.logprob import ForcedScorer, format_pair_score, read_file_pairs, read_tsv_pairs
+
+    set_threads(threads)
+    if (source is None) != (target is None):
+        raise NmtError("give both --source and --target, or neither (then `source<TAB>target` lines on stdin)")
+    if max_tokens < 1:
+        raise NmtError("--max-tokens must be at least 1")
+    if precision not in PRECISIONS:
+        raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
+    if dry_run("logprob", {"checkpoint": checkpoint or "the default", "pairs": f"{source} / {target}" if source
+                           else "stdin (TSV)"}):
+        return
+    if output is not None:
+        check_output_file(output)
+    pairs = read_file_pairs(source, target) if source is not None else None  # line counts checked here, first
+    scorer = ForcedScorer(checkpoint or default_checkpoint(), device, max_tokens, precision=precision)
+    with contextlib.ExitStack() as files:
+        sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
+        for result in scorer.score_stream(pairs if pairs is not None else read_tsv_pairs(stdin())):
+            sink.write(format_pair_score(result, as_json, word_scores))
+    if scorer.truncated:
+        console.print(f"[yellow]warning:[/] {scorer.truncated} sources were longer than {scorer.max_source_tokens} "
+                      "pieces and were cut")

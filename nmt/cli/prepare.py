@@ -1,0 +1,123 @@
+"""`nmt prepare`: download (or take from a mirror), clean, learn the vocabulary and binarize a corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nmt.cli.app import command, console, dry_run
+from nmt.cli.progress import ProgressBars
+from nmt.config import replace_fields
+from nmt.errors import NmtError
+from nmt.train.defaults import DATA_ROOT
+
+
+@command("prepare")
+def prepare(
+    corpus: Annotated[Optional[str], typer.Argument(
+        help="A recipe (see --list), or 'custom' for your own files (--src, --tgt, --train, --valid).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output DATA_DIR. Default: data/CORPUS.")] = None,
+    mirror: Annotated[Optional[str], typer.Option(
+        help="A folder or http(s) URL holding the recipe's files under their upstream names, used instead of "
+             "the upstream addresses.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="Pieces in the joint SentencePiece BPE vocabulary. Default: the recipe's (8000 for Multi30k).")] = None,
+    spm_sample: Annotated[int, typer.Option(
+        help="Sentences (both sides together) sampled from the training data to learn SentencePiece; bounds its "
+             "memory and time.")] = 2_000_000,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes that clean, encode and binarize the training data. Default: the CPU count, at most 8.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        help="Drop training pairs with a side longer than this many pieces. Default: 250.")] = None,
+    max_ratio: Annotated[Optional[float], typer.Option(
+        help="Drop training pairs whose length ratio (in pieces) exceeds this. Default: the recipe's.")] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Skip checksum verification (for a mirror of repackaged files).")] = False,
+    src: Annotated[Optional[str], typer.Option(help="custom: source language code (file suffix).")] = None,
+    tgt: Annotated[Optional[str], typer.Option(help="custom: target language code (file suffix).")] = None,
+    train: Annotated[Optional[str], typer.Option(
+        help="custom: training prefix; PREFIX.SRC and PREFIX.TGT (or .gz) are read.")] = None,
+    valid: Annotated[Optional[str], typer.Option(help="custom: validation prefix.")] = None,
+    test: Annotated[Optional[str], typer.Option(help="custom: test prefix (optional).")] = None,
+    vocab: Annotated[Optional[Path], typer.Option(
+        help="Use this vocabulary instead of learning one: a SentencePiece model, or an nmt checkpoint (whose own "
+             "model is used), e.g. the parent of a fine-tuning run.")] = None,
+    separate_vocabs: Annotated[bool, typer.Option(
+        "--separate-vocabs", help="Learn a SentencePiece model for each side (--vocab-size pieces each), with "
+                                  "separate embeddings, instead of one joint model shared by both.")] = False,
+    list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
+) -> None:
+    """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR."""
+    from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus, prepare_recipe
+    from nmt.data.recipes import RECIPES
+    from nmt.data.text import CleaningOptions
+
+    if list_recipes or corpus is None:
+        _list_recipes(RECIPES)
+        return
+    out = out or DATA_ROOT / corpus
+    if corpus == "custom":
+        for flag, value in (("--src", src), ("--tgt", tgt), ("--train", train), ("--valid", valid)):
+            if not value:
+                raise NmtError(f"prepare custom needs {flag}")
+        cleaning = CleaningOptions()
+    elif corpus in RECIPES:
+        cleaning = RECIPES[corpus].cleaning
+    else:
+        raise NmtError(f"unknown corpus {corpus!r}; `nmt prepare --list` shows the recipes")
+    if separate_vocabs and vocab is not None:
+        raise NmtError("--separate-vocabs learns two vocabularies, --vocab uses a given one: choose one")
+    options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample, separate_vocabs=separate_vocabs,
+                             workers=workers or min(os.cpu_count() or 1, 8),
+                             cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
+    recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
+    options.resolved(recipe_vocab, options.cleaning)  # option values first, before any file is read
+    if dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses",
+                           "vocabulary": vocab or "learned"}):
+        return
+    if vocab is not None:  # read once the options are known good; checked against --vocab-size
+        from nmt.checkpoint import load_vocabulary
+
+        options = dataclasses.replace(options, vocab_model=load_vocabulary(vocab), vocab_source=str(vocab))
+        options.resolved(recipe_vocab, options.cleaning)
+    log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
+    if no_verify and corpus != "custom":
+        console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
+    try:
+        with ProgressBars() as hook:
+            if corpus == "custom":
+                splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
+                          for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
+                prepared = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
+            else:
+                prepared = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+    except KeyboardInterrupt:
+        console.print(f"[bold red]interrupted:[/] {out} is incomplete (no manifest.json); run the same command "
+                      "again to go on from where it stopped", soft_wrap=True)
+        raise typer.Exit(130) from None
+    manifest = prepared.manifest
+    if all(step["status"] == "skipped" for step in prepared.steps.values()):
+        console.print(f"[green]up to date[/] {out}: every step was done already with these options")
+    report = manifest["cleaning"]["train"]
+    console.print(f"[green]prepared[/] {out}: " + ", ".join(
+        f"{name} {split['sentences']:,} pairs" for name, split in manifest["splits"].items())
+        + f"; vocabulary {manifest['vocab_size']}; training pairs kept {report['kept']:,}, dropped "
+        + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
+
+
+def _list_recipes(recipes) -> None:
+    table = Table("recipe", "description", "download", "from")
+    for recipe in recipes.values():
+        size, unknown = recipe.download_size()
+        hosts = sorted({remote.url.split("/")[2] for remote in recipe.files.values()})
+        table.add_row(recipe.name, recipe.description,
+                      f"{size / 1e6:,.1f} MB" + (f" + {unknown} file(s) of unpublished size" if unknown else ""),
+                      ", ".join(hosts))
+    table.add_row("custom", "your own files: --src, --tgt, --train, --valid [--test]", "-", "-")
+    Console().print(table)

@@ -1,0 +1,98 @@
+"""`nmt serve`: a model over HTTP (the /v1 API, LibreTranslate's API, a page, health and metrics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nmt.cli.app import command, console, dry_run, set_threads
+from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
+                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch, Threads)
+from nmt.errors import NmtError
+
+
+@command("serve")
+def serve_command(
+    checkpoint: Checkpoints = None, engine: Engine = "torch",
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface (set a key).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(
+        envvar="NMT_API_KEY", show_envvar=True,
+        help="Require this key on /v1, /metrics and /translate (`Authorization: Bearer KEY`, `X-API-Key`, or "
+             "LibreTranslate's api_key). Prefer the environment variable: a command line is visible to other "
+             "users.")] = None,
+    beam: Beam = None, lenpen: Lenpen = None, lenpen_style: LenpenStyle = None,
+    max_len_a: MaxLenA = 1.0, max_len_b: MaxLenB = 50, min_len: MinLen = 1,
+    no_repeat_ngram_size: NoRepeatNgramSize = 0,
+    max_beam: Annotated[int, typer.Option(help="The largest beam a request may ask for.")] = 8,
+    max_nbest: Annotated[int, typer.Option(help="The most alternatives (n-best) a request may ask for.")] = 8,
+    max_sentences: Annotated[int, typer.Option(help="Sentences per request.")] = 64,
+    max_characters: Annotated[int, typer.Option(help="Characters per sentence.")] = 5000,
+    max_request_bytes: Annotated[int, typer.Option(help="Request body size, as received (413 beyond).")]
+    = 1_000_000,
+    batch_wait_ms: Annotated[float, typer.Option(
+        help="How long the model worker waits for more sentences to join a batch.")] = 5.0,
+    max_tokens: SourceTokensPerBatch = 6000,
+    max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503.")] = 1024,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Batches decoded side by side; --threads is split among them. Default: 2 on a CPU with 2 or more "
+             "threads, else 1.")] = None,
+    worker_processes: Annotated[bool, typer.Option(
+        "--worker-processes/--worker-threads",
+        help="Several workers as processes, each with its own copy of the model (faster: no shared interpreter "
+             "lock), or as threads over one copy (less memory).")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its answer (504 after).")] = 30.0,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(
+        help="Origins whose pages may call the API (repeat for several; none: no cross-origin calls).")] = None,
+    log_requests: Annotated[bool, typer.Option(
+        "--log-requests", help="Log query strings and request text (off: method, path, status and time only).")]
+    = False,
+    quantize: Quantize = "none", precision: DecodingPrecision = "fp32", device: Device = None,
+    threads: Threads = None, glossary: Glossary = None,
+) -> None:
+    """Serve a model over HTTP: a page to try it at /, the JSON API at /v1/translate, LibreTranslate's API at
+    /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches.
+    SIGTERM finishes the requests in flight, then exits 0. See docs/serving.md."""
+    try:
+        from nmt.serve.config import ServeConfig, choose_workers
+        from nmt.serve.server import serve
+    except ImportError as error:
+        raise NmtError(f"nmt serve needs the serving extra: pip install 'nmt[serve]' ({error.name} is missing)") \
+            from None
+    from nmt.checkpoint import default_checkpoint
+    from nmt.engines.spec import EngineSpec, resolve_search
+
+    set_threads(threads)
+    workers = choose_workers(workers, device)
+    checkpoints = checkpoint or []
+    resolved = resolve_search(checkpoints, engine, beam, lenpen, lenpen_style, max_len_a=max_len_a,
+                              max_len_b=max_len_b, min_len=min_len, no_repeat_ngram_size=no_repeat_ngram_size)
+    search = resolved.search
+    config = ServeConfig(host=host, port=port, api_key=api_key, max_beam=max_beam, max_nbest=max_nbest,
+                         max_sentences=max_sentences, max_characters=max_characters,
+                         max_request_bytes=max_request_bytes, batch_wait_ms=batch_wait_ms, max_tokens=max_tokens,
+                         max_queue=max_queue, workers=workers, worker_processes=worker_processes,
+                         timeout_s=timeout, cors_origins=cors_origin or [],
+                         log_requests=log_requests, glossary=glossary)
+    config.validate()
+    if glossary is not None:
+        if engine != "torch":
+            raise NmtError("--glossary: not with --engine ctranslate2 (CTranslate2 has no constrained search)")
+        from nmt.terminology import Glossary as GlossaryFile
+        GlossaryFile.load(glossary)  # a bad file ends here, in one line, before the model loads
+    if search.beam > max_beam:
+        raise NmtError(f"the default beam {search.beam} is above --max-beam {max_beam}")
+    if dry_run("serve", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search,
+                         "host": host, "port": port}):
+        return
+    if resolved.stored_by:
+        console.print(f"[cyan]note:[/] serving with {resolved.stored_by}: beam {search.beam}, lenpen {search.lenpen} "
+                      f"({resolved.stored_style}) unless a request says otherwise", highlight=False)
+    if resolved.style_replaced:
+        console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
+                      f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)
+    serve(EngineSpec(engine, checkpoints or [default_checkpoint()], search, device, max_tokens, quantize, threads,
+                     precision), config)

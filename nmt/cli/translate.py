@@ -1,0 +1,116 @@
+"""`nmt translate`: lines from stdin (or a file) to translations on stdout (or a file), one engine, any search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nmt.cli.app import command, console, dry_run, set_threads, stdin
+from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
+                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Output, Quantize, SourceTokensPerBatch,
+                             Threads)
+from nmt.errors import NmtError
+
+
+@command("translate")
+def translate_command(
+    checkpoint: Checkpoints = None,
+    more_checkpoints: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="CHECKPOINT", help="More ensemble members (as in `--checkpoint a.pt b.pt`).",
+        show_default=False)] = None,
+    ensemble_combine: Annotated[str, typer.Option(
+        help="How an ensemble combines its models at each step: logprob (the mean of their log-probabilities, "
+             "Marian's log-linear ensemble) or prob (the log of the mean of their probabilities, fairseq's).")]
+    = "logprob",
+    input: Annotated[Optional[Path], typer.Option(help="Read lines from this file instead of stdin.")] = None,
+    output: Output = None,
+    beam: Beam = None, lenpen: Lenpen = None, lenpen_style: LenpenStyle = None,
+    max_len_a: MaxLenA = 1.0, max_len_b: MaxLenB = 50, min_len: MinLen = 1,
+    no_repeat_ngram_size: NoRepeatNgramSize = 0,
+    nbest: Annotated[int, typer.Option(help="Write the N best as `INDEX ||| TRANSLATION ||| SCORE` lines.")] = 1,
+    sampling: Annotated[bool, typer.Option(
+        "--sampling", help="Sample --nbest outputs from the model instead of beam search.")] = False,
+    topk: Annotated[int, typer.Option(help="Sampling: only from the K most likely pieces (0: all).")] = 0,
+    topp: Annotated[float, typer.Option(help="Sampling: only from the nucleus of probability P (1: all).")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling: divide log-probabilities by this.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling: random seed (same seed, same input: same output).")] = 1,
+    prefix_file: Annotated[Optional[Path], typer.Option(
+        help="Forced target prefixes, a line per input line (an empty line: none).")] = None,
+    constraints: Annotated[Optional[Path], typer.Option(
+        help="Target phrases each output must contain, a line per input line, phrases separated by tabs (an empty "
+             "line: none). Constrained beam search with dynamic beam allocation; see docs/translation.md.")] = None,
+    glossary: Glossary = None,
+    print_alignment: Annotated[bool, typer.Option(
+        "--print-alignment", help="Append ` ||| SRC-TGT ...` hard alignments of pieces, from the attention.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line: translation, score, tokens, alignment (and nbest).")] = False,
+    attention_plot: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG of each sentence's encoder-decoder attention into this folder (needs matplotlib).")] = None,
+    quantize: Quantize = "none", precision: DecodingPrecision = "fp32", engine: Engine = "torch",
+    max_tokens: SourceTokensPerBatch = 6000,
+    buffer_size: Annotated[Optional[int], typer.Option(
+        help="Lines read before translating (sorted by length inside). Default: 1000, or 1 on a terminal.")] = None,
+    device: Device = None, threads: Threads = None,
+    target_language: Annotated[Optional[str], typer.Option(
+        help="For a multilingual model (imported OPUS-MT ones with >>xx<< tokens): the output language, e.g. deu; "
+             "its token starts every source line.")] = None,
+) -> None:
+    """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
+    from nmt.atomic import check_output_file
+    from nmt.checkpoint import default_checkpoint
+    from nmt.engines.spec import EngineSpec, check_engine_options, load_engine, resolve_search
+    from nmt.output_formats import OutputFormat
+    from nmt.translate import translate_file
+
+    set_threads(threads)
+    checkpoints = (checkpoint or []) + (more_checkpoints or [])
+    resolved = resolve_search(checkpoints, engine, beam, lenpen, lenpen_style, max_len_a=max_len_a,
+                              max_len_b=max_len_b, min_len=min_len, nbest=nbest,
+                              no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, topk=topk, topp=topp,
+                              temperature=temperature, seed=seed)
+    search = resolved.search
+    if resolved.stored_by:
+        console.print(f"[cyan]note:[/] decoding with {resolved.stored_by}: beam {search.beam}, lenpen "
+                      f"{search.lenpen} ({resolved.stored_style}); options override them", highlight=False)
+    if resolved.style_replaced:
+        console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
+                      f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)
+    if max_tokens < 1:
+        raise NmtError("--max-tokens must be at least 1")
+    check_engine_options(engine)
+    if ensemble_combine not in ("logprob", "prob"):
+        raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
+    if dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
+        return
+    if output is not None:
+        check_output_file(output)  # before any model loads
+    checkpoints = checkpoints or [default_checkpoint()]
+    if attention_plot is not None:
+        from nmt.plot import check_plotting
+        check_plotting()
+    constraint_options = ", ".join(name for name, path in (("--constraints", constraints), ("--glossary", glossary))
+                                   if path is not None)
+    if constraint_options and sampling:
+        raise NmtError(f"{constraint_options}: constrained decoding is a beam search; not with --sampling")
+    check_engine_options(engine, prefix_file=prefix_file, attention_plot=attention_plot,
+                         print_alignment=print_alignment, constraints=constraints, glossary=glossary)
+    constraint_source = None
+    if constraint_options:
+        from nmt.terminology import ConstraintSource
+        from nmt.terminology import Glossary as GlossaryFile
+
+        constraint_source = ConstraintSource(constraints, GlossaryFile.load(glossary) if glossary else None)
+    record_attention = print_alignment or as_json or attention_plot is not None
+    translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
+                                        target_language, record_attention, ensemble_combine))
+    translate_file(translator, input or stdin(), output, OutputFormat(nbest, as_json, print_alignment, attention_plot),
+                   buffer_size, prefix_file, constraint_source)
+    if translator.grown_beam:
+        console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {search.beam} allows decoded "
+                      f"with a beam of up to {translator.grown_beam} (constraint pieces + 1, for dynamic beam "
+                      "allocation)", highlight=False, soft_wrap=True)
+    if translator.truncated:
+        console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
+                      f"{translator.max_source_tokens} pieces and were cut")

@@ -1,0 +1,107 @@
+"""What every engine gives its callers: `Translation`, the `Engine` protocol, and the input side they share
+(normalized lines, the target-language token of multilingual models, encoding and cutting over-long sources)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from nmt.config import SearchConfig
+from nmt.data.text import normalize
+from nmt.errors import NmtError
+from nmt.vocab import Vocab
+
+@dataclass
+class Translation:
+    text: str
+    score: float  # length-normalized log-probability (what the beam ranks by); 0 for an empty input
+    tokens: list[str]  # target pieces
+    source_tokens: list[str] = field(default_factory=list)  # source pieces
+    # Encoder-decoder attention when asked for: (decoder layers, target pieces + eos, source pieces + eos),
+    # averaged over heads, and the hard alignment it gives: (source piece, target piece) index pairs.
+    attention: np.ndarray | None = None
+    alignment: list[tuple[int, int]] | None = None
+
+
+class Engine(Protocol):
+    """What `nmt translate`, `nmt serve` and `nmt tune` use of a translator, all of it: `nmt.engines.pytorch.Translator`
+    and `nmt.engines.ctranslate2.CTranslate2Translator` both have every member."""
+
+    search: SearchConfig  # the default search; a call may pass its own
+    vocab: Vocab
+    src_lang: str | None  # the language pair, where the model records it
+    tgt_lang: str | None
+    max_source_tokens: int  # longer inputs are cut to this many pieces ...
+    truncated: int  # ... and counted here
+    grown_beam: int  # the widest beam constrained lines needed beyond the search's (0: none did)
+
+    def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
+                  record_attention: bool | None = None,
+                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
+        """The n-best translations of each line, in order (one empty Translation for an empty line); a stream goes
+        through nmt.translate.translate_stream, window by window."""
+        ...
+
+    def constraint_pieces(self, phrases: list[str], search: SearchConfig, prefix_length: int = 0,
+                          index: int = 0) -> list[list[int]]:
+        """A line's constraint phrases as target ids, checked (NmtError where they cannot be honoured)."""
+        ...
+
+
+class TargetLanguage:
+    """The target-language token a multilingual model's source starts with (`>>deu<<`, OPUS-MT's multilingual
+    models): added to every line for `--target-language deu`; without it, each line must start with one."""
+
+    def __init__(self, tokens: list[str], language: str | None):
+        self.tokens = set(tokens)
+        self.token = None
+        if language:
+            token = language if language.startswith(">>") else f">>{language}<<"
+            if token not in self.tokens:
+                known = ", ".join(sorted(t[2:-2] for t in tokens)[:12]) or "none: the model is not multilingual"
+                raise NmtError(f"--target-language {language}: not a language of this model (it has {known}"
+                               + (", ..." if len(tokens) > 12 else "") + ")")
+            self.token = token
+
+    def mark(self, texts: list[str]) -> list[str]:
+        if self.token is not None:
+            return [f"{self.token} {text}" for text in texts]
+        if self.tokens:
+            for text in texts:
+                if not (text.startswith(">>") and text[:text.find("<<") + 2] in self.tokens):
+                    codes = ", ".join(sorted(t[2:-2] for t in self.tokens)[:6])
+                    raise NmtError(f"this model is multilingual: choose the output language with --target-language "
+                                   f"(one of {codes}{', ...' if len(self.tokens) > 6 else ''}), or start each line "
+                                   f"with its token, e.g. >>{sorted(self.tokens)[0][2:-2]}<<")
+        return texts
+
+
+@dataclass
+class EncodedLines:
+    """A call's lines as both engines take them: `results` holds an empty Translation for every line (the empty
+    lines keep theirs), `todo` the positions of the non-empty ones, `ids` their source ids (without eos), each cut to
+    leave room for eos within `max_source_tokens`; `truncated` how many were cut."""
+
+    results: list[list[Translation]]
+    texts: list[str]  # every line, normalized
+    todo: list[int]
+    ids: list[list[int]]
+    truncated: int
+
+
+def encode_lines(lines: list[str], vocab: Vocab, language: TargetLanguage, max_source_tokens: int) -> EncodedLines:
+    """Normalize, mark with the target-language token, encode and cut: the input side both engines share."""
+    results: list[list[Translation]] = [[Translation("", 0.0, [])] for _ in lines]
+    texts = [normalize(line) for line in lines]
+    todo = [i for i, text in enumerate(texts) if text]
+    if not todo:
+        return EncodedLines(results, texts, todo, [], 0)
+    ids, truncated = [], 0
+    for line_ids in vocab.encode_source(language.mark([texts[i] for i in todo])):
+        if len(line_ids) >= max_source_tokens:  # room for the eos after it
+            line_ids = line_ids[: max_source_tokens - 1]
+            truncated += 1
+        ids.append(line_ids)
+    return EncodedLines(results, texts, todo, ids, truncated)
