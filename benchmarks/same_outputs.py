@@ -35,10 +35,11 @@ MIRROR = REPO.parent / "shared" / "data" / "multi30k"
 LINES = 120  # test sentences decoded by each variant
 
 
-def nmt(tree: Path, *args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def nmt(tree: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    # `python -m` puts the working folder first on sys.path, before PYTHONPATH: run in the tree itself.
     environment = dict(os.environ, PYTHONPATH=str(tree), NMT_DRY_RUN="0")
     return subprocess.run([sys.executable, "-m", "nmt", *args], input=stdin, capture_output=True, env=environment,
-                          cwd=cwd, timeout=1800)
+                          cwd=tree, timeout=1800)
 
 
 def compare(name: str, old: bytes, new: bytes, failures: list[str]) -> None:
@@ -62,6 +63,7 @@ def prepared(tree: Path, out: Path) -> dict[str, bytes]:
              and path.suffix in (".bin", ".idx", ".model", ".en", ".de")}
     manifest = json.loads((out / "manifest.json").read_text())
     manifest.pop("created", None)
+    manifest.get("spm", {}).pop("sha256", None)  # of spm.model, which records its own folder (compared below)
     files["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
     # The output folder's own name is recorded (the manifest, SentencePiece's training options): the same length
     # for both versions (data-old, data-new), so it is masked without shifting a byte.
@@ -118,7 +120,7 @@ def served(tree: Path, checkpoint: Path, log: Path) -> bytes:
     with open(log, "wb") as log_file:
         server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port",
                                    str(port), "--workers", "1", "--threads", "2"], env=environment,
-                                  stdout=log_file, stderr=subprocess.STDOUT)
+                                  stdout=log_file, stderr=subprocess.STDOUT, cwd=tree)
         try:
             base = f"http://127.0.0.1:{port}"
             for _ in range(600):

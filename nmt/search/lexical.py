@@ -13,8 +13,9 @@ Dynamic beam allocation (Post & Vilar 2018), vectorised over the batch and the b
   pieces before the sentence's length limit is dropped; with the limit at least the constraint pieces + 1 (the
   caller grows it, as for forced prefixes) every output holds every phrase.
 
-Everything is tensor operations over (hypotheses, candidates, phrases); the only Python loop is `_finalize`'s over
-ended hypotheses, shared with the unconstrained search, which stays in `nmt.search.beam` untouched (and as fast).
+Everything is tensor operations over (hypotheses, candidates, phrases); the only Python loop is
+`SearchState.finalize`'s over ended hypotheses, shared with the unconstrained search (nmt.search.state), which
+stays as fast as it was.
 A sentence decodes identically alone or in a batch: round-robin order compares (rank in bank, bank) pairs, which do
 not depend on the other sentences' constraints.
 """
@@ -28,9 +29,8 @@ import torch
 from torch import Tensor
 
 from nmt.config import SearchConfig
-from nmt.search import step_rules
-from nmt.search.beam import Hypothesis, _end_at_limit, _finalize, cannot_be_beaten
 from nmt.search.protocol import DecodingModel
+from nmt.search.state import Hypothesis, SearchState
 
 NO_PIECE = -1  # padding in the phrase table; never a vocabulary id
 
@@ -135,6 +135,94 @@ def round_robin_order(scores: Tensor, banks: Tensor, totals: Tensor, bank_count:
     return by_score.gather(1, key.argsort(dim=1, stable=True))
 
 
+@dataclass
+class SentenceConstraints:
+    """The constraint side of a constrained search, per group (sentence) and per hypothesis row: the phrases, each
+    sentence's full bank (`totals`) and own beam, and each row's progress through its phrases."""
+
+    table: PhraseTable
+    sentence_beams: Tensor  # (n,) each sentence's own beam (of `rows` rows)
+    beam_list: list[int]  # the same on the host: read at every step
+    rows: int  # hypothesis rows per sentence: the widest beam
+    phrases: PhraseState  # (R, ...) each row's progress
+    just_met: Tensor  # (R,) rows that completed a phrase at the last step
+
+    def __post_init__(self):
+        self.totals = self.table.totals  # (n,)
+        self.row_pieces, self.row_lengths = (t.repeat_interleave(self.rows, dim=0)
+                                             for t in (self.table.pieces, self.table.lengths))
+
+    @classmethod
+    def start(cls, phrases: list[list[list[int]]], beam_list: list[int], device) -> "SentenceConstraints":
+        rows = max(beam_list)
+        table = PhraseTable.build(phrases, device)
+        just_met = torch.zeros(len(phrases) * rows, dtype=torch.bool, device=device)
+        return cls(table, torch.tensor(beam_list, device=device), beam_list, rows, PhraseState.start(table, rows),
+                   just_met)
+
+    def forbid(self, logprobs: Tensor, eos: int, word_continuations: Tensor | None) -> None:
+        """No ending before every phrase is written; no piece that glues onto a phrase just completed."""
+        all_met = self.phrases.met.all(dim=1) & self.phrases.progress.eq(0)
+        logprobs[:, eos].masked_fill_(~all_met, float("-inf"))
+        if word_continuations is not None and self.just_met.any():
+            rows_after = self.just_met.nonzero()[:, 0]  # only these rows: a pass over all of them costs milliseconds
+            logprobs[rows_after] = logprobs[rows_after].masked_fill(word_continuations, float("-inf"))
+
+    def candidates(self, logprobs: Tensor, search: SearchState):
+        """Each row's candidates (R, C): its 2k most likely pieces and the pieces that advance its constraints, with
+        their scores (-inf for padding and for what can no longer fit its unmet pieces and eos within the length
+        limit) and the constraint state each would reach (nmt.search.lexical.advance)."""
+        rows = self.rows
+        proposals = min(2 * rows, logprobs.shape[1])
+        likely = logprobs.topk(proposals, dim=1).indices  # (R, 2K)
+        if min(self.beam_list) < rows:  # a sentence of a narrower beam proposes its own 2k
+            row_beams = self.sentence_beams.repeat_interleave(rows)  # (R,)
+            beyond = torch.arange(proposals, device=likely.device)[None, :] >= 2 * row_beams[:, None]  # (R, 2K)
+            likely = likely.masked_fill(beyond, NO_PIECE)
+        advancing = advancing_pieces(self.phrases, self.row_pieces)  # (R, P)
+        repeated = advancing[:, :, None].eq(likely[:, None, :]).any(dim=2) | (
+            advancing[:, :, None].eq(advancing[:, None, :]).tril(diagonal=-1).any(dim=2))
+        advancing = advancing.masked_fill(repeated, NO_PIECE)
+        candidates = torch.cat([likely, advancing], dim=1)  # (R, C)
+        scores = logprobs.gather(1, candidates.clamp(min=0)) + search.scores.view(-1, 1)
+        reached = advance(self.phrases, candidates, self.row_pieces, self.row_lengths)
+        bank = reached[3]
+        room = search.max_lengths.repeat_interleave(rows)[:, None] - 1 - search.length
+        fits = candidates.eq(search.eos) | (self.totals.repeat_interleave(rows)[:, None] - bank).le(room)
+        scores = scores.masked_fill(candidates.eq(NO_PIECE) | ~fits, float("-inf"))
+        return candidates, scores, reached
+
+    def go_on(self, reached, flat: Tensor) -> None:
+        """The constraint state of the rows chosen to go on (`flat`: positions in the (R * C) candidates)."""
+        met, current, progress, _, completes = reached
+        self.phrases = PhraseState(met.view(-1, met.shape[2]).index_select(0, flat),
+                                   current.view(-1).index_select(0, flat), progress.view(-1).index_select(0, flat))
+        self.just_met = completes.view(-1).index_select(0, flat)
+
+    def keep(self, keep: Tensor, kept: Tensor) -> None:
+        """Only the sentences in `keep` (their indices: `kept`) go on."""
+        self.sentence_beams = self.sentence_beams[keep]
+        self.beam_list = [b for b, kept_one in zip(self.beam_list, keep.tolist()) if kept_one]
+        self.table = self.table.select(kept)
+        self.__post_init__()
+        kept_rows = (kept[:, None] * self.rows + torch.arange(self.rows, device=kept.device)).view(-1)
+        self.phrases = PhraseState(self.phrases.met[kept_rows], self.phrases.current[kept_rows],
+                                   self.phrases.progress[kept_rows])
+        self.just_met = self.just_met[kept_rows]
+
+
+def ending_candidates(scores: Tensor, banks: Tensor, totals: Tensor, own_slot: Tensor) -> tuple[Tensor, Tensor]:
+    """A hypothesis that has met every constraint ends as in the unconstrained search: when eos is among the k best
+    candidates of the full bank. scores, banks (n, K*C); returns the positions (n, K) of the full bank's k best and
+    their scores, -inf outside the full bank and outside a sentence's own slots (`own_slot` (n, K))."""
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    outside = banks.gather(1, by_score).ne(totals[:, None])
+    ending = by_score.gather(1, outside.to(torch.uint8).argsort(dim=1, stable=True)[:, : own_slot.shape[1]])
+    ending_scores = scores.gather(1, ending).masked_fill(
+        ~own_slot | banks.gather(1, ending).ne(totals[:, None]), float("-inf"))
+    return ending, ending_scores
+
+
 @torch.no_grad()
 def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig,
                             phrases: list[list[list[int]]], prefixes: list[list[int]] | None = None,
@@ -149,131 +237,58 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     word_continuations: (V,) True for pieces that continue a word (`nmt.engines.pytorch.Translator.word_continuations`):
         forbidden right after a phrase is completed, so that a constraint "Zaun" is not written as "Zauns".
     The length limit of a row grows to hold its constraint pieces, its forced prefix and eos."""
-    model_config = model.config
-    pad, bos, eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
     device = src_tokens.device
-    batch_size = src_tokens.shape[0]
-    beam_list = beams or [config.beam] * batch_size  # kept on the host too: read at every step
-    sentence_beams = torch.tensor(beam_list, device=device)  # (n,)
-    beam = max(beam_list)  # hypothesis rows per sentence
+    beam_list = beams or [config.beam] * src_tokens.shape[0]
+    constraints = SentenceConstraints.start(phrases, beam_list, device)
+    beam = constraints.rows  # hypothesis rows per sentence
     finish_after = config.beam  # finished hypotheses a sentence collects: the beam asked for, not the grown one
     config = dataclasses.replace(config, beam=beam)
-    table = PhraseTable.build(phrases, device)
-    totals = table.totals  # (n,)
-    bank_count = int(totals.max()) + 1  # banks 0..the largest full bank, for the whole search
-    max_lengths = step_rules.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
-                                               model_config.max_positions if model_config.learned_positions else None)
-    prefix = step_rules.pad_prefixes(prefixes, pad, device)
-    needed = totals + 1 + (prefix.ne(pad).sum(dim=1) if prefix is not None else 0)
-    max_lengths = torch.maximum(max_lengths, needed)
-
+    bank_count = int(constraints.totals.max()) + 1  # banks 0..the largest full bank, for the whole search
+    search = SearchState(src_tokens, model.config, config, beam, prefixes, reserve=constraints.totals)
     state = model.init_state(model.encode(src_tokens), beam)
     state.record_attention = record_attention
-    attention = None
-    phrase_state = PhraseState.start(table, beam)
-    just_met = torch.zeros(batch_size * beam, dtype=torch.bool, device=device)  # completed a phrase last step
-    row_pieces, row_lengths = (t.repeat_interleave(beam, dim=0) for t in (table.pieces, table.lengths))
-
-    sentence_ids = torch.arange(batch_size, device=device)
-    tokens = torch.full((batch_size * beam, 1), bos, dtype=torch.long, device=device)
-    scores = torch.full((batch_size, beam), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-    nth_best = torch.full((batch_size,), float("-inf"), device=device)
     slots = torch.arange(beam, device=device)
 
-    step = 0
-    while len(sentence_ids) > 0:
-        logprobs = model.decode_step(tokens[:, -1], state)  # (R, V)
-        step_attention = state.attention[:, None] if record_attention else None
-        active = len(sentence_ids)
-        length = step + 1
-        at_limit = max_lengths <= length
-        forced = prefix.repeat_interleave(beam, dim=0) if step_rules.prefix_active(prefix, step) else None
-        step_rules.apply_step(logprobs, tokens[:, 1:], step, config, at_limit.repeat_interleave(beam), forced,
-                                    pad, bos, eos)
-        all_met = phrase_state.met.all(dim=1) & phrase_state.progress.eq(0)
-        logprobs[:, eos].masked_fill_(~all_met, float("-inf"))  # no ending before every phrase is written
-        if word_continuations is not None and just_met.any():
-            rows_after = just_met.nonzero()[:, 0]  # only these rows: a pass over all of them costs milliseconds
-            logprobs[rows_after] = logprobs[rows_after].masked_fill(word_continuations, float("-inf"))
-
-        # Candidates of each hypothesis: its 2k most likely pieces and the pieces that advance its constraints.
-        proposals = min(2 * beam, logprobs.shape[1])
-        likely = logprobs.topk(proposals, dim=1).indices  # (R, 2K)
-        if min(beam_list) < beam:  # a sentence of a narrower beam proposes its own 2k
-            row_beams = sentence_beams.repeat_interleave(beam)  # (R,)
-            likely = likely.masked_fill(torch.arange(proposals, device=device)[None, :] >= 2 * row_beams[:, None],
-                                        NO_PIECE)
-        advancing = advancing_pieces(phrase_state, row_pieces)  # (R, P)
-        repeated = advancing[:, :, None].eq(likely[:, None, :]).any(dim=2) | (
-            advancing[:, :, None].eq(advancing[:, None, :]).tril(diagonal=-1).any(dim=2))
-        advancing = advancing.masked_fill(repeated, NO_PIECE)
-        candidates = torch.cat([likely, advancing], dim=1)  # (R, C)
-        candidate_scores = logprobs.gather(1, candidates.clamp(min=0)) + scores.view(-1, 1)
-        met, current, progress, bank, completes = advance(phrase_state, candidates, row_pieces, row_lengths)
-        # A candidate must still fit its unmet pieces and eos within the length limit.
-        room = max_lengths.repeat_interleave(beam)[:, None] - 1 - length
-        ends = candidates.eq(eos)
-        fits = ends | (totals.repeat_interleave(beam)[:, None] - bank).le(room)
-        candidate_scores = candidate_scores.masked_fill(candidates.eq(NO_PIECE) | ~fits, float("-inf"))
-
-        width = candidates.shape[1]
+    while search.groups > 0:
+        logprobs = model.decode_step(search.tokens[:, -1], state)  # (R, V)
+        active, at_limit = search.groups, search.at_limit
+        search.apply_rules(logprobs)
+        constraints.forbid(logprobs, search.eos, word_continuations)
+        candidates, candidate_scores, reached = constraints.candidates(logprobs, search)
+        width, bank, totals = candidates.shape[1], reached[3], constraints.totals
         order = round_robin_order(candidate_scores.view(active, beam * width), bank.view(active, beam * width),
                                   totals, bank_count)  # (n, K*C)
         cand_scores = candidate_scores.view(active, -1).gather(1, order)
         cand_tokens = candidates.view(active, -1).gather(1, order)
-        cand_beams = order // width
-        own_slot = slots[None, :] < sentence_beams[:, None]  # (n, K): the slots a sentence's own beam has
+        own_slot = slots[None, :] < constraints.sentence_beams[:, None]  # (n, K): the slots of a sentence's own beam
 
-        # A hypothesis that has met every constraint ends as in the unconstrained search: when eos is among the k
-        # best candidates of the full bank.
-        flat_scores, flat_banks = candidate_scores.view(active, -1), bank.view(active, -1)
-        by_score = flat_scores.argsort(dim=1, descending=True, stable=True)
-        outside = flat_banks.gather(1, by_score).ne(totals[:, None])
-        ending = by_score.gather(1, outside.to(torch.uint8).argsort(dim=1, stable=True)[:, :beam])  # (n, K)
-        ending_scores = flat_scores.gather(1, ending).masked_fill(
-            ~own_slot | flat_banks.gather(1, ending).ne(totals[:, None]), float("-inf"))
-        with_attention = torch.cat([attention, step_attention], dim=1) if attention is not None else step_attention
-        done = _finalize(ending_scores, ending // width, candidates.view(active, -1).gather(1, ending), tokens,
-                         sentence_ids, finished, config, eos, length, with_attention, nth_best,
-                         [min(b, finish_after) for b in beam_list])
-        done = done | _end_at_limit(at_limit, tokens, sentence_ids, finished, beam, with_attention)
+        ending, ending_scores = ending_candidates(candidate_scores.view(active, -1), bank.view(active, -1), totals,
+                                                  own_slot)
+        search.add_attention(state.attention[:, None] if record_attention else None)
+        done = search.finalize(ending_scores, ending // width, candidates.view(active, -1).gather(1, ending),
+                               [min(b, finish_after) for b in constraints.beam_list])
+        done = done | search.end_at_limit(at_limit)
 
         # The first k candidates in round-robin order that do not end the sentence go on.
-        continuing = cand_tokens.eq(eos).to(torch.uint8).argsort(dim=1, stable=True)[:, :beam]  # (n, K)
-        scores = cand_scores.gather(1, continuing).masked_fill(~own_slot, float("-inf"))
+        continuing = cand_tokens.eq(search.eos).to(torch.uint8).argsort(dim=1, stable=True)[:, :beam]  # (n, K)
+        search.scores = cand_scores.gather(1, continuing).masked_fill(~own_slot, float("-inf"))
         picked = order.gather(1, continuing)  # (n, K) positions in (beam, candidate) of each group
-        done = done | cannot_be_beaten(nth_best[sentence_ids], scores.max(dim=1).values, max_lengths, length, config)
-        flat = (torch.arange(active, device=device)[:, None] * (beam * width) + picked).view(-1)  # into (R*C)
-        rows = torch.arange(active, device=device)[:, None] * beam + cand_beams.gather(1, continuing)  # (n, K)
+        done = done | search.settled(search.scores.max(dim=1).values)
+        groups = torch.arange(active, device=device)[:, None]
+        flat = (groups * (beam * width) + picked).view(-1)  # into (R*C)
+        rows = groups * beam + (order // width).gather(1, continuing)  # (n, K)
         # A sentence with fewer live candidates than rows continues some dead ones (-inf): feed them a real id.
-        next_tokens = candidates.view(-1).index_select(0, flat).view(active, beam).clamp(min=pad)
-        phrase_state = PhraseState(met.view(-1, met.shape[2]).index_select(0, flat),
-                                   current.view(-1).index_select(0, flat), progress.view(-1).index_select(0, flat))
-        just_met = completes.view(-1).index_select(0, flat)
+        next_tokens = candidates.view(-1).index_select(0, flat).view(active, beam).clamp(min=search.pad)
+        constraints.go_on(reached, flat)
 
         keep = ~done
         if not keep.all():
-            rows, next_tokens, scores = rows[keep], next_tokens[keep], scores[keep]
-            sentence_ids, max_lengths, totals = sentence_ids[keep], max_lengths[keep], totals[keep]
-            sentence_beams = sentence_beams[keep]
-            beam_list = [b for b, kept_one in zip(beam_list, keep.tolist()) if kept_one]
-            kept = torch.nonzero(keep)[:, 0]
-            table = table.select(kept)
-            row_pieces, row_lengths = (t.repeat_interleave(beam, dim=0) for t in (table.pieces, table.lengths))
-            kept_rows = (kept[:, None] * beam + slots).view(-1)
-            phrase_state = PhraseState(phrase_state.met[kept_rows], phrase_state.current[kept_rows],
-                                       phrase_state.progress[kept_rows])
-            just_met = just_met[kept_rows]
-            if prefix is not None:
-                prefix = prefix[keep]
+            rows, next_tokens = rows[keep], next_tokens[keep]
+            kept = search.keep(keep)
+            constraints.keep(keep, kept)
             state.select_memory(kept)
         rows = rows.view(-1)
-        tokens = torch.cat([tokens.index_select(0, rows), next_tokens.view(-1, 1)], dim=1)
-        if with_attention is not None:
-            attention = with_attention.index_select(0, rows)
+        search.extend(rows, next_tokens)
         state.reorder(rows)
-        step += 1
 
-    return [sorted(hyps, key=lambda h: h.score, reverse=True)[: config.nbest] for hyps in finished]
+    return search.results(config.nbest)

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 from nmt.config import SearchConfig
-from nmt.search import step_rules
-from nmt.search.beam import Hypothesis, expand_beams, length_penalty
+from nmt.search.beam import expand_beams
 from nmt.search.protocol import DecodingModel
+from nmt.search.state import Hypothesis, SearchState
 
 
 def filter_distribution(logprobs: Tensor, temperature: float, topk: int, topp: float) -> Tensor:
@@ -36,57 +36,31 @@ def filter_distribution(logprobs: Tensor, temperature: float, topk: int, topp: f
 @torch.no_grad()
 def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, generator: torch.Generator,
            prefixes: list[list[int]] | None = None, record_attention: bool = False) -> list[list[Hypothesis]]:
-    """`config.nbest` samples of each source row, best score first."""
-    model_config = model.config
-    pad, bos, eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
-    device = src_tokens.device
-    batch_size, per_input = src_tokens.shape[0], config.nbest
-    rows_of = expand_beams(batch_size, per_input, device)
-    max_lengths = step_rules.max_lengths(src_tokens, pad, config.max_len_a, config.max_len_b,
-                                          model_config.max_positions if model_config.learned_positions else None)
-    prefix = step_rules.pad_prefixes(prefixes, pad, device)
-    if prefix is not None:
-        max_lengths = torch.maximum(max_lengths, prefix.ne(pad).sum(dim=1) + 1)
-        prefix = prefix.index_select(0, rows_of)
-    max_lengths = max_lengths.index_select(0, rows_of)  # (R,)
-
+    """`config.nbest` samples of each source row, best score first. Each sample is a group of one row
+    (nmt.search.state.SearchState), `nbest` groups per sentence."""
+    batch_size, eos = src_tokens.shape[0], model.config.eos_id
+    rows_of = expand_beams(batch_size, config.nbest, src_tokens.device)  # the sentence of each sample
+    row_prefixes = [prefixes[row] for row in rows_of.tolist()] if prefixes else None
+    search = SearchState(src_tokens.index_select(0, rows_of), model.config, config, 1, row_prefixes,
+                         sentence_ids=rows_of.clone(), sentences=batch_size)
     state = model.init_state(model.encode(src_tokens).select(rows_of))
     state.record_attention = record_attention
-    owner = rows_of.clone()  # input sentence of each live row
-    tokens = torch.full((len(owner), 1), bos, dtype=torch.long, device=device)
-    logprob_sums = torch.zeros(len(owner), device=device)
-    attention = None
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-    step = 0
-    while len(owner) > 0:
-        logprobs = model.decode_step(tokens[:, -1], state)  # (R, V)
-        length = step + 1
-        step_rules.apply_step(logprobs, tokens[:, 1:], step, config, max_lengths <= length, prefix, pad, bos, eos)
+    while search.groups > 0:
+        logprobs = model.decode_step(search.tokens[:, -1], state)  # (R, V)
+        search.apply_rules(logprobs)
         weights = filter_distribution(logprobs, config.temperature, config.topk, config.topp)
         weights = weights.nan_to_num(nan=float("-inf"), posinf=float("-inf"))  # a model gone numerically wrong
         dead = ~weights.isfinite().any(dim=-1)  # every token forbidden (an n-gram block can do this): end the row
         weights[dead, eos] = 0.0
         chosen = torch.multinomial(weights.softmax(dim=-1), 1, generator=generator)  # (R, 1)
-        logprob_sums = logprob_sums + logprobs.gather(1, chosen)[:, 0]
-        tokens = torch.cat([tokens, chosen], dim=1)
-        if record_attention:
-            step_attention = state.attention[:, None]
-            attention = step_attention if attention is None else torch.cat([attention, step_attention], dim=1)
-        ended = chosen[:, 0].eq(eos) | dead | (max_lengths <= length)
+        search.scores = search.scores + logprobs.gather(1, chosen)
+        search.add_attention(state.attention[:, None] if record_attention else None)
+        ended = chosen[:, 0].eq(eos) | dead | search.at_limit
+        going_on = torch.arange(search.groups, device=chosen.device)
         if ended.any():
-            penalty = length_penalty(length, config.lenpen, config.lenpen_style)
-            for row in ended.nonzero()[:, 0].tolist():
-                logprob = float(logprob_sums[row])
-                finished[int(owner[row])].append(Hypothesis(
-                    tokens[row, 1:-1].tolist(), logprob / penalty, logprob,
-                    attention[row] if attention is not None else None))
-            keep = (~ended).nonzero()[:, 0]
-            owner, tokens, logprob_sums, max_lengths = owner[keep], tokens[keep], logprob_sums[keep], max_lengths[keep]
-            if prefix is not None:
-                prefix = prefix[keep]
-            if attention is not None:
-                attention = attention[keep]
-            state.select_memory(keep)
-            state.reorder(keep)
-        step += 1
-    return [sorted(hyps, key=lambda h: h.score, reverse=True) for hyps in finished]
+            search.end_rows(ended)
+            going_on = search.keep(~ended)
+            state.select_memory(going_on)
+            state.reorder(going_on)
+        search.extend(going_on, chosen[going_on])
+    return search.results(config.nbest)
