@@ -202,8 +202,8 @@ def test_a_damaged_output_is_rebuilt_by_the_step_that_made_it(wmt14, tmp_path):
 
 def test_two_workers_give_the_same_data_as_one(wmt14, tmp_path, monkeypatch):
     server, _, recipe = wmt14
-    import nmt.data.prepare as prepare_module
-    monkeypatch.setattr(prepare_module, "SHARD_LINES", 500)  # several shards from a small corpus
+    import nmt.data.corpus_steps as corpus_steps
+    monkeypatch.setattr(corpus_steps, "SHARD_LINES", 500)  # several shards from a small corpus
     one = prepare_recipe(recipe, tmp_path / "one", PrepareOptions(**OPTIONS), mirror=server.url)
     two = prepare_recipe(recipe, tmp_path / "two", PrepareOptions(**{**OPTIONS, "workers": 2}), mirror=server.url)
     assert one.manifest["splits"] == two.manifest["splits"]
