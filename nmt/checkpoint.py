@@ -200,6 +200,8 @@ def make_payload(model: Transformer, vocab: Vocab, train_config, src: str, tgt: 
 
 
 def vocab_from_payload(payload: dict, path: Path | str = "checkpoint") -> Vocab:
+    """The vocabulary a checkpoint carries (its SentencePiece model bytes, and any table of pieces); `path` names
+    the checkpoint in the error when it cannot be read."""
     try:
         return Vocab.from_payload(payload)
     except NmtError as error:

@@ -46,6 +46,7 @@ class ModelConfig:
     eos_id: int = 3
 
     def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first field out of range."""
         for name in ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "max_positions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -95,6 +96,7 @@ class TrainConfig:
     tensorboard: str = ""  # a folder for TensorBoard event files of the metrics.jsonl scalars ("": none)
 
     def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first field out of range."""
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if self.warmup < 1:
@@ -152,6 +154,7 @@ class SearchConfig:
     seed: int = 1
 
     def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first field out of range."""
         if self.beam < 1:
             raise ConfigError(f"--beam must be at least 1, got {self.beam}")
         if not math.isfinite(self.lenpen):

@@ -17,6 +17,7 @@ FONTS = ["DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans Arabic", "No
 
 
 def check_plotting(what: str = "--attention-plot") -> None:
+    """Fail early, in one line naming the option, where matplotlib (the `plot` extra) is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -47,6 +47,7 @@ def check_streams(hypotheses: list[str], references: list[list[str]]) -> None:
 
 
 def make_metric(name: str):
+    """sacreBLEU's metric object for bleu, chrf or ter (its default settings: what the signatures record)."""
     if name not in METRICS:
         raise NmtError(f"--metrics: unknown {name} (choose from {', '.join(METRICS)})")
     return METRICS[name]()

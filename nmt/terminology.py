@@ -46,6 +46,8 @@ class Glossary:
 
     @classmethod
     def load(cls, path: Path) -> "Glossary":
+        """Read a glossary TSV (`source term<TAB>target term` a line; `#` comments and blank lines skipped), checked:
+        a bad line is one error naming the file and line."""
         terms: dict[str, str] = {}
         first_line: dict[str, int] = {}
         if not Path(path).is_file():

@@ -7,10 +7,8 @@ import json
 import os
 import shlex
 import time
-from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import REPO, run_nmt
 from nmt.checkpoint import load_checkpoint

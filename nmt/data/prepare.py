@@ -66,6 +66,7 @@ class PrepareOptions:
         return options
 
     def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first option out of range."""
         if self.vocab_size < 300 and self.vocab_model is None:
             raise ConfigError(f"--vocab-size must be at least 300 (256 byte pieces + specials), got {self.vocab_size}")
         if self.spm_max_sentences < 1:

@@ -18,6 +18,8 @@ ENGINES = ("torch", "ctranslate2")
 
 @dataclass
 class EngineSpec:
+    """Everything needed to load a translator, picklable: a server's worker processes each load one from it."""
+
     engine: str  # torch or ctranslate2
     checkpoints: list[Path]  # several: an ensemble (torch); ctranslate2: one exported folder
     search: SearchConfig

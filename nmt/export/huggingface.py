@@ -149,6 +149,9 @@ def generation_settings(model: Transformer, payload: dict) -> dict:
 
 
 def export_huggingface(checkpoint: Path, out_dir: Path, force: bool = False) -> Path:
+    """Write `checkpoint` as a MarianMT folder for Hugging Face transformers (config.json, model.safetensors,
+    MarianTokenizer files, generation_config.json, a model card); `force` replaces an earlier export at `out_dir`.
+    Returns `out_dir`."""
     transformers = _transformers()
     check_export_folder(checkpoint, out_dir, force)
     model, vocab, payload = load_model(checkpoint, "cpu")

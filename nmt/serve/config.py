@@ -10,6 +10,8 @@ from nmt.errors import NmtError
 
 @dataclass
 class ServeConfig:
+    """`nmt serve`'s settings beyond the model's: address, key, per-request caps, batching, workers, time limits."""
+
     host: str = "127.0.0.1"  # loopback unless the operator says otherwise
     port: int = 8000
     api_key: str | None = None  # required by /v1 and /metrics (and LibreTranslate's /translate) when set
@@ -32,6 +34,7 @@ class ServeConfig:
     glossary: Path | None = None  # source term -> target term, applied to every text (nmt.terminology.Glossary)
 
     def validate(self) -> None:
+        """Raise NmtError naming the flag of the first setting out of range."""
         for name in ("max_beam", "max_nbest", "max_sentences", "max_characters", "max_request_bytes", "max_tokens",
                      "max_queue", "workers"):
             if getattr(self, name) < 1:

@@ -33,6 +33,8 @@ class RunDefaults:
 
 
 def run_defaults(arch: str | None, save_dir: Path, resume: bool, init_from: Path | None) -> RunDefaults:
+    """Where a run's settings start: the preset --arch names; else the run being resumed (its saved configs); else
+    the --init-from checkpoint's architecture with its preset's training defaults; else transformer_base."""
     if arch is not None:
         return RunDefaults(preset(arch), arch)
     if resume:

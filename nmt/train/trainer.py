@@ -17,6 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -44,6 +45,8 @@ from nmt.train.window import MetricsWindow
 
 
 class Trainer:
+    """One run on a prepared DATA_DIR into `save_dir`; `run()` trains until a limit, a signal or --patience stops it."""
+
     def __init__(self, data_dir: Path, save_dir: Path, model_config: ModelConfig, train_config: TrainConfig,
                  resume: bool = False, device: str | None = None, reporter: TrainReporter | None = None):
         train_config.validate()
@@ -308,8 +311,6 @@ class Trainer:
 
     def elapsed(self) -> float:
         return self.progress.elapsed + time.monotonic() - self.started
-
-    # --- logging ---------------------------------------------------------------------------------------------
 
     def _log_window(self) -> None:
         record = self.window.record(self.ranks)
