@@ -152,6 +152,18 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def print_search_notes(resolved, doing: str, unless: str) -> None:
+    """Say where the search settings came from when they are not all the user's (nmt.engines.spec.ResolvedSearch):
+    `doing` ("decoding"), `unless` ("options override them")."""
+    search = resolved.search
+    if resolved.stored_by:
+        console.print(f"[cyan]note:[/] {doing} with {resolved.stored_by}: beam {search.beam}, lenpen {search.lenpen} "
+                      f"({resolved.stored_style}){unless}", highlight=False)
+    if resolved.style_replaced:
+        console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
+                      f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nmt {__version__}")

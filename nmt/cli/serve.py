@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.cli.app import command, console, dry_run, set_threads
+from nmt.cli.app import command, dry_run, print_search_notes, set_threads
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
                              MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch, Threads)
 from nmt.errors import NmtError
@@ -87,11 +87,6 @@ def serve_command(
     if dry_run("serve", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search,
                          "host": host, "port": port}):
         return
-    if resolved.stored_by:
-        console.print(f"[cyan]note:[/] serving with {resolved.stored_by}: beam {search.beam}, lenpen {search.lenpen} "
-                      f"({resolved.stored_style}) unless a request says otherwise", highlight=False)
-    if resolved.style_replaced:
-        console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
-                      f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)
+    print_search_notes(resolved, "serving", " unless a request says otherwise")
     serve(EngineSpec(engine, checkpoints or [default_checkpoint()], search, device, max_tokens, quantize, threads,
                      precision), config)

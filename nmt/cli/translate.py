@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.cli.app import command, console, dry_run, set_threads, stdin
+from nmt.cli.app import command, console, dry_run, print_search_notes, set_threads, stdin
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
                              MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Output, Quantize, SourceTokensPerBatch,
                              Threads)
@@ -71,12 +71,7 @@ def translate_command(
                               no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, topk=topk, topp=topp,
                               temperature=temperature, seed=seed)
     search = resolved.search
-    if resolved.stored_by:
-        console.print(f"[cyan]note:[/] decoding with {resolved.stored_by}: beam {search.beam}, lenpen "
-                      f"{search.lenpen} ({resolved.stored_style}); options override them", highlight=False)
-    if resolved.style_replaced:
-        console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
-                      f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)
+    print_search_notes(resolved, "decoding", "; options override them")
     if max_tokens < 1:
         raise NmtError("--max-tokens must be at least 1")
     check_engine_options(engine)
