@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nmt.errors import NmtError
 
@@ -17,6 +18,8 @@ class ConfigError(NmtError, ValueError):
     """An option value that cannot be used; the message names the flag."""
 
 
+DATA_ROOT = Path("data")  # where `nmt prepare` puts a recipe's DATA_DIR by default, and `nmt train` looks
+DEFAULT_SAVE_DIR = Path("checkpoints")  # `nmt train --save-dir`'s default, where translate and serve look
 ACTIVATIONS = ("relu", "gelu", "swish")
 
 

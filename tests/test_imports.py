@@ -138,3 +138,15 @@ def test_the_walk_sees_every_import_form_and_a_cycle(tmp_path):
     assert find_cycle(graph) == ["nmt.config", "nmt.errors", "nmt.config"]
     (package / "errors.py").write_text("")
     assert find_cycle(import_graph(package)) == []
+
+
+def test_the_command_line_starts_without_torch():
+    """`nmt --help`, option checks and dry runs stay fast: importing the command line (every command module) loads
+    neither torch nor the serving stack; a command imports what it needs when it runs."""
+    import subprocess
+    import sys
+
+    probe = "import sys, nmt.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'starlette', 'numpy'}))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=PACKAGE.parent).stdout.strip()
+    assert loaded == "[]"

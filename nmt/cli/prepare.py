@@ -13,9 +13,8 @@ from rich.table import Table
 
 from nmt.cli.app import command, console, dry_run
 from nmt.cli.progress import ProgressBars
-from nmt.config import replace_fields
+from nmt.config import DATA_ROOT, replace_fields
 from nmt.errors import NmtError
-from nmt.train.defaults import DATA_ROOT
 
 
 @command("prepare")

@@ -14,11 +14,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.checkpoint import DEFAULT_SAVE_DIR
 from nmt.cli.app import command, console, dry_run, dry_run_asked, set_threads
 from nmt.cli.options import Device, Threads
 from nmt.cli.progress import RichTrainReporter
-from nmt.config import PRESETS
+from nmt.config import DEFAULT_SAVE_DIR, PRESETS
 from nmt.errors import NmtError
 
 

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt.checkpoint import interval_checkpoints, read_configs
-from nmt.config import ModelConfig, Preset, TrainConfig, from_dict, matching_preset, preset, replace_fields
+from nmt.config import DATA_ROOT, ModelConfig, Preset, TrainConfig, from_dict, matching_preset, preset, replace_fields
 from nmt.errors import NmtError
 
 DEFAULT_ARCH = "transformer_base"
-DATA_ROOT = Path("data")  # where `nmt prepare` puts a recipe's DATA_DIR by default
 
 
 def default_data_dir() -> Path:
