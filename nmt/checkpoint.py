@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from nmt.atomic import atomic_write, link_or_copy
-from nmt.config import DEFAULT_SAVE_DIR, ConfigError, ModelConfig, from_dict
+from nmt.config import ConfigError, ModelConfig, from_dict
 from nmt.errors import NmtError
 from nmt.model.transformer import Transformer, build_model
 from nmt.metrics_log import read_metrics
@@ -154,16 +154,6 @@ def describe_missing_checkpoint(path: Path) -> str:
         return (f"{path} is a folder, not a checkpoint file: name one of the checkpoints it holds, e.g. "
                 f"{path / held[0]} ({', '.join(held)})")
     return f"{path} is a folder holding no checkpoint (*.pt): name a checkpoint file"
-
-
-def default_checkpoint() -> Path:
-    """The checkpoint a command uses when none is named: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt
-    (both written by the README's job)."""
-    for candidate in (DEFAULT_SAVE_DIR / "averaged.pt", DEFAULT_SAVE_DIR / "checkpoint_best.pt"):
-        if candidate.is_file():
-            return candidate
-    raise NmtError("no --checkpoint given and neither checkpoints/averaged.pt nor checkpoints/checkpoint_best.pt "
-                   "exists")
 
 
 def load_vocabulary(path: Path) -> Vocab:

@@ -23,6 +23,16 @@ DEFAULT_SAVE_DIR = Path("checkpoints")  # `nmt train --save-dir`'s default, wher
 ACTIVATIONS = ("relu", "gelu", "swish")
 
 
+def default_checkpoint() -> Path:
+    """The checkpoint a command uses when none is named: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt
+    (both written by the README's job)."""
+    for candidate in (DEFAULT_SAVE_DIR / "averaged.pt", DEFAULT_SAVE_DIR / "checkpoint_best.pt"):
+        if candidate.is_file():
+            return candidate
+    raise NmtError("no --checkpoint given and neither checkpoints/averaged.pt nor checkpoints/checkpoint_best.pt "
+                   "exists")
+
+
 @dataclass
 class ModelConfig:
     """The Transformer's shape. Names follow the paper (d_model, d_ff, h, P_drop)."""

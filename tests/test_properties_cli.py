@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 
-EXAMPLES = int(os.environ.get("NMT_PROPERTY_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("NMT_PROPERTY_EXAMPLES", "8"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -272,27 +272,27 @@ def test_page_is_served_offline(server):
 
 @requires_multi30k
 def test_concurrent_clients_get_what_decoding_alone_gives(server, trained_checkpoint):
-    """16 clients x 25 requests of test_2016_flickr lines, all answered; each answer what the line gives alone."""
+    """16 clients x 10 requests of test_2016_flickr lines, all answered; each answer what the line gives alone."""
     from nmt.config import SearchConfig
     from nmt.engines.pytorch import Translator
 
     with gzip.open(SHARED_MULTI30K / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as lines:
-        sentences = [line.strip() for _, line in zip(range(400), lines)]
+        sentences = [line.strip() for _, line in zip(range(160), lines)]
     batches_before = server.metric("nmt_batch_sentences_count")
     sentences_before = server.metric("nmt_batch_sentences_sum")
 
     def client(number: int) -> list[str]:
         with httpx.Client(headers={"X-API-Key": KEY}, timeout=120) as session:
-            return [session.post(server.url + "/v1/translate", json={"text": sentences[number * 25 + i]}
-                                 ).json()["translations"][0]["text"] for i in range(25)]
+            return [session.post(server.url + "/v1/translate", json={"text": sentences[number * 10 + i]}
+                                 ).json()["translations"][0]["text"] for i in range(10)]
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         served = [text for texts in pool.map(client, range(16)) for text in texts]
-    assert len(served) == 400
+    assert len(served) == 160
 
     alone = Translator(trained_checkpoint, SearchConfig(beam=4, lenpen=0.6), device="cpu")
     differ = sum(alone.translate([sentence])[0][0].text != text for sentence, text in zip(sentences, served))
-    print(f"{differ} of 400 answers differ from decoding the line alone")
-    assert differ <= 4
+    print(f"{differ} of 160 answers differ from decoding the line alone")
+    assert differ <= 2
     batches = server.metric("nmt_batch_sentences_count") - batches_before
     assert (server.metric("nmt_batch_sentences_sum") - sentences_before) / batches > 1.5  # batched, not one by one
 

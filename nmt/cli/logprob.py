@@ -11,6 +11,7 @@ import typer
 
 from nmt.cli.app import command, console, dry_run, set_threads, stdin
 from nmt.cli.options import Checkpoint, DecodingPrecision, Device, Output, Threads
+from nmt.config import default_checkpoint
 from nmt.errors import NmtError
 
 
@@ -34,7 +35,6 @@ def logprob_command(
     perplexity on references. A line per pair: `LOGPROB<TAB>PER_TOKEN` (the sum over the target's pieces and its
     end-of-sentence, and that sum divided by their number), then the piece scores with --word-scores."""
     from nmt.atomic import atomic_write, check_output_file
-    from nmt.checkpoint import default_checkpoint
     from nmt.device import PRECISIONS
     from nmt.logprob import ForcedScorer, format_pair_score, read_file_pairs, read_tsv_pairs
 

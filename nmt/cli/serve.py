@@ -9,6 +9,7 @@ import typer
 from nmt.cli.app import command, dry_run, print_search_notes, set_threads
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
                              MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch, Threads)
+from nmt.config import default_checkpoint
 from nmt.errors import NmtError
 
 
@@ -61,7 +62,6 @@ def serve_command(
     except ImportError as error:
         raise NmtError(f"nmt serve needs the serving extra: pip install 'nmt[serve]' ({error.name} is missing)") \
             from None
-    from nmt.checkpoint import default_checkpoint
     from nmt.engines.spec import EngineSpec, resolve_search
 
     set_threads(threads)

@@ -113,7 +113,6 @@ def train_command(
     overrides = {name: value for name, value in locals().items()
                  if name not in ("data_dir", "arch", "save_dir", "resume", "device", "threads", "print_config")}
     from nmt.train.defaults import default_data_dir, resolve_configs, run_defaults
-    from nmt.train.run import train
 
     set_threads(threads)
     # A dry run checks options only: a checkpoint that does not exist yet is no error there.
@@ -131,6 +130,8 @@ def train_command(
                          f"{train_config.update_freq} x {world_size} processes = "
                          f"{train_config.max_tokens * train_config.update_freq * world_size:,}"}):
         return
+    from nmt.train.run import train  # torch: after the checks, so that they and dry runs stay quick
+
     if arch is None and (init_from is not None or resume):
         console.print(f"[cyan]train[/] architecture and defaults from {defaults.source}", highlight=False)
     summary = train(data_dir or default_data_dir(), save_dir, model_config, train_config, resume=resume,

@@ -11,6 +11,7 @@ from nmt.cli.app import command, console, dry_run, print_search_notes, set_threa
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
                              MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Output, Quantize, SourceTokensPerBatch,
                              Threads)
+from nmt.config import default_checkpoint
 from nmt.errors import NmtError
 
 
@@ -59,7 +60,6 @@ def translate_command(
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
     from nmt.atomic import check_output_file
-    from nmt.checkpoint import default_checkpoint
     from nmt.engines.spec import EngineSpec, check_engine_options, load_engine, resolve_search
     from nmt.output_formats import OutputFormat
     from nmt.translate import translate_file

@@ -8,8 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.checkpoint import default_checkpoint, peek_checkpoint, search_defaults
-from nmt.config import SearchConfig
+from nmt.config import SearchConfig, default_checkpoint
 from nmt.engines.base import Engine
 from nmt.errors import NmtError
 
@@ -54,12 +53,20 @@ def stored_search(path: Path | None, engine: str) -> tuple[dict, str]:
     chose them: `nmt tune`, or the generation settings of an imported model. ({}, "") where there are none; a missing
     or unreadable file is left for the real load to report. `path` None: the default checkpoint."""
     try:
-        if path is None:
-            path = default_checkpoint()
+        path = path if path is not None else default_checkpoint()
+    except NmtError:
+        return {}, ""
+    if not Path(path).exists():  # left for the real load to report (and torch unloaded in a dry run)
+        return {}, ""
+    from nmt.checkpoint import search_defaults  # torch
+
+    try:
         if engine == "ctranslate2":
             payload = json.loads((Path(path) / "nmt.json").read_text(encoding="utf-8"))
             settings = search_defaults(payload, style="length") if isinstance(payload, dict) else {}
         else:
+            from nmt.checkpoint import peek_checkpoint
+
             payload = peek_checkpoint(path)
             settings = search_defaults(payload)
     except (NmtError, OSError, ValueError):

@@ -8,7 +8,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt.checkpoint import interval_checkpoints, read_configs
 from nmt.config import DATA_ROOT, ModelConfig, Preset, TrainConfig, from_dict, matching_preset, preset, replace_fields
 from nmt.errors import NmtError
 
@@ -36,6 +35,9 @@ def run_defaults(arch: str | None, save_dir: Path, resume: bool, init_from: Path
     the --init-from checkpoint's architecture with its preset's training defaults; else transformer_base."""
     if arch is not None:
         return RunDefaults(preset(arch), arch)
+    # Only here: reading a checkpoint needs torch, which `nmt train --print-config --arch X` and dry runs do without.
+    from nmt.checkpoint import interval_checkpoints, read_configs
+
     if resume:
         for path in [save_dir / "checkpoint_last.pt"] + [p for _, p in reversed(interval_checkpoints(save_dir))]:
             try:
