@@ -15,7 +15,8 @@ as the mirror):
     git worktree add /tmp/nmt-old REV
     python benchmarks/same_outputs.py --old /tmp/nmt-old [--new .] [--work benchmarks/work/same_outputs]
 
-Exits 1 and names the first differences where any output differs; prints a line per check.
+Exits 1 and names the first differences where any output differs; prints a line per check and writes them all to
+benchmarks/results/same_outputs.json.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def nmt(tree: Path, *args: str, stdin: bytes | None = None) -> subprocess.Comple
                           cwd=tree, timeout=1800)
 
 
+CHECKED: list[dict] = []  # every comparison, for results/same_outputs.json
+
+
 def compare(name: str, old: bytes, new: bytes, failures: list[str]) -> None:
+    CHECKED.append({"check": name, "same": old == new, "bytes_old": len(old), "bytes_new": len(new)})
     if old == new:
         print(f"same   {name} ({len(old):,} bytes)")
         return
@@ -213,6 +218,14 @@ def main() -> None:
     answers = [served(tree, averaged, work / f"serve-{label}.log") for label, tree in (("old", old), ("new", new))]
     compare("serve: answers to both APIs", *answers, failures)
     print(f"{len(failures)} differences" + (": " + ", ".join(failures) if failures else ""))
+
+    def revision(tree: Path) -> str:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True,
+                              text=True).stdout.strip()
+
+    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
+    (REPO / "benchmarks" / "results" / "same_outputs.json").write_text(json.dumps(
+        {"old": revision(old), "new": revision(new), "differences": len(failures), "checks": CHECKED}, indent=1) + "\n")
     sys.exit(1 if failures else 0)
 
 
