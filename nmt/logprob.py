@@ -1,4 +1,5 @@
-"""`nmt logprob`, forced scoring: the model's log-probability of given translations (fairseq's --score-reference, marian-scorer).
+"""`nmt logprob`, forced scoring: the model's log-probability of given translations (fairseq's --score-reference,
+marian-scorer).
 
 Each (source, target) pair is teacher-forced through the model once: the decoder reads bos + target and the score of
 the target is the sum of the log-probabilities of its pieces and of the end-of-sentence that follows them, the same

@@ -146,7 +146,8 @@ def test_the_command_line_starts_without_torch():
     import subprocess
     import sys
 
-    probe = "import sys, nmt.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'starlette', 'numpy'}))"
+    probe = ("import sys, nmt.cli; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'starlette', 'numpy'}))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                             cwd=PACKAGE.parent).stdout.strip()
     assert loaded == "[]"

@@ -149,7 +149,8 @@ def average_checkpoints_command(
         metavar="PATH", show_default=False,
         help="A save dir (with --last or --best) or checkpoint files to average.")],
     output: Annotated[Path, typer.Option(help="Where to write the averaged checkpoint.")],
-    last: Annotated[Optional[int], typer.Option(help="Average the last N interval checkpoints of the save dir.")] = None,
+    last: Annotated[Optional[int], typer.Option(
+        help="Average the last N interval checkpoints of the save dir.")] = None,
     best: Annotated[Optional[int], typer.Option(
         help="Average the N interval checkpoints with the lowest validation loss (valid split only).")] = None,
 ) -> None:

@@ -148,6 +148,10 @@ class SentenceConstraints:
     just_met: Tensor  # (R,) rows that completed a phrase at the last step
 
     def __post_init__(self):
+        self._derive_from_table()
+
+    def _derive_from_table(self) -> None:
+        """What the phrase table gives per sentence (`totals`, the full bank) and per hypothesis row."""
         self.totals = self.table.totals  # (n,)
         self.row_pieces, self.row_lengths = (t.repeat_interleave(self.rows, dim=0)
                                              for t in (self.table.pieces, self.table.lengths))
@@ -204,7 +208,7 @@ class SentenceConstraints:
         self.sentence_beams = self.sentence_beams[keep]
         self.beam_list = [b for b, kept_one in zip(self.beam_list, keep.tolist()) if kept_one]
         self.table = self.table.select(kept)
-        self.__post_init__()
+        self._derive_from_table()
         kept_rows = (kept[:, None] * self.rows + torch.arange(self.rows, device=kept.device)).view(-1)
         self.phrases = PhraseState(self.phrases.met[kept_rows], self.phrases.current[kept_rows],
                                    self.phrases.progress[kept_rows])
