@@ -11,13 +11,16 @@ import importlib
 import os
 import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from nmt import __version__
 from nmt.errors import NmtError
+
+if TYPE_CHECKING:  # numpy and sentencepiece at run time: only when a command resolves a search
+    from nmt.engines.spec import ResolvedSearch
 
 app = typer.Typer(
     help="Neural machine translation with the Transformer (Vaswani et al., 2017): prepare, train, translate, score.",
@@ -152,7 +155,7 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def print_search_notes(resolved, doing: str, unless: str) -> None:
+def print_search_notes(resolved: ResolvedSearch, doing: str, unless: str) -> None:
     """Say where the search settings came from when they are not all the user's (nmt.engines.spec.ResolvedSearch):
     `doing` ("decoding"), `unless` ("options override them")."""
     search = resolved.search
