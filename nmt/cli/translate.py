@@ -74,7 +74,7 @@ def translate_command(
     print_search_notes(resolved, "decoding", "; options override them")
     if max_tokens < 1:
         raise NmtError("--max-tokens must be at least 1")
-    check_engine_options(engine)
+    check_engine_options(engine)  # the name now; what it cannot do once the other checks passed (below)
     if ensemble_combine not in ("logprob", "prob"):
         raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
     if dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):

@@ -58,7 +58,7 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
             logprobs = torch.log_softmax(logits.float(), dim=-1)
         active, vocab_size = search.groups, logprobs.shape[-1]
         at_limit = search.at_limit  # (n,) sentences that must end now
-        search.apply_rules(logprobs)
+        search.apply_rules(logprobs, at_limit)
 
         candidates = search.scores.view(active, beam, 1) + logprobs.view(active, beam, vocab_size)  # (n, k, V)
         cand_scores, cand_index = candidates.view(active, -1).topk(2 * beam, dim=1)  # (n, 2k) best first

@@ -256,7 +256,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     while search.groups > 0:
         logprobs = model.decode_step(search.tokens[:, -1], state)  # (R, V)
         active, at_limit = search.groups, search.at_limit
-        search.apply_rules(logprobs)
+        search.apply_rules(logprobs, at_limit)
         constraints.forbid(logprobs, search.eos, word_continuations)
         candidates, candidate_scores, reached = constraints.candidates(logprobs, search)
         width, bank, totals = candidates.shape[1], reached[3], constraints.totals

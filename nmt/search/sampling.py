@@ -47,7 +47,8 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
     state.record_attention = record_attention
     while search.groups > 0:
         logprobs = model.decode_step(search.tokens[:, -1], state)  # (R, V)
-        search.apply_rules(logprobs)
+        at_limit = search.at_limit  # (R,) samples that must end now
+        search.apply_rules(logprobs, at_limit)
         weights = filter_distribution(logprobs, config.temperature, config.topk, config.topp)
         weights = weights.nan_to_num(nan=float("-inf"), posinf=float("-inf"))  # a model gone numerically wrong
         dead = ~weights.isfinite().any(dim=-1)  # every token forbidden (an n-gram block can do this): end the row
@@ -55,12 +56,13 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
         chosen = torch.multinomial(weights.softmax(dim=-1), 1, generator=generator)  # (R, 1)
         search.scores = search.scores + logprobs.gather(1, chosen)
         search.add_attention(state.attention[:, None] if record_attention else None)
-        ended = chosen[:, 0].eq(eos) | dead | search.at_limit
-        going_on = torch.arange(search.groups, device=chosen.device)
-        if ended.any():
-            search.end_rows(ended)
-            going_on = search.keep(~ended)
-            state.select_memory(going_on)
-            state.reorder(going_on)
+        ended = chosen[:, 0].eq(eos) | dead | at_limit
+        if not ended.any():
+            search.extend(None, chosen)
+            continue
+        search.end_rows(ended)
+        going_on = search.keep(~ended)
+        state.select_memory(going_on)
+        state.reorder(going_on)
         search.extend(going_on, chosen[going_on])
     return search.results(config.nbest)

@@ -97,13 +97,14 @@ class SearchState:
         """(n,) groups that must end now."""
         return self.max_lengths <= self.length
 
-    def apply_rules(self, logprobs: Tensor) -> None:
-        """This step's rules on `logprobs` (n*k, V), in place: specials, repeated n-grams, lengths, forced prefixes."""
+    def apply_rules(self, logprobs: Tensor, at_limit: Tensor) -> None:
+        """This step's rules on `logprobs` (n*k, V), in place: specials, repeated n-grams, lengths (`at_limit`: this
+        step's `self.at_limit`, which the caller needs too), forced prefixes."""
         beam = self.beam
         forced = self.prefix.repeat_interleave(beam, dim=0) if step_rules.prefix_active(self.prefix, self.step) \
             else None
-        step_rules.apply_step(logprobs, self.tokens[:, 1:], self.step, self.config,
-                              self.at_limit.repeat_interleave(beam), forced, self.pad, self.bos, self.eos)
+        step_rules.apply_step(logprobs, self.tokens[:, 1:], self.step, self.config, at_limit.repeat_interleave(beam),
+                              forced, self.pad, self.bos, self.eos)
 
     def add_attention(self, step_attention: Tensor | None) -> None:
         """This step's attention (n*k, 1, layers, S) after the rows' earlier steps, for the hypotheses that end now."""
@@ -186,12 +187,13 @@ class SearchState:
             self.prefix = self.prefix[keep]
         return torch.nonzero(keep)[:, 0]
 
-    def extend(self, rows: Tensor, next_tokens: Tensor) -> None:
+    def extend(self, rows: Tensor | None, next_tokens: Tensor) -> None:
         """The next step's hypotheses: row r continues the previous step's row rows[r] (a beam's back-pointer) with
-        next_tokens[r]."""
-        self.tokens = torch.cat([self.tokens.index_select(0, rows), next_tokens.view(-1, 1)], dim=1)  # (n*k, t+1)
+        next_tokens[r]; rows None: every row continues itself (sampling, where no row ended)."""
+        previous = self.tokens if rows is None else self.tokens.index_select(0, rows)
+        self.tokens = torch.cat([previous, next_tokens.view(-1, 1)], dim=1)  # (n*k, t+1)
         if self.with_step is not None:
-            self.attention = self.with_step.index_select(0, rows)
+            self.attention = self.with_step if rows is None else self.with_step.index_select(0, rows)
         self.with_step = None
         self.step += 1
 
