@@ -23,6 +23,9 @@ class Translation:
     # averaged over heads, and the hard alignment it gives: (source piece, target piece) index pairs.
     attention: np.ndarray | None = None
     alignment: list[tuple[int, int]] | None = None
+    # A text translated as a document (nmt.documents): its sentences' translations, each with its own pieces,
+    # alignment and attention; None for a sentence translated as one.
+    sentences: list["Translation"] | None = None
 
 
 class Engine(Protocol):
