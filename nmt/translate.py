@@ -83,3 +83,22 @@ def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None,
             if index % window == window - 1 or window == 1:
                 sink.flush()
         sink.flush()
+
+
+def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | None) -> None:
+    """Translate the whole of `source` as one document (an HTML page: its line breaks are not boundaries) into
+    `output` (stdout for None), which appears whole or not at all."""
+    name = str(source) if isinstance(source, Path) else "<stdin>"
+    with contextlib.ExitStack() as files:
+        stream = files.enter_context(open(source, "rb")) if isinstance(source, Path) else source
+        data = stream.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise NmtError(f"{name}: not UTF-8 text (byte {error.start})") from None
+    translation = engine.translate([text])[0][0]
+    if not translation.sentences:
+        raise NmtError(f"{name}: no text to translate" + (" (only markup)" if text.strip() else ""))
+    with atomic_write(output, newline="") if output else contextlib.nullcontext(sys.stdout) as sink:
+        sink.write(translation.text)
+        sink.flush()

@@ -57,6 +57,14 @@ def translate_command(
     target_language: Annotated[Optional[str], typer.Option(
         help="For a multilingual model (imported OPUS-MT ones with >>xx<< tokens): the output language, e.g. deu; "
              "its token starts every source line.")] = None,
+    text_format: Annotated[str, typer.Option(
+        "--format", help="text: a line in, a line out. html: the whole input is one HTML document (line breaks "
+                         "mean nothing in HTML); its text is translated sentence by sentence, inline markup is "
+                         "carried over, code, scripts and styles are left as they are (docs/translation.md).")]
+    = "text",
+    split_sentences: Annotated[bool, typer.Option(
+        "--split-sentences", help="Text: each line may hold several sentences; each is translated on its own and "
+                                  "the line comes back as one line, its spaces kept.")] = False,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
     from nmt.atomic import check_output_file
@@ -77,6 +85,9 @@ def translate_command(
     check_engine_options(engine)  # the name now; what it cannot do once the other checks passed (below)
     if ensemble_combine not in ("logprob", "prob"):
         raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
+    check_document_options(text_format, split_sentences, nbest=nbest, as_json=as_json,
+                           print_alignment=print_alignment, attention_plot=attention_plot, prefix_file=prefix_file,
+                           constraints=constraints)
     if dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
         return
     if output is not None:
@@ -100,12 +111,38 @@ def translate_command(
     record_attention = print_alignment or as_json or attention_plot is not None
     translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
                                         target_language, record_attention, ensemble_combine))
-    translate_file(translator, input or stdin(), output, OutputFormat(nbest, as_json, print_alignment, attention_plot),
-                   buffer_size, prefix_file, constraint_source)
-    if translator.grown_beam:
-        console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {search.beam} allows decoded "
-                      f"with a beam of up to {translator.grown_beam} (constraint pieces + 1, for dynamic beam "
-                      "allocation)", highlight=False, soft_wrap=True)
-    if translator.truncated:
-        console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
-                      f"{translator.max_source_tokens} pieces and were cut")
+    documents = None
+    if text_format == "html" or split_sentences:
+        from nmt.documents.engine import DocumentEngine
+
+        documents = translator = DocumentEngine(translator, text_format,
+                                                glossary=constraint_source.glossary if constraint_source else None)
+    if text_format == "html":
+        from nmt.translate import translate_document
+
+        translate_document(translator, input or stdin(), output)
+    else:
+        translate_file(translator, input or stdin(), output,
+                       OutputFormat(nbest, as_json, print_alignment, attention_plot), buffer_size, prefix_file,
+                       constraint_source)
+    if documents is not None and documents.cut_inputs:
+        where = "the document" if text_format == "html" else "line" + ("s" if len(documents.cut_inputs) > 1 else "")
+        if text_format != "html":
+            where += " " + ", ".join(str(i + 1) for i in documents.cut_inputs[:20])
+            where += ", ..." if len(documents.cut_inputs) > 20 else ""
+        console.print(f"[yellow]note:[/] sentences longer than the model takes ({translator.max_source_tokens} "
+                      f"pieces) were translated in parts, cut at clause marks, in {where}", highlight=False,
+                      soft_wrap=True)
+
+def check_document_options(text_format: str, split_sentences: bool, **options) -> None:
+    """--format html writes one document: the options that shape line output or need a line each do not apply."""
+    if text_format not in ("text", "html"):
+        raise NmtError(f"--format must be text or html, got {text_format!r}")
+    if text_format != "html":
+        return
+    names = {"nbest": "--nbest", "as_json": "--json", "print_alignment": "--print-alignment",
+             "attention_plot": "--attention-plot", "prefix_file": "--prefix-file", "constraints": "--constraints"}
+    given = [names[name] for name, value in options.items() if value not in (None, False, 1)]
+    if given:
+        raise NmtError(f"{given[0]}: not with --format html, which writes the translated document as it came "
+                       "(terminology: --glossary works)")

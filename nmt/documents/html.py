@@ -425,6 +425,6 @@ class HtmlDocument:
             position += count
         for tag, name, text in layout.attributes:
             count = len(text.sentences)
-            tag[name] = text.assemble([t.text for t in translations[position: position + count]])
+            tag[name] = text.assemble(translations[position: position + count])
             position += count
         return layout.root.decode_contents(formatter=_Formatter())

@@ -7,6 +7,7 @@ queues them like any other sentences, so one long document is spread over the ba
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,11 +64,11 @@ class DocumentPlan:
     @staticmethod
     def _document(document: Document, positions: list[list[int]], results: list[list[Translation]],
                   k: int) -> Translation:
+        if not positions:  # nothing to translate: the text as it was (its spaces; an HTML document's markup)
+            return Translation(document.assemble([]), 0.0, [])
         sentences = [merge([results[p][min(k, len(results[p]) - 1)] for p in parts], " ") for parts in positions]
         merged = merge(sentences, " ")
-        merged.text = document.assemble(sentences)
-        merged.sentences = sentences
-        return merged
+        return dataclasses.replace(merged, text=document.assemble(sentences), sentences=sentences)
 
 
 def merge(translations: list[Translation], separator: str) -> Translation:

@@ -4,6 +4,7 @@ sentences (or kept whole), and the translations put back in their places."""
 from __future__ import annotations
 
 from nmt.documents.sentences import Span, sentence_spans
+from nmt.engines.base import Translation
 
 
 class TextDocument:
@@ -28,11 +29,15 @@ class TextDocument:
             offset += len(line)
         self.gaps.append(text[gap_start:])
 
-    def assemble(self, translations: list[str]) -> str:
+    def assemble(self, translations: list[Translation]) -> str:
         """The text with each sentence replaced by its translation."""
+        return self.join([translation.text for translation in translations])
+
+    def join(self, texts: list[str]) -> str:
+        """The text with each sentence replaced by the text given for it."""
         pieces = [self.gaps[0]]
-        for translation, gap in zip(translations, self.gaps[1:], strict=True):
-            pieces += [translation, gap]
+        for text, gap in zip(texts, self.gaps[1:], strict=True):
+            pieces += [text, gap]
         return "".join(pieces)
 
 

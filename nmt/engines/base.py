@@ -39,6 +39,7 @@ class Engine(Protocol):
     max_source_tokens: int  # longer inputs are cut to this many pieces ...
     truncated: int  # ... and counted here
     grown_beam: int  # the widest beam constrained lines needed beyond the search's (0: none did)
+    records_attention: bool  # whether translate(record_attention=True) is possible (it gives alignments)
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
                   record_attention: bool | None = None,

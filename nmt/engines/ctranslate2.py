@@ -22,6 +22,7 @@ class CTranslate2Translator:
     """The Engine protocol (nmt.engines.base) over a CTranslate2 model folder written by `export_ctranslate2`."""
 
     grown_beam = 0  # no constrained search, so never a grown beam
+    records_attention = False
 
     def __init__(self, model_dir: Path, search: SearchConfig | None = None, device: str | None = None,
                  max_tokens: int = 6000, quantize: str | None = None, threads: int | None = None,

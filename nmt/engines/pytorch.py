@@ -88,6 +88,7 @@ class Translator:
         self.max_source_tokens = min([max_source_tokens, *position_limits])
         self.max_target_tokens = min(position_limits) if position_limits else None
         self.truncated = 0
+        self.records_attention = True
         self.grown_beam = 0  # the largest beam constrained lines needed beyond the search's (0: none did)
         rows_per_sentence = self.search.nbest if self.search.sampling else self.search.beam
         self.threads = SmallBatchThreads(self.model, self.device, rows_per_sentence)
