@@ -219,9 +219,10 @@ def test_bad_input_is_a_4xx_with_a_message(server, body, status, message):
     assert_alive(server)
 
 
-def test_empty_string_is_an_empty_translation(server):
-    answer = v1(server, {"text": ""})
-    assert answer.status_code == 200 and answer.json()["translations"][0]["text"] == ""
+@pytest.mark.parametrize("text", ["", "  \n\t ", ["red", "   "]])
+def test_a_text_with_nothing_to_translate_is_a_400_naming_it(server, text):
+    answer = v1(server, {"text": text})
+    assert answer.status_code == 400 and "holds nothing to translate (only spaces)" in answer.json()["error"]
 
 
 def test_oversized_bodies_with_and_without_content_length(server):
@@ -243,7 +244,8 @@ def test_libretranslate_errors(server):
     pair = lt(q="red", source="en", target="fr")
     assert pair.status_code == 400 and "this model translates src to tgt" in pair.json()["error"]
     assert lt(source="src", target="tgt").json() == {"error": "Invalid request: missing q parameter"}
-    assert lt(q="red", source="src", target="tgt", format="html").status_code == 400
+    assert lt(q="red", source="src", target="tgt", format="pdf").json() == {
+        "error": "Invalid request: format must be text or html, not 'pdf'"}
     assert lt(q=["red", 3], source="src", target="tgt").status_code == 400
     invalid = httpx.post(server.url + "/translate", content=b"q=red%FF&source=src&target=tgt&api_key=" + KEY.encode(),
                          headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)

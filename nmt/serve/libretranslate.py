@@ -108,8 +108,8 @@ def translate_route(service: Service):
             raise RequestError(400, f"{parameters['source']}->{target} is not served: this model translates "
                                f"{served_source or 'its source language'} to {served_target or 'its target'}")
         text_format = parameters.get("format", "text")
-        if text_format != "text":
-            raise RequestError(400, f"Invalid request: format {text_format!r} is not supported; send text")
+        if text_format not in ("text", "html"):
+            raise RequestError(400, f"Invalid request: format must be text or html, not {text_format!r}")
         try:
             alternatives = int(parameters.get("alternatives", 0))
         except (TypeError, ValueError):
@@ -117,12 +117,12 @@ def translate_route(service: Service):
         if not 0 <= alternatives < service.config.max_nbest:
             raise RequestError(400, f"Invalid request: alternatives must be between 0 and "
                                f"{service.config.max_nbest - 1}")
-        service.check_texts(texts, "q")
+        if len(texts) > service.config.max_sentences:
+            raise RequestError(400, f"{len(texts):,} texts in one request; the limit is {service.config.max_sentences}")
         nbest = alternatives + 1
         options = service.options(max(service.search.beam, nbest) if nbest > 1 else None, nbest, None, False)
-        prefixes = [""] * len(texts)
-        results = await service.translate(request, texts, prefixes, options,
-                                          service.constraints(None, texts, prefixes, options))
+        # Texts are split into sentences, as LibreTranslate does: a paragraph is translated sentence by sentence.
+        results = await service.translate_texts(request, texts, text_format, True, options)
         translated = [translations[0].text for translations in results]
         answer = TranslateAnswer(translated_text=translated if batch else translated[0])
         if alternatives:

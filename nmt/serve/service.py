@@ -43,6 +43,8 @@ class Service:
         self.check_constraints = translator.constraint_pieces
         self.glossary = Glossary.load(config.glossary) if config.glossary is not None else None
         self.count_target = lambda prefix: vocab.encode_target([prefix])[0] if prefix else []
+        self.count_source = lambda sentence: len(vocab.encode_source([normalize(sentence)])[0])
+        self.source_limit = max(1, translator.max_source_tokens - 2)  # room for eos and a language token
         self.batcher = Batcher(translate or translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
                                on_batch=metrics.observe_batch, workers=config.workers)
@@ -121,14 +123,55 @@ class Service:
                                    "(--max-beam)")
         return [list(phrases) for phrases in per_text]
 
-    def check_texts(self, texts: list[str], what: str = "text") -> None:
-        config = self.config
-        if len(texts) > config.max_sentences:
-            raise RequestError(400, f"{len(texts):,} sentences in one request; the limit is {config.max_sentences}")
-        for index, text in enumerate(texts):
-            if len(text) > config.max_characters:
-                raise RequestError(400, f"{what}[{index}] has {len(text):,} characters; the limit is "
-                                   f"{config.max_characters:,}")
+    async def translate_texts(self, request: Request, texts: list[str], text_format: str, split: bool,
+                              options: Options, prefixes: list[str] | None = None,
+                              constraints: list[str] | list[list[str]] | None = None) -> list[list[Translation]]:
+        """Texts of any length (paragraphs, line breaks; HTML for text_format "html") through the sentence queue:
+        each text split into sentences (unless `split` is off for plain text), the sentences queued like any
+        others (so that one long text is spread over batches, between other clients' sentences), and each text put
+        back together with its spacing and markup."""
+        from nmt.documents.engine import documents_of, sentence_constraints
+        from nmt.documents.plan import DocumentPlan
+
+        try:
+            documents = documents_of(texts, text_format, self.source_language, split)
+        except Exception as error:  # noqa: BLE001 - the parser's complaint about the text is the client's to read
+            raise RequestError(400, f"the text cannot be read as {text_format}: {error}") from None
+        for index, document in enumerate(documents):
+            if not document.sentences:
+                where = f"[{index}]" if len(texts) > 1 else ""
+                raise RequestError(400, f"text{where} holds nothing to translate"
+                                   + (" (only markup)" if texts[index].strip() else " (only spaces)"))
+        longest = max((len(s) for document in documents for s in document.sentences), default=0)
+        if longest > self.config.max_characters:
+            raise RequestError(400, f"a sentence of {longest:,} characters; the limit is "
+                               f"{self.config.max_characters:,} characters a sentence (--max-characters)")
+        plan = DocumentPlan.of(documents, self.count_source, self.source_limit)
+        if len(plan.inputs) > self.config.max_queue:
+            raise RequestError(400, f"{len(plan.inputs):,} sentences in one request; this server takes at most "
+                               f"{self.config.max_queue:,} (--max-queue)")
+        input_prefixes = [""] * len(plan.inputs)
+        for parts, prefix in zip(plan.parts, prefixes or []):
+            input_prefixes[parts[0][0]] = prefix
+        given = None
+        if constraints:
+            is_nested = isinstance(constraints[0], list)
+            if not is_nested and len(texts) != 1:
+                raise RequestError(400, "constraints must be a list of strings for one text, or a list of lists of "
+                                   "strings, one per text")
+            nested = constraints if is_nested else [constraints]
+            if len(nested) != len(texts):
+                raise RequestError(400, f"constraints has {len(nested)} entries for {len(texts)} texts")
+            try:
+                given = sentence_constraints(plan, nested, None)
+            except NmtError as error:
+                raise RequestError(400, f"constraints: text{'[%d]' % error.index if len(texts) > 1 else ''} has "
+                                   f"{getattr(error, 'message', error)}") from None
+        options = dataclasses.replace(options, attention=options.attention or text_format == "html"
+                                      and self.engine == "torch")
+        input_constraints = self.constraints(given, plan.inputs, input_prefixes, options)
+        results = await self.translate(request, plan.inputs, input_prefixes, options, input_constraints)
+        return plan.assemble(results)
 
     async def translate(self, request: Request, texts: list[str], prefixes: list[str], options: Options,
                         constraints: list[list[str]] | None = None) -> list[list[Translation]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,12 +26,15 @@ class TranslateBody(BaseModel):
     prefix: str | list[str] | None = None
     constraints: list[str] | list[list[str]] | None = None
     attention: bool = False
+    format: Literal["text", "html"] = "text"  # html: markup kept, its text translated (docs/serving.md)
+    split: bool = True  # each text's sentences translated one by one (false: each text as one sentence)
 
 
 # What a field holds, for a message about a value of the wrong type (pydantic names each branch of a union).
 EXPECTED = {"text": "a string or a list of strings", "prefix": "a string or a list of strings",
             "constraints": "a list of strings (for one text) or a list of lists of strings (one per text)",
-            "beam": "a whole number", "nbest": "a whole number", "lenpen": "a number", "attention": "true or false"}
+            "beam": "a whole number", "nbest": "a whole number", "lenpen": "a number", "attention": "true or false",
+            "format": "text or html", "split": "true or false"}
 
 
 def validation_message(error: ValidationError) -> str:
@@ -41,7 +46,7 @@ def validation_message(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{field} is required"
     if first["type"] == "extra_forbidden":
-        return f"{field} is not a field of this API (text, beam, nbest, lenpen, prefix, constraints, attention)"
+        return f"{field} is not a field of this API (text, beam, nbest, lenpen, prefix, constraints, attention, format, split)"
     where = ".".join(str(part) for part in location)
     if field in EXPECTED and len(location) == 1:
         return f"{field} must be {EXPECTED[field]}"
@@ -56,6 +61,17 @@ class Alternative(BaseModel):
     tokens: list[str]
 
 
+class SentenceAnswer(BaseModel):
+    """One sentence of a text of several, with `attention`: its pieces, alignment and attention, as the page shows
+    them sentence by sentence."""
+
+    text: str
+    tokens: list[str]
+    source_tokens: list[str]
+    alignment: list[list[int]] | None = None
+    attention: list | None = None
+
+
 class TranslationAnswer(BaseModel):
     """The answer for one text: the best translation, its pieces and the source's; with `attention`, the hard
     alignment and the attention itself; with nbest > 1, the alternatives."""
@@ -67,6 +83,7 @@ class TranslationAnswer(BaseModel):
     alignment: list[list[int]] | None = None  # (source piece, target piece) pairs
     attention: list | None = None  # (layers, target pieces + eos, source pieces + eos), rounded to 4 places
     nbest: list[Alternative] | None = None
+    sentences: list[SentenceAnswer] | None = None  # with attention, for a text of more than one sentence
 
 
 class TranslateAnswer(BaseModel):
@@ -87,6 +104,11 @@ def translation_answer(translations: list[Translation], attention: bool, nbest: 
     if attention and best.attention is not None:
         # (layers, target pieces + eos, source pieces + eos), rounded: JSON of a few kilobytes a sentence
         answer.attention = best.attention.round(4).tolist()
+    if attention and best.sentences is not None and len(best.sentences) > 1:
+        answer.sentences = [SentenceAnswer(text=s.text, tokens=s.tokens, source_tokens=s.source_tokens,
+                                           alignment=[list(pair) for pair in s.alignment or []],
+                                           attention=s.attention.round(4).tolist() if s.attention is not None
+                                           else None) for s in best.sentences]
     if nbest > 1:
         answer.nbest = [Alternative(text=t.text, score=score_json(t.score), tokens=t.tokens) for t in translations]
     return answer
@@ -112,10 +134,11 @@ def translate_route(service: Service):
             raise RequestError(400, f"prefix has {len(prefixes)} entries for {len(texts)} texts")
         if body.prefix and service.engine != "torch":
             raise RequestError(400, "prefix is not available with the ctranslate2 engine")
-        service.check_texts(texts)
+        if len(texts) > service.config.max_sentences:
+            raise RequestError(400, f"{len(texts):,} texts in one request; the limit is {service.config.max_sentences}")
         options = service.options(body.beam, body.nbest, body.lenpen, body.attention)
-        constraints = service.constraints(body.constraints, texts, prefixes, options)
-        results = await service.translate(request, texts, prefixes, options, constraints)
+        results = await service.translate_texts(request, texts, body.format, body.split, options, prefixes,
+                                                body.constraints)
         return answer_json(TranslateAnswer(translations=[
             translation_answer(translations, body.attention, options.search.nbest) for translations in results]))
     return v1_translate
