@@ -474,3 +474,76 @@ def test_all_interfaces_without_a_key_warns(trained_checkpoint):
         assert "without an API key" not in quiet.log
     finally:
         quiet.stop()
+
+
+# --- texts, HTML and files -------------------------------------------------------------------------------------
+
+PARAGRAPHS = "  red dog runs. blue cat jumps.\n\ngreen ball near the water.\nthe man plays.  "
+
+
+def line_shape(text: str) -> list[bool]:
+    """Which lines are blank: the structure a translated text must keep."""
+    return [not line.strip() for line in text.split("\n")]
+
+
+def test_real_libretranslate_clients_get_paragraphs_html_and_files(server, tmp_path):
+    libretranslatepy = pytest.importorskip("libretranslatepy")
+    libretranslate_aio = pytest.importorskip("libretranslate_aio")
+    text = libretranslatepy.LibreTranslateAPI(server.url, api_key=KEY).translate(PARAGRAPHS, "src", "tgt")
+    assert line_shape(text) == line_shape(PARAGRAPHS) and text.startswith("  ") and text.endswith("  ")
+    assert "red dog runs" in text and "blue cat jumps" in text and "the man plays" in text  # every sentence
+
+    with libretranslate_aio.LibreTranslate(server.url, api_key=KEY) as client:
+        html = client.translate('<p>the <b>dog</b> runs. a <a href="x?a=1&amp;b=2">cat</a> jumps.</p>', "src", "tgt",
+                                format="html").translated_text
+        assert html.startswith("<p>") and '<a href="x?a=1&amp;b=2">' in html and "<b>" in html
+        for name, content in (("notes.txt", PARAGRAPHS), ("page.html", "<ul>\n <li>red <i>ball</i></li>\n</ul>\n")):
+            path = tmp_path / name
+            path.write_text(content, encoding="utf-8")
+            url = client.translate_file(path, "src", "tgt").translated_file_url
+            assert url.startswith(server.url + "/download_file/") and url.endswith(name.replace(".", "_tgt."))
+            translated = httpx.get(url, timeout=10)
+            assert translated.status_code == 200 and "attachment" in translated.headers["content-disposition"]
+            assert line_shape(translated.text) == line_shape(content)
+    assert "<li>red <i>ball</i></li>" in translated.text
+
+
+def test_v1_texts_are_split_unless_asked_not_to(server):
+    split = v1(server, {"text": "red dog runs. blue cat jumps.", "attention": True}).json()["translations"][0]
+    assert split["text"] == "red dog runs. blue cat jumps." or len(split["sentences"]) == 2
+    assert [s["tokens"] for s in split["sentences"]] and all(s["attention"] for s in split["sentences"])
+    whole = v1(server, {"text": "red dog runs. blue cat jumps.", "split": False}).json()["translations"][0]
+    assert "sentences" not in whole
+    html = v1(server, {"text": "<p>red <b>dog</b> runs</p>", "format": "html"})
+    assert html.status_code == 200 and html.json()["translations"][0]["text"] == "<p>red <b>dog</b> runs</p>"
+
+
+def lt_post(server, **fields) -> httpx.Response:
+    return httpx.post(server.url + "/translate", json={"source": "src", "target": "tgt", "api_key": KEY, **fields},
+                      timeout=60)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"q": "red dog. " * 10_000}, "sentences in one request; this server takes at most"),
+    ({"q": "<p><img src='a.png'></p><!-- x -->", "format": "html"}, "holds nothing to translate (only markup)"),
+    ({"q": "\n\n   \n"}, "holds nothing to translate (only spaces)"),
+    ({"q": "red " * 1300 + "dog."}, "characters a sentence (--max-characters)"),
+])
+def test_texts_that_cannot_be_translated_are_a_400_naming_why(server, fields, message):
+    answer = lt_post(server, **fields)
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+    assert_alive(server)
+
+
+@pytest.mark.parametrize("files, data, status, message", [
+    ({"file": ("a.pdf", b"%PDF-1.4")}, {}, 400, ".pdf is not a format this server translates"),
+    ({"file": ("a.txt", b"\xff\xfe r\x00")}, {}, 400, "a.txt is not UTF-8 text"),
+    ({"file": ("a.txt", b"red dog")}, {"api_key": "wrong"}, 403, "Invalid API key"),
+    ({"other": ("a.txt", b"red dog")}, {}, 400, "missing file parameter"),
+    (None, {"q": "red"}, 400, "send the file as multipart/form-data"),
+])
+def test_translate_file_refuses_what_it_cannot_take(server, files, data, status, message):
+    fields = {"source": "src", "target": "tgt", "api_key": KEY, **data}
+    answer = httpx.post(server.url + "/translate_file", data=fields, files=files, timeout=60)
+    assert answer.status_code == status and message in answer.json()["error"], answer.text
+    assert httpx.get(server.url + "/download_file/nope/a.txt", timeout=10).status_code == 404

@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from nmt.engines.base import Engine
-from nmt.serve import libretranslate, v1
+from nmt.serve import files, libretranslate, v1
 from nmt.serve.config import ServeConfig
 from nmt.serve.guard import Guard
 from nmt.serve.metrics import Metrics
@@ -52,6 +52,7 @@ def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", m
     config.validate()
     metrics = metrics or Metrics()
     service = Service(translator, config, engine, metrics, translate)
+    translated_files = files.TranslatedFiles()
 
     async def health(request: Request) -> Response:
         status = "draining" if service.draining else "ok"
@@ -75,6 +76,10 @@ def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", m
         Route("/translate", handle_errors(libretranslate.translate_route(service)), methods=["POST"]),
         Route("/detect", handle_errors(libretranslate.detect_route(service)), methods=["POST"]),
         Route("/languages", libretranslate.languages_route(service), methods=["GET"]),
+        Route("/translate_file", handle_errors(files.translate_file_route(service, translated_files)),
+              methods=["POST"]),
+        Route("/download_file/{token}/{name}", handle_errors(files.download_route(translated_files)),
+              methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     middleware = [Middleware(Guard, max_bytes=config.max_request_bytes, metrics=metrics,

@@ -94,19 +94,7 @@ def translate_route(service: Service):
     async def translate(request: Request) -> Response:
         parameters = await read_parameters(request)
         texts, batch = checked_texts(service, parameters)
-        source, target = parameters.get("source"), parameters.get("target")
-        for name, value in (("source", source), ("target", target)):
-            if not value:
-                raise RequestError(400, f"Invalid request: missing {name} parameter")
-            if not isinstance(value, str):
-                raise RequestError(400, f"Invalid request: {name} must be a language code")
-        served_source, served_target = service.source_language, service.target_language
-        detected = source == "auto"
-        if detected:
-            source = served_source or "auto"
-        if (served_source and source != served_source) or (served_target and target != served_target):
-            raise RequestError(400, f"{parameters['source']}->{target} is not served: this model translates "
-                               f"{served_source or 'its source language'} to {served_target or 'its target'}")
+        source, detected = checked_pair(service, parameters)
         text_format = parameters.get("format", "text")
         if text_format not in ("text", "html"):
             raise RequestError(400, f"Invalid request: format must be text or html, not {text_format!r}")
@@ -135,6 +123,25 @@ def translate_route(service: Service):
     return translate
 
 
+def checked_pair(service: Service, parameters: dict) -> tuple[str, bool]:
+    """`source` and `target` as LibreTranslate takes them (`source` may be `auto`), checked against the model's
+    pair: the source language, and whether it was detected."""
+    source, target = parameters.get("source"), parameters.get("target")
+    for name, value in (("source", source), ("target", target)):
+        if not value:
+            raise RequestError(400, f"Invalid request: missing {name} parameter")
+        if not isinstance(value, str):
+            raise RequestError(400, f"Invalid request: {name} must be a language code")
+    served_source, served_target = service.source_language, service.target_language
+    detected = source == "auto"
+    if detected:
+        source = served_source or "auto"
+    if (served_source and source != served_source) or (served_target and target != served_target):
+        raise RequestError(400, f"{parameters['source']}->{target} is not served: this model translates "
+                           f"{served_source or 'its source language'} to {served_target or 'its target'}")
+    return source, detected
+
+
 def detect_route(service: Service):
     """LibreTranslate's `POST /detect`. The model serves one source language, so every text is detected as that (a
     client that asks first and translates after gets the pair the model serves)."""
@@ -146,15 +153,19 @@ def detect_route(service: Service):
     return detect
 
 
-def checked_texts(service: Service, parameters: dict) -> tuple[list[str], bool]:
-    """The key (LibreTranslate's contract: missing, 400; wrong, 403), then `q` as a list of texts, and whether it
-    came as a list."""
+def check_key(service: Service, parameters: dict) -> None:
+    """The key as LibreTranslate checks it: missing, 400; wrong, 403."""
     if service.config.api_key is not None:
         given = parameters.get("api_key")
         if not given:
             raise RequestError(400, "Invalid request: this server needs an API key (api_key)")
         if not isinstance(given, str) or not service.key_matches(given):
             raise RequestError(403, "Invalid API key")
+
+
+def checked_texts(service: Service, parameters: dict) -> tuple[list[str], bool]:
+    """The key, then `q` as a list of texts, and whether it came as a list."""
+    check_key(service, parameters)
     q = parameters.get("q")
     if q is None or q == "" or q == []:
         raise RequestError(400, "Invalid request: missing q parameter")
