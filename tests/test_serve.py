@@ -424,6 +424,45 @@ def test_page_in_a_real_browser(server, width):
         driver.quit()
 
 
+@pytest.mark.parametrize("width", [1200])
+def test_the_page_keeps_paragraphs_and_shows_the_sentence_under_the_cursor(server, width):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = "red dog runs. blue cat jumps.\n\nthe big man plays with a green ball."
+    expected = v1(server, {"text": text, "attention": True}).json()["translations"][0]
+    driver = chromium_driver(width)
+    try:
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "key").send_keys(KEY)
+        driver.execute_script("document.getElementById('source').value = arguments[0]", text)
+        driver.find_element(By.ID, "translate").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#translation .sentence"))
+        shown = driver.execute_script("return document.getElementById('translation').textContent")
+        assert shown == expected["text"] and shown.count("\n") == 2  # the blank line, kept
+        sentences = expected["sentences"]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#translation .sentence")) == len(sentences) == 3
+
+        def cells() -> int:
+            return len(driver.find_elements(By.CSS_SELECTOR, "#attention .cell"))
+
+        def size(sentence) -> int:
+            return (len(sentence["tokens"]) + 1) * (len(sentence["source_tokens"]) + 1)
+        # the cursor in the third sentence of the text: its attention, its translation marked
+        driver.execute_script("const box = document.getElementById('source'); box.focus();"
+                              "box.setSelectionRange(arguments[0], arguments[0]);"
+                              "box.dispatchEvent(new KeyboardEvent('keyup'))", text.index("the big man") + 3)
+        WebDriverWait(driver, 10).until(lambda d: cells() == size(sentences[2]))
+        current = driver.find_element(By.CSS_SELECTOR, "#translation .sentence.current")
+        assert current.text == sentences[2]["text"]
+        assert "Sentence 3 of 3" in driver.find_element(By.ID, "attention-of").text
+        driver.execute_script("document.querySelector('#translation .sentence').dispatchEvent("
+                              "new MouseEvent('mouseenter'))")
+        WebDriverWait(driver, 10).until(lambda d: cells() == size(sentences[0]))
+    finally:
+        driver.quit()
+
+
 def test_ctranslate2_engine_serves_and_refuses_what_it_cannot_give(trained_checkpoint, tmp_path):
     pytest.importorskip("ctranslate2")
     from conftest import run_nmt

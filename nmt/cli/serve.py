@@ -29,14 +29,16 @@ def serve_command(
     no_repeat_ngram_size: NoRepeatNgramSize = 0,
     max_beam: Annotated[int, typer.Option(help="The largest beam a request may ask for.")] = 8,
     max_nbest: Annotated[int, typer.Option(help="The most alternatives (n-best) a request may ask for.")] = 8,
-    max_sentences: Annotated[int, typer.Option(help="Sentences per request.")] = 64,
-    max_characters: Annotated[int, typer.Option(help="Characters per sentence.")] = 5000,
+    max_sentences: Annotated[int, typer.Option(help="Texts per request (LibreTranslate: q entries); the sentences "
+                                                       "they hold count against --max-queue.")] = 64,
+    max_characters: Annotated[int, typer.Option(help="Characters per sentence of a text (400 beyond).")] = 5000,
     max_request_bytes: Annotated[int, typer.Option(help="Request body size, as received (413 beyond).")]
     = 1_000_000,
     batch_wait_ms: Annotated[float, typer.Option(
         help="How long the model worker waits for more sentences to join a batch.")] = 5.0,
     max_tokens: SourceTokensPerBatch = 6000,
-    max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503.")] = 1024,
+    max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503 (a request "
+                                                   "of more sentences than this, 400).")] = 1024,
     workers: Annotated[Optional[int], typer.Option(
         help="Batches decoded side by side; --threads is split among them. Default: 2 on a CPU with 2 or more "
              "threads, else 1.")] = None,

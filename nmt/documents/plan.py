@@ -66,7 +66,8 @@ class DocumentPlan:
                   k: int) -> Translation:
         if not positions:  # nothing to translate: the text as it was (its spaces; an HTML document's markup)
             return Translation(document.assemble([]), 0.0, [])
-        sentences = [merge([results[p][min(k, len(results[p]) - 1)] for p in parts], " ") for parts in positions]
+        sentences = [dataclasses.replace(merge([results[p][min(k, len(results[p]) - 1)] for p in parts], " "),
+                                         source=source) for parts, source in zip(positions, document.sentences)]
         merged = merge(sentences, " ")
         return dataclasses.replace(merged, text=document.assemble(sentences), sentences=sentences)
 

@@ -26,6 +26,7 @@ class Translation:
     # A text translated as a document (nmt.documents): its sentences' translations, each with its own pieces,
     # alignment and attention; None for a sentence translated as one.
     sentences: list["Translation"] | None = None
+    source: str | None = None  # the source sentence, for each of `sentences`
 
 
 class Engine(Protocol):

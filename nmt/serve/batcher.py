@@ -1,9 +1,12 @@
 """Dynamic batching: the sentences of concurrent requests, gathered into batches for the model workers.
 
-Requests put their sentences in one queue and wait on a future per sentence. Each worker thread (one, or several
-side by side, each decoding here or handing its batch to a worker process) takes the oldest sentence, gathers
-whatever else is queued up to `max_tokens` source pieces, and while other requests are open (arrived and not yet
-queued) waits up to `wait_s` for them too; a lone client never waits. It then decodes the sentences that share
+Requests queue their sentences and wait on a future per sentence. Each worker thread (one, or several side by side,
+each decoding here or handing its batch to a worker process) takes sentences request by request in turn (round
+robin), so that a document of hundreds of sentences does not hold up the one-sentence requests that came after it:
+while other requests are open, one request gives a batch at most `share` sentences, and is decoded in one batch at
+a time (the other workers serve the other requests meanwhile, as a worker of their own would). A batch grows up to `max_tokens`
+source pieces, and while other requests are open (arrived and not yet queued) waits up to `wait_s` for them too; a
+lone client never waits. It then decodes the sentences that share
 search options together (the Translator sorts them by length and splits them by its own token budget), and hands
 each answer back to its future. A sentence's translation does not depend on the batch it was in (the search masks
 padding, and every sentence ends on its own), so batching changes nothing beyond floating-point rounding.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -59,18 +63,22 @@ class Batcher:
     constraints)` is a Translator's (both engines'); `count_tokens(text)` sizes a sentence for the budget."""
 
     def __init__(self, translate, count_tokens: Callable[[str], int], max_tokens: int, wait_s: float, max_queue: int,
-                 on_batch: BatchObserver | None = None, workers: int = 1):
+                 on_batch: BatchObserver | None = None, workers: int = 1, share: int = 4):
         self.translate = translate
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
         self.wait_s = wait_s
         self.max_queue = max_queue
         self.on_batch = on_batch
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self.share = share
+        self._pending: OrderedDict[int, deque[Job]] = OrderedDict()  # request -> its queued sentences, in turn
+        self._in_batches: dict[int, int] = {}  # request -> batches of it being decoded now
+        self._stops = 0  # stops asked of the workers by close(), taken once nothing is queued
         self._waiting = 0  # sentences queued and not yet taken
         self._open = 0  # requests between request_opened() and request_closed()
         self._requests = 0
         self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)
         # Several workers decode batches side by side, each with its share of the CPU threads: on a few cores, two
         # batches at one thread each kept both cores busier than one batch at two threads (benchmarks/README.md,
         # "Serving"). `translate` runs in this thread (the model is read-only in inference, so threads can share
@@ -111,8 +119,9 @@ class Batcher:
                 raise Overloaded(f"the queue holds {self._waiting} sentences; {len(jobs)} more would pass its "
                                  f"limit of {self.max_queue}")
             self._waiting += len(jobs)
-        for job in jobs:
-            self._queue.put(job)
+            if jobs:
+                self._pending[request] = deque(jobs)
+            self._queued.notify_all()
         return jobs
 
     def cancel(self, jobs: list[Job]) -> int:
@@ -130,37 +139,61 @@ class Batcher:
 
     def close(self, timeout: float | None = None) -> None:
         """Finish what is queued, then stop the workers."""
-        for _ in self._workers:
-            self._queue.put(None)  # one stop for each
+        with self._lock:
+            self._stops += len(self._workers)  # one stop for each, taken once the queue is empty
+            self._queued.notify_all()
         for worker in self._workers:
             worker.join(timeout)
 
-    def _take(self, block: bool, timeout: float | None = None) -> Job | None:
-        job = self._queue.get(block, timeout)
-        if job is not None:
-            with self._lock:
-                if job.counted:
-                    job.counted = False
-                    self._waiting -= 1
-        return job
+    def _take(self, block: bool, timeout: float | None = None, skip: frozenset[int] = frozenset()) -> Job | None:
+        """The next sentence in turn (from the request after the last one served), of a request not in `skip`;
+        None once close() was called and nothing is queued; queue.Empty where nothing came in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                busy = self._in_batches if self._open > 1 else {}  # alone, a request may use every worker
+                request = next((r for r in self._pending if r not in skip and r not in busy), None)
+                if request is not None:
+                    break
+                if not self._pending and self._stops:
+                    self._stops -= 1
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise queue.Empty
+                self._queued.wait(remaining)
+            jobs = self._pending[request]
+            job = jobs.popleft()
+            if jobs:
+                self._pending.move_to_end(request)  # its next sentence after the other requests' next ones
+            else:
+                del self._pending[request]
+            if job.counted:
+                job.counted = False
+                self._waiting -= 1
+            return job
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
-        """The first job and what else comes within the wait, up to the token budget; True once the queue is
-        closed."""
+        """The first job and what else comes within the wait, up to the token budget (and, while other requests are
+        open, `share` sentences of any one request); True once the queue is closed."""
         batch, tokens = [first], first.tokens
-        requests = {first.request}
+        taken = {first.request: 1}
+        full: set[int] = set()
         deadline = time.monotonic() + self.wait_s
         while tokens < self.max_tokens:
             remaining = deadline - time.monotonic()
-            others_coming = self._open > len(requests)
+            others_coming = self._open > len(taken)
+            if self._open > 1:
+                full.update(r for r, count in taken.items() if count >= self.share)
             try:
-                job = self._take(block=remaining > 0 and others_coming, timeout=max(remaining, 0) or None)
+                job = self._take(block=remaining > 0 and others_coming, timeout=max(remaining, 0) or None,
+                                 skip=frozenset(full))
             except queue.Empty:
                 break
             if job is None:
                 return batch, True
             batch.append(job)
-            requests.add(job.request)
+            taken[job.request] = taken.get(job.request, 0) + 1
             tokens += job.tokens
         return batch, False
 
@@ -171,12 +204,24 @@ class Batcher:
             if first is None:
                 break
             batch, closed = self._gather(first)
-            live = [job for job in batch if job.future.set_running_or_notify_cancel()]  # the cancelled left
-            groups: dict[tuple, list[Job]] = {}
-            for job in live:
-                groups.setdefault(job.options.key(), []).append(job)
-            for jobs in groups.values():
-                self._decode(jobs)
+            requests = {job.request for job in batch}
+            with self._lock:
+                for request in requests:
+                    self._in_batches[request] = self._in_batches.get(request, 0) + 1
+            try:
+                live = [job for job in batch if job.future.set_running_or_notify_cancel()]  # the cancelled left
+                groups: dict[tuple, list[Job]] = {}
+                for job in live:
+                    groups.setdefault(job.options.key(), []).append(job)
+                for jobs in groups.values():
+                    self._decode(jobs)
+            finally:
+                with self._lock:
+                    for request in requests:
+                        self._in_batches[request] -= 1
+                        if not self._in_batches[request]:
+                            del self._in_batches[request]
+                    self._queued.notify_all()  # their next sentences may go now
 
     def _decode(self, jobs: list[Job]) -> None:
         options = jobs[0].options

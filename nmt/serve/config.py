@@ -18,7 +18,7 @@ class ServeConfig:
     # Caps on what one request may ask for.
     max_beam: int = 8
     max_nbest: int = 8
-    max_sentences: int = 64  # sentences (LibreTranslate: q entries) per request
+    max_sentences: int = 64  # texts (LibreTranslate: q entries) per request
     max_characters: int = 5000  # per sentence; a longer one is a 400, not a slow decode
     max_request_bytes: int = 1_000_000  # the body as received, chunked bodies included
     # Batching: sentences of concurrent requests gathered for up to batch_wait_ms into batches of max_tokens.

@@ -65,6 +65,7 @@ class SentenceAnswer(BaseModel):
     """One sentence of a text of several, with `attention`: its pieces, alignment and attention, as the page shows
     them sentence by sentence."""
 
+    source: str  # the source sentence, as the text holds it
     text: str
     tokens: list[str]
     source_tokens: list[str]
@@ -105,7 +106,7 @@ def translation_answer(translations: list[Translation], attention: bool, nbest: 
         # (layers, target pieces + eos, source pieces + eos), rounded: JSON of a few kilobytes a sentence
         answer.attention = best.attention.round(4).tolist()
     if attention and best.sentences is not None and len(best.sentences) > 1:
-        answer.sentences = [SentenceAnswer(text=s.text, tokens=s.tokens, source_tokens=s.source_tokens,
+        answer.sentences = [SentenceAnswer(source=s.source or "", text=s.text, tokens=s.tokens, source_tokens=s.source_tokens,
                                            alignment=[list(pair) for pair in s.alignment or []],
                                            attention=s.attention.round(4).tolist() if s.attention is not None
                                            else None) for s in best.sentences]

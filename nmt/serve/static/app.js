@@ -1,8 +1,13 @@
-// The page of `nmt serve`: POST /v1/translate with attention, then the n-best list and a heat map per layer.
+// The page of `nmt serve`: POST /v1/translate with attention, then the n-best list and a heat map per layer. A text
+// of several sentences shows the attention of the sentence under the cursor (in the source) or the pointer (in the
+// translation).
 "use strict";
 const form = document.getElementById("form");
 const statusLine = document.getElementById("status");
-let last = null;
+const sourceBox = document.getElementById("source");
+let last = null;  // the last answer's translation
+let shown = null;  // the translation (or sentence of it) whose attention is drawn
+let sourceSpans = [];  // where each sentence of the last answer is in the source box: [start, end]
 
 fetch("health").then(r => r.json()).then(h => {
   if (h.source && h.target) document.getElementById("pair").textContent = `${h.source} → ${h.target}`;
@@ -15,8 +20,8 @@ function say(text, error) {
 
 form.addEventListener("submit", async event => {
   event.preventDefault();
-  const text = document.getElementById("source").value.trim();
-  if (!text) { say("Type something to translate.", true); return; }
+  const text = sourceBox.value;  // as typed: paragraphs and line breaks come back where they were
+  if (!text.trim()) { say("Type something to translate.", true); return; }
   const beam = Number(document.getElementById("beam").value);
   const nbest = Math.min(Number(document.getElementById("nbest").value), beam);
   const constraints = document.getElementById("terms").value.split(";").map(t => t.trim()).filter(t => t);
@@ -32,6 +37,7 @@ form.addEventListener("submit", async event => {
     const answer = await response.json();
     if (!response.ok) { say(answer.error || `error ${response.status}`, true); return; }
     last = answer.translations[0];
+    sourceSpans = locate((last.sentences || []).map(s => s.source), text);
     show(last);
     say("");
   } catch (error) {
@@ -41,28 +47,86 @@ form.addEventListener("submit", async event => {
   }
 });
 
+// Where each of `parts` is in `text`, in order: [start, end] (each found after the one before it).
+function locate(parts, text) {
+  let from = 0;
+  return parts.map(part => {
+    const start = text.indexOf(part, from);
+    if (start < 0) return [from, from];
+    from = start + part.length;
+    return [start, from];
+  });
+}
+
 function show(translation) {
   document.getElementById("result").hidden = false;
-  document.getElementById("translation").textContent = translation.text;
+  const box = document.getElementById("translation");
+  const sentences = translation.sentences;
+  if (sentences) {  // each sentence its own span, the text between them (spaces, line breaks) as it came
+    const spans = locate(sentences.map(s => s.text), translation.text);
+    const nodes = [];
+    let at = 0;
+    spans.forEach(([start, end], i) => {
+      nodes.push(document.createTextNode(translation.text.slice(at, start)));
+      const span = document.createElement("span");
+      span.className = "sentence"; span.textContent = translation.text.slice(start, end); span.dataset.index = i;
+      span.addEventListener("mouseenter", () => choose(i));
+      nodes.push(span);
+      at = end;
+    });
+    nodes.push(document.createTextNode(translation.text.slice(at)));
+    box.replaceChildren(...nodes);
+  } else {
+    box.textContent = translation.text;
+  }
   const list = document.getElementById("nbest-list");
   list.replaceChildren(...(translation.nbest || [translation]).map(t => {
     const item = document.createElement("li");
-    item.textContent = `${t.text} (${t.score.toFixed(3)})`;
+    item.textContent = `${t.text} (${t.score === null ? "–" : t.score.toFixed(3)})`;
     return item;
   }));
+  shown = null;
+  document.getElementById("layer").replaceChildren();  // a new answer starts at its last layer
+  choose(sentences ? sentenceAt(sourceBox.selectionStart) : -1);
+}
+
+// The sentence of the last answer at character `position` of the source box (the one before it, between two).
+function sentenceAt(position) {
+  let index = 0;
+  sourceSpans.forEach(([start], i) => { if (start <= position) index = i; });
+  return index;
+}
+
+// Draw the attention of sentence `index` of the last answer (-1: the whole translation, a single sentence).
+function choose(index) {
+  if (!last) return;
+  const item = index >= 0 && last.sentences ? last.sentences[index] : last;
+  if (item === shown) return;
+  shown = item;
+  document.querySelectorAll("#translation .sentence").forEach(span =>
+    span.classList.toggle("current", Number(span.dataset.index) === index));
+  const caption = document.getElementById("attention-of");
+  caption.textContent = last.sentences ? `Sentence ${index + 1} of ${last.sentences.length}: ${item.source}` : "";
   const select = document.getElementById("layer");
-  const layers = translation.attention ? translation.attention.length : 0;
+  const layers = item.attention ? item.attention.length : 0;
+  const kept = select.value === "" ? layers - 1 : Math.min(Number(select.value), layers - 1);  // the layer chosen
   select.replaceChildren(...Array.from({length: layers}, (_, i) => {
     const option = document.createElement("option");
     option.value = i; option.textContent = `${i + 1} of ${layers}`;
     return option;
   }));
-  select.value = layers - 1;
-  drawAttention(translation, layers - 1);
+  select.value = kept;
+  drawAttention(item, kept);
+}
+
+for (const type of ["keyup", "click", "select", "focus"]) {
+  sourceBox.addEventListener(type, () => {
+    if (last && last.sentences) choose(sentenceAt(sourceBox.selectionStart));
+  });
 }
 
 document.getElementById("layer").addEventListener("change", event => {
-  if (last) drawAttention(last, Number(event.target.value));
+  if (shown) drawAttention(shown, Number(event.target.value));
 });
 
 function drawAttention(translation, layer) {
