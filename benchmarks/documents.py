@@ -3,7 +3,9 @@ sentence splitters compared.
 
     python benchmarks/documents.py --checkpoint runs/multi30k-en-de/checkpoints/averaged.pt
 
-Paragraphs are three consecutive test_2016_flickr sentences joined by a space (and their references likewise).
+Paragraphs are three consecutive test_2016_flickr sentences joined by a space (and their references likewise). The
+search is what `nmt translate` and `nmt serve` use: the checkpoint's stored settings (`nmt tune`), else beam 4 and
+length penalty 0.6.
 Writes benchmarks/results/documents.json.
 """
 
@@ -78,12 +80,13 @@ def compare_splitters() -> dict:
 def bleu_of_paragraphs(checkpoint: Path) -> dict:
     from nmt.documents.engine import DocumentEngine
     from nmt.engines.pytorch import Translator
+    from nmt.engines.spec import resolve_search
 
     sources, references = lines("test_2016_flickr.en.gz"), lines("test_2016_flickr.de.gz")
     groups, reference_groups = paragraphs(sources), paragraphs(references)
     joined_sources = [" ".join(group) for group in groups]
     joined_references = [" ".join(group) for group in reference_groups]
-    engine = Translator(checkpoint)
+    engine = Translator(checkpoint, resolve_search([checkpoint], "torch").search)  # as nmt translate and serve do
     documents = DocumentEngine(engine)
 
     def best(translations):
@@ -105,6 +108,44 @@ def bleu_of_paragraphs(checkpoint: Path) -> dict:
     return results
 
 
+def bleu_through_libretranslate(checkpoint: Path) -> dict:
+    """The paragraphs through a running `nmt serve`'s LibreTranslate `/translate`, 32 texts a request."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    groups, reference_groups = paragraphs(lines("test_2016_flickr.en.gz")), paragraphs(lines("test_2016_flickr.de.gz"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port",
+                               str(port), "--timeout", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        source, target = (httpx.get(url + "/health", timeout=10).json()[side] for side in ("source", "target"))
+        texts = [" ".join(group) for group in groups]
+        translated = []
+        for start in range(0, len(texts), 32):
+            answer = httpx.post(url + "/translate", json={"q": texts[start: start + 32], "source": source,
+                                                          "target": target}, timeout=600)
+            answer.raise_for_status()
+            translated += answer.json()["translatedText"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    score = sacrebleu.corpus_bleu(translated, [[" ".join(group) for group in reference_groups]])
+    return {"bleu": round(score.score, 2), "brevity_penalty": round(score.bp, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -113,6 +154,7 @@ def main() -> None:
     results = {"splitters": compare_splitters()}
     print(json.dumps(results, indent=2, ensure_ascii=False))
     results["bleu"] = bleu_of_paragraphs(args.checkpoint)
+    results["bleu"]["paragraph, LibreTranslate /translate (nmt serve)"] = bleu_through_libretranslate(args.checkpoint)
     results["checkpoint"] = str(args.checkpoint)
     print(json.dumps(results["bleu"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
