@@ -127,13 +127,30 @@ def test_inline_markup_follows_the_words_it_wrapped(copier):
     assert '<a href="x">dog</a>' in translated[1][0].text
 
 
+def test_inline_markup_goes_where_the_alignment_puts_its_words():
+    """A translation that reverses the words (given as the engine gives it: pieces and their alignment): the bold
+    element follows its word to the other end, and the punctuation outside it stays outside."""
+    from nmt.documents.html import HtmlDocument
+    from nmt.engines.base import Translation
+
+    document = HtmlDocument("<p>red <b>dog</b> runs now.</p>", "en")
+    assert document.sentences == ["red dog runs now."]
+    words = ["now.", "runs", "dog", "red"]
+    reversed_words = Translation(" ".join(words), -1.0, [f"\u2581{w}" for w in words],
+                                 [f"\u2581{w}" for w in ["red", "dog", "runs", "now."]], None,
+                                 [(3, 0), (2, 1), (1, 2), (0, 3)])
+    assert document.assemble([reversed_words]) == "<p>now. runs <b>dog</b> red</p>"
+
+
 def test_alt_and_title_are_translated_and_entities_survive(copier):
-    snippet = ('<p title="the big dog">a dog runs <span translate="no">R&amp;D&nbsp;&lt;3</span></p>'
-               '<a href="?a=1&amp;b=2"><img alt="red ball" src="b.png"></a>')
+    # words the copy model never saw: what it writes for them is words of WORDS
+    snippet = ('<p title="zebra giraffe">a dog runs <span translate="no">R&amp;D&nbsp;&lt;3</span></p>'
+               '<a href="?a=1&amp;b=2"><img alt="okapi" src="b.png"></a>')
     translated = DocumentEngine(copier, "html").translate([snippet])[0][0].text
     soup = BeautifulSoup(translated, "html.parser")
-    assert soup.p["title"].split() and all(w in WORDS for w in soup.p["title"].split())
-    assert soup.img["alt"].split() and soup.img["src"] == "b.png"
+    for value in (soup.p["title"], soup.img["alt"]):
+        assert value.split() and all(w in WORDS for w in value.split())
+    assert soup.img["src"] == "b.png"
     assert '<span translate="no">R&amp;D&nbsp;&lt;3</span>' in translated and 'href="?a=1&amp;b=2"' in translated
 
 

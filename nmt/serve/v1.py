@@ -27,7 +27,7 @@ class TranslateBody(BaseModel):
     constraints: list[str] | list[list[str]] | None = None
     attention: bool = False
     format: Literal["text", "html"] = "text"  # html: markup kept, its text translated (docs/serving.md)
-    split: bool = True  # each text's sentences translated one by one (false: each text as one sentence)
+    split: bool = True  # each text's sentences translated one by one (false: each line of it whole)
 
 
 # What a field holds, for a message about a value of the wrong type (pydantic names each branch of a union).
