@@ -17,7 +17,7 @@ LEVELS = [
     {"search", "checkpoint", "terminology"},
     {"export", "pretrained"},
     {"engines", "logprob"},
-    {"output_formats", "score", "report", "train"},
+    {"documents", "output_formats", "score", "report", "train"},
     {"translate", "tune"},
     {"serve"},
     {"cli"},
