@@ -99,9 +99,10 @@ def main() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    workers = ["--workers", str(args.workers)] if args.workers else []
     server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", args.checkpoint, "--port",
-                               str(port), "--timeout", "600", *(["--workers", str(args.workers)] if args.workers
-                                                                else [])], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                               str(port), "--timeout", "600", *workers],
+                              stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         for _ in range(600):
             try:
@@ -117,7 +118,8 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
-    result = {"label": args.label, "workers": args.workers or "default", "clients": args.clients, "seconds": args.seconds,
+    result = {"label": args.label, "workers": args.workers or "default", "clients": args.clients,
+              "seconds": args.seconds,
               "document_words": len(text.split()), "alone": alone, "with_document": shared,
               "p95_ratio": round(shared["p95_ms"] / alone["p95_ms"], 2)}
     print(json.dumps(result, indent=2))

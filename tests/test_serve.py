@@ -555,7 +555,8 @@ def test_v1_texts_are_split_unless_asked_not_to(server):
     assert "sentences" not in whole
     html = v1(server, {"text": "<p>red <b>dog</b> runs</p>", "format": "html"})
     assert html.status_code == 200 and html.json()["translations"][0]["text"] == "<p>red <b>dog</b> runs</p>"
-    malformed = v1(server, {"text": "<p>red <b>dog <i>runs</p></td> <<>", "format": "html"})  # read as well as it can be
+    # malformed: read as well as it can be
+    malformed = v1(server, {"text": "<p>red <b>dog <i>runs</p></td> <<>", "format": "html"})
     assert malformed.status_code == 200 and "dog" in malformed.json()["translations"][0]["text"]
 
 

@@ -38,7 +38,7 @@ class DocumentPlan:
     cut: list[int] = field(default_factory=list)
 
     @classmethod
-    def of(cls, documents: list[Document], count_pieces: Callable[[str], int], limit: int) -> "DocumentPlan":
+    def of(cls, documents: list[Document], count_pieces: Callable[[str], int], limit: int) -> DocumentPlan:
         """The plan of `documents`, every input at most `limit` source pieces as `count_pieces` counts them."""
         plan = cls(documents)
         for document in documents:

@@ -4,9 +4,9 @@ Requests queue their sentences and wait on a future per sentence. Each worker th
 each decoding here or handing its batch to a worker process) takes sentences request by request in turn (round
 robin), so that a document of hundreds of sentences does not hold up the one-sentence requests that came after it:
 while other requests are open, one request gives a batch at most `share` sentences, and is decoded in one batch at
-a time (the other workers serve the other requests meanwhile, as a worker of their own would). A batch grows up to `max_tokens`
-source pieces, and while other requests are open (arrived and not yet queued) waits up to `wait_s` for them too; a
-lone client never waits. It then decodes the sentences that share
+a time (the other workers serve the other requests meanwhile, as a worker of their own would). A batch grows up to
+`max_tokens` source pieces, and while other requests are open (arrived and not yet queued) waits up to `wait_s` for
+them too; a lone client never waits. It then decodes the sentences that share
 search options together (the Translator sorts them by length and splits them by its own token budget), and hands
 each answer back to its future. A sentence's translation does not depend on the batch it was in (the search masks
 padding, and every sentence ends on its own), so batching changes nothing beyond floating-point rounding.

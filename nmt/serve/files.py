@@ -90,7 +90,7 @@ def translate_file_route(service: Service, store: TranslatedFiles):
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise RequestError(400, "Invalid request: missing file parameter")
-        source, _ = checked_pair(service, parameters)
+        checked_pair(service, parameters)
         name = PurePosixPath((upload.filename or "file").replace("\\", "/")).name or "file"
         suffix = PurePosixPath(name).suffix.lower()
         if suffix not in FORMATS:

@@ -165,8 +165,8 @@ class Service:
             try:
                 given = sentence_constraints(plan, nested, None)
             except NmtError as error:
-                raise RequestError(400, f"constraints: text{'[%d]' % error.index if len(texts) > 1 else ''} has "
-                                   f"{getattr(error, 'message', error)}") from None
+                where = f"text[{error.index}]" if len(texts) > 1 else "text"
+                raise RequestError(400, f"constraints: {where} has {getattr(error, 'message', error)}") from None
         options = dataclasses.replace(options, attention=options.attention or text_format == "html"
                                       and self.engine == "torch")
         input_constraints = self.constraints(given, plan.inputs, input_prefixes, options)

@@ -4,7 +4,6 @@ a request may ask for within the server's caps."""
 from __future__ import annotations
 
 import math
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -46,7 +45,8 @@ def validation_message(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{field} is required"
     if first["type"] == "extra_forbidden":
-        return f"{field} is not a field of this API (text, beam, nbest, lenpen, prefix, constraints, attention, format, split)"
+        return (f"{field} is not a field of this API (text, beam, nbest, lenpen, prefix, constraints, attention, "
+                "format, split)")
     where = ".".join(str(part) for part in location)
     if field in EXPECTED and len(location) == 1:
         return f"{field} must be {EXPECTED[field]}"
@@ -106,7 +106,8 @@ def translation_answer(translations: list[Translation], attention: bool, nbest: 
         # (layers, target pieces + eos, source pieces + eos), rounded: JSON of a few kilobytes a sentence
         answer.attention = best.attention.round(4).tolist()
     if attention and best.sentences is not None and len(best.sentences) > 1:
-        answer.sentences = [SentenceAnswer(source=s.source or "", text=s.text, tokens=s.tokens, source_tokens=s.source_tokens,
+        answer.sentences = [SentenceAnswer(source=s.source or "", text=s.text, tokens=s.tokens,
+                                           source_tokens=s.source_tokens,
                                            alignment=[list(pair) for pair in s.alignment or []],
                                            attention=s.attention.round(4).tolist() if s.attention is not None
                                            else None) for s in best.sentences]
