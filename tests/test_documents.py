@@ -142,6 +142,56 @@ def test_inline_markup_goes_where_the_alignment_puts_its_words():
     assert document.assemble([reversed_words]) == "<p>now. runs <b>dog</b> red</p>"
 
 
+def identity(sentence: str):
+    """The translation a perfect copier gives: the same words, each aligned to itself."""
+    from nmt.engines.base import Translation
+
+    words = sentence.split()
+    return Translation(sentence, 0.0, [f"\u2581{w}" for w in words], [f"\u2581{w}" for w in words], None,
+                       [(i, i) for i in range(len(words))])
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8">
+    <title>A page</title>
+    <style>p > b { color: red; }</style>
+  </head>
+  <body>
+    <!-- navigation -->
+    <h1 class="title">Red <em>dogs</em> and blue cats</h1>
+    <p>A man <b>rides</b> a bike.<br>
+      A <a href="/dogs?a=1&amp;b=2" title="Dogs">dog</a> runs &amp; jumps.</p>
+    <ul>
+      <li>One <code>x &lt; y</code> here</li>
+      <li translate="no">Two   spaced</li>
+    </ul>
+    <pre>  keep
+   this </pre>
+    <img src="d.png" alt="A dog">
+    <script>if (a < b) { go("<p>"); }</script>
+  </body>
+</html>
+"""
+
+
+def test_a_page_copied_word_for_word_comes_back_byte_for_byte():
+    """Everything but the translated words is left as it was: spaces, line breaks, comments, doctype, scripts."""
+    from nmt.documents.html import HtmlDocument
+
+    document = HtmlDocument(PAGE, "en")
+    assert "A man rides a bike." in document.sentences and "Dogs" in document.sentences
+    assert document.assemble([identity(s) for s in document.sentences]) == PAGE
+
+
+def test_html_nested_too_deep_is_refused_in_one_line(trained_checkpoint):
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--format", "html",
+                     input="<b>" * 5000 + "red dog", check=False)
+    assert result.returncode == 1 and "nests elements more than 400 deep" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_alt_and_title_are_translated_and_entities_survive(copier):
     # words the copy model never saw: what it writes for them is words of WORDS
     snippet = ('<p title="zebra giraffe">a dog runs <span translate="no">R&amp;D&nbsp;&lt;3</span></p>'

@@ -570,6 +570,7 @@ def lt_post(server, **fields) -> httpx.Response:
     ({"q": "<p><img src='a.png'></p><!-- x -->", "format": "html"}, "holds nothing to translate (only markup)"),
     ({"q": "\n\n   \n"}, "holds nothing to translate (only spaces)"),
     ({"q": "red " * 1300 + "dog."}, "characters a sentence (--max-characters)"),
+    ({"q": "<b>" * 5000 + "red dog", "format": "html"}, "nests elements more than 400 deep"),
 ])
 def test_texts_that_cannot_be_translated_are_a_400_naming_why(server, fields, message):
     answer = lt_post(server, **fields)

@@ -17,16 +17,44 @@ the same attributes, and writes characters as characters (only &, <, > and the n
 
 from __future__ import annotations
 
-from bs4 import BeautifulSoup, Tag
-from bs4.builder import HTMLParserTreeBuilder
+from bs4 import BeautifulSoup, Doctype, Tag
 from bs4.formatter import HTMLFormatter
+
+from nmt.errors import NmtError
 
 from nmt.documents.inline import INLINE, Run, inline_level, is_text, untranslated
 from nmt.documents.text import TextDocument
 from nmt.engines.base import Translation
 
 TRANSLATED_ATTRIBUTES = ("alt", "title", "placeholder", "aria-label")
-_ROOT = "nmt-document"
+MAX_DEPTH = 400  # elements nested deeper than this are refused (the walks over the tree recurse)
+
+
+class _Soup(BeautifulSoup):
+    """BeautifulSoup that keeps whitespace-only strings as they are: it folds them to one space or newline outside
+    whitespace-preserving elements (indentation would become one newline). The document itself, put on that stack
+    before parsing, counts as such an element."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.preserve_whitespace_tag_stack.append(self)
+
+    def endData(self, containerClass=None) -> None:  # noqa: N802, N803 - BeautifulSoup's names
+        super().endData(_Doctype if containerClass is Doctype else containerClass)
+
+
+class _Doctype(Doctype):
+    """A doctype written back as it came (BeautifulSoup's adds a line break after it)."""
+
+    SUFFIX = ">"
+
+
+def _check_depth(root: Tag) -> None:
+    depth = {id(root): 0}
+    for tag in root.find_all(True):
+        depth[id(tag)] = depth[id(tag.parent)] + 1
+        if depth[id(tag)] > MAX_DEPTH:
+            raise NmtError(f"the HTML nests elements more than {MAX_DEPTH} deep")
 
 
 class _Layout:
@@ -34,10 +62,8 @@ class _Layout:
     order."""
 
     def __init__(self, html: str, language: str | None):
-        # BeautifulSoup folds whitespace-only strings outside whitespace-preserving elements (indentation becomes
-        # one newline); inside a root element of our own that preserves it, the document keeps every space.
-        builder = HTMLParserTreeBuilder(preserve_whitespace_tags={_ROOT, "pre", "textarea"})
-        self.root = BeautifulSoup(f"<{_ROOT}>{html}</{_ROOT}>", builder=builder).find(_ROOT)
+        self.root = _Soup(html, "html.parser")
+        _check_depth(self.root)
         self.runs: list[Run] = []
         self.attributes: list[tuple[Tag, str, TextDocument]] = []
         self._block(self.root, language)
@@ -85,10 +111,14 @@ def _texts(nodes: list):
 
 
 class _Formatter(HTMLFormatter):
-    """Characters as characters; &, <, > and the no-break space as entities; void elements as `<br>`."""
+    """Characters as characters; &, <, > and the no-break space as entities; void elements as `<br>`; attributes
+    in their order."""
 
     def __init__(self):
         super().__init__(entity_substitution=_escape, void_element_close_prefix=None)
+
+    def attributes(self, tag: Tag):
+        return list(tag.attrs.items())  # in the document's order (BeautifulSoup sorts them by name)
 
 
 def _escape(text: str) -> str:
@@ -117,4 +147,4 @@ class HtmlDocument:
             count = len(text.sentences)
             tag[name] = text.assemble(translations[position: position + count])
             position += count
-        return layout.root.decode_contents(formatter=_Formatter())
+        return layout.root.decode(formatter=_Formatter())

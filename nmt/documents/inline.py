@@ -284,11 +284,14 @@ class _Placement:
             node.extract()
         for node in _detach_all(run.root):
             node.extract()
-        lead = run.text[:self.source_parts[0][0][1].start]
-        trail = run.text[self.source_parts[-1][-1][1].end:]
-        lead = lead if lead.isspace() else ""
-        trail = trail if trail.isspace() else ""
-        rendered = [lead, *self._render(run.root, 0, len(self.words) - 1), trail]
+        # What comes before the first word and after the last (spaces, and nodes kept whole) stays as it was.
+        first_start, last_end = self.source_parts[0][0][1].start, self.source_parts[-1][-1][1].end
+        edges = [child for child in run.root.children if isinstance(child, _Marker)
+                 and (child.position <= first_start or child.position >= last_end)]
+        run.root.children = [child for child in run.root.children if not any(child is edge for edge in edges)]
+        rendered = [*_interleave(run.text, 0, first_start, [m for m in edges if m.position <= first_start]),
+                    *self._render(run.root, 0, len(self.words) - 1),
+                    *_interleave(run.text, last_end, len(run.text), [m for m in edges if m.position > first_start])]
         merged: list = []
         for node in rendered:
             if type(node) is str or is_text(node):
@@ -303,6 +306,15 @@ class _Placement:
         for node in merged:
             anchor.insert_before(NavigableString(node) if type(node) is str else node)
         anchor.extract()
+
+
+def _interleave(text: str, start: int, end: int, markers: list[_Marker]) -> list:
+    """text[start:end] (spaces) with the markers at their positions in it."""
+    out, at = [], start
+    for marker in markers:
+        out += [text[at: marker.position], marker.node]
+        at = marker.position
+    return [*out, text[at:end]]
 
 
 def _elements(element: _Element):
