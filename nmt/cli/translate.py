@@ -133,6 +133,14 @@ def translate_command(
         console.print(f"[yellow]note:[/] sentences longer than the model takes ({translator.max_source_tokens} "
                       f"pieces) were translated in parts, cut at clause marks, in {where}", highlight=False,
                       soft_wrap=True)
+    if translator.grown_beam:
+        console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {search.beam} allows decoded "
+                      f"with a beam of up to {translator.grown_beam} (constraint pieces + 1, for dynamic beam "
+                      "allocation)", highlight=False, soft_wrap=True)
+    if translator.truncated:
+        console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
+                      f"{translator.max_source_tokens} pieces and were cut")
+
 
 def check_document_options(text_format: str, split_sentences: bool, **options) -> None:
     """--format html writes one document: the options that shape line output or need a line each do not apply."""
