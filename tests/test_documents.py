@@ -53,6 +53,21 @@ def test_a_sentence_too_long_is_cut_after_clause_marks_first():
     assert cut_to_fit("short one", len, 100) == ["short one"]
 
 
+def test_a_sentence_too_long_for_the_model_is_translated_in_parts_and_counted(copier):
+    long_sentence = ", ".join(["red dog runs near the water"] * 250) + "."  # about 1,500 pieces: past 1,024
+    from nmt.documents.engine import piece_counter, source_limit
+    from nmt.documents.plan import DocumentPlan
+
+    text = f"blue cat. {long_sentence}"
+    count, limit = piece_counter(copier), source_limit(copier)
+    plan = DocumentPlan.of([TextDocument(text, "en")], count, limit)
+    (_, long_parts), = plan.parts
+    assert len(long_parts) >= 2 and all(count(plan.inputs[p]) <= limit for p in long_parts)
+    assert " ".join(plan.inputs[p] for p in long_parts) == long_sentence  # cut after commas, nothing lost
+    translation = DocumentEngine(copier).translate([text])[0][0]
+    assert translation.cut == 1 and len(translation.sentences) == 2 and copier.truncated == 0
+
+
 def test_a_paragraph_comes_back_with_its_line_structure(copier):
     text = "  red dog runs. blue cat jumps.\n\ngreen ball\r\n\n  the man plays with a ball.  "
     translation = DocumentEngine(copier).translate([text])[0][0]

@@ -69,7 +69,8 @@ class DocumentPlan:
         sentences = [dataclasses.replace(merge([results[p][min(k, len(results[p]) - 1)] for p in parts], " "),
                                          source=source) for parts, source in zip(positions, document.sentences)]
         merged = merge(sentences, " ")
-        return dataclasses.replace(merged, text=document.assemble(sentences), sentences=sentences)
+        return dataclasses.replace(merged, text=document.assemble(sentences), sentences=sentences,
+                                   cut=sum(len(parts) > 1 for parts in positions))
 
 
 def merge(translations: list[Translation], separator: str) -> Translation:

@@ -27,6 +27,7 @@ class Translation:
     # alignment and attention; None for a sentence translated as one.
     sentences: list["Translation"] | None = None
     source: str | None = None  # the source sentence, for each of `sentences`
+    cut: int = 0  # sentences of the text too long for the model, translated in parts
 
 
 class Engine(Protocol):

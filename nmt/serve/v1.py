@@ -85,6 +85,7 @@ class TranslationAnswer(BaseModel):
     attention: list | None = None  # (layers, target pieces + eos, source pieces + eos), rounded to 4 places
     nbest: list[Alternative] | None = None
     sentences: list[SentenceAnswer] | None = None  # with attention, for a text of more than one sentence
+    cut: int | None = None  # sentences too long for the model, translated in parts (only where there were any)
 
 
 class TranslateAnswer(BaseModel):
@@ -111,6 +112,8 @@ def translation_answer(translations: list[Translation], attention: bool, nbest: 
                                            alignment=[list(pair) for pair in s.alignment or []],
                                            attention=s.attention.round(4).tolist() if s.attention is not None
                                            else None) for s in best.sentences]
+    if best.cut:
+        answer.cut = best.cut
     if nbest > 1:
         answer.nbest = [Alternative(text=t.text, score=score_json(t.score), tokens=t.tokens) for t in translations]
     return answer
