@@ -19,6 +19,9 @@ requires_multi30k = pytest.mark.skipif(
     not SHARED_MULTI30K.is_dir(),
     reason=f"{SHARED_MULTI30K} is absent (a user's clone without ../shared); CI has it")
 
+# Rich wraps at the terminal's width; the commands run here print as on a 200-column terminal.
+os.environ["COLUMNS"] = "200"
+
 WORDS = ["red", "blue", "green", "dog", "cat", "runs", "jumps", "a", "the", "big", "small", "man", "woman", "bike",
          "street", "water", "ball", "plays", "with", "near"]
 
@@ -35,16 +38,63 @@ def write_copy_corpus(folder: Path, seed: int = 0, sizes=(("train", 3000), ("val
 
 
 def run_nmt(*args: str, input: str | bytes | None = None, cwd: Path | None = None, check: bool = True,
-            timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would (`python -m nmt ...`), capturing text output."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+            timeout: int = 300, fresh_process: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, through its entry point (`nmt.cli.main`), capturing its exit code and its
+    output. In this process by default: the command line's own code is all the same, without an interpreter and
+    torch start per call (about two seconds each, hundreds of calls). `fresh_process=True` runs `python -m nmt`
+    instead, for what only a process of its own shows (its environment, signals, its imports from nothing)."""
     data = input.encode("utf-8") if isinstance(input, str) else input
-    result = subprocess.run([sys.executable, "-m", "nmt", *args], input=data, capture_output=True, cwd=cwd, env=env,
-                            timeout=timeout)
-    result.stdout, result.stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+    if fresh_process:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+        result = subprocess.run([sys.executable, "-m", "nmt", *args], input=data, capture_output=True, cwd=cwd,
+                                env=env, timeout=timeout)
+        result.stdout, result.stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+    else:
+        result = _run_in_this_process(list(args), data or b"", cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"nmt {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+def _run_in_this_process(args: list[str], data: bytes, cwd: Path | None) -> subprocess.CompletedProcess:
+    """`nmt ARGS` through `nmt.cli.main` here, with stdin, stdout and stderr of its own, and the process-wide state a
+    command may change (signal handlers, torch's thread count, the working folder, argv) put back after."""
+    import contextlib
+    import io
+    import signal
+
+    import torch
+
+    from nmt import cli
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    threads, folder, argv, real_stdin = torch.get_num_threads(), os.getcwd(), sys.argv, sys.stdin
+    stdout_bytes, stderr_bytes = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(stdout_bytes, encoding="utf-8", newline="", write_through=True)
+    stderr = io.TextIOWrapper(stderr_bytes, encoding="utf-8", newline="", write_through=True)
+    code = 0
+    try:
+        sys.argv = ["nmt", *args]
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            cli.console.file = stderr
+            try:
+                cli.main()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            stdout.flush()
+            stderr.flush()
+    finally:
+        cli.console.file = None
+        sys.argv, sys.stdin = argv, real_stdin
+        os.chdir(folder)
+        torch.set_num_threads(threads)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    return subprocess.CompletedProcess(["nmt", *args], code, stdout_bytes.getvalue().decode("utf-8"),
+                                       stderr_bytes.getvalue().decode("utf-8"))
 
 
 @pytest.fixture(scope="session")
