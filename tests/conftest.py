@@ -21,6 +21,10 @@ requires_multi30k = pytest.mark.skipif(
 
 # Rich wraps at the terminal's width; the commands run here print as on a 200-column terminal.
 os.environ["COLUMNS"] = "200"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The README's test command runs a test process per core (pytest-xdist): one thread each, so that they do not
+    # fight over the cores. Tests that decode with more threads say so.
+    torch.set_num_threads(1)
 
 WORDS = ["red", "blue", "green", "dog", "cat", "runs", "jumps", "a", "the", "big", "small", "man", "woman", "bike",
          "street", "water", "ball", "plays", "with", "near"]

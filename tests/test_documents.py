@@ -246,3 +246,32 @@ def test_format_html_refuses_line_options_before_loading(trained_checkpoint):
     result = run_nmt("translate", "--checkpoint", "missing.pt", "--format", "html", "--nbest", "2", input=b"<p>x</p>",
                      check=False)
     assert result.returncode == 1 and "--nbest: not with --format html" in result.stderr
+
+
+def test_split_sentences_with_nbest_prefixes_and_a_glossary(trained_checkpoint, tmp_path):
+    checkpoint = str(trained_checkpoint)
+    nbest = run_nmt("translate", "--checkpoint", checkpoint, "--split-sentences", "--nbest", "2", "--beam", "2",
+                    input="red dog runs. blue cat jumps.\n").stdout.splitlines()
+    assert [line.split(" ||| ")[0] for line in nbest] == ["0", "0"]  # two alternatives of the whole line
+    assert all(len(line.split(" ||| ")[1].split()) >= 4 for line in nbest)
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("woman\n", encoding="utf-8")
+    forced = run_nmt("translate", "--checkpoint", checkpoint, "--split-sentences", "--prefix-file", str(prefixes),
+                     input="red dog runs. blue cat jumps.\n").stdout
+    assert forced.startswith("woman")  # the prefix starts the line's first sentence
+    glossary = tmp_path / "glossary.tsv"
+    glossary.write_text("cat\tzebra\n", encoding="utf-8")
+    termed = run_nmt("translate", "--checkpoint", checkpoint, "--split-sentences", "--glossary", str(glossary),
+                     "--beam", "8", input="red dog runs. blue cat jumps.\n").stdout
+    assert "zebra" in termed  # a word the copying model never writes on its own
+    from nmt.terminology import Glossary
+
+    engine = DocumentEngine(Translator(trained_checkpoint), glossary=Glossary.load(glossary))
+    first, second = engine.translate(["red dog runs. blue cat jumps."], constraints=[["zebra"]])[0][0].sentences
+    assert "zebra" in second.text and "zebra" not in first.text  # the term goes to the sentence holding its source
+    constraints = tmp_path / "constraints.tsv"
+    constraints.write_text("zebra\n", encoding="utf-8")
+    refused = run_nmt("translate", "--checkpoint", checkpoint, "--split-sentences", "--constraints",
+                      str(constraints), input="red dog runs. blue cat jumps.\n", check=False)
+    assert refused.returncode == 1 and "cannot be given to one of them" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
