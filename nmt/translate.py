@@ -102,3 +102,22 @@ def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | N
     with atomic_write(output, newline="") if output else contextlib.nullcontext(sys.stdout) as sink:
         sink.write(translation.text)
         sink.flush()
+
+
+def translate_input(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
+                    text_format: str = "text", split_sentences: bool = False, window: int | None = None,
+                    prefix_file: Path | None = None, constraints: ConstraintSource | None = None):
+    """`nmt translate`'s whole run: lines through `engine` (each line split into its sentences with
+    `split_sentences`), or with text_format "html" the whole input as one document. Returns the DocumentEngine
+    used (its `cut_inputs` name the inputs translated in parts), or None for plain lines."""
+    documents = None
+    if text_format == "html" or split_sentences:
+        from nmt.documents.engine import DocumentEngine
+
+        documents = DocumentEngine(engine, text_format,
+                                   glossary=constraints.glossary if constraints is not None else None)
+    if text_format == "html":
+        translate_document(documents, source, output)
+    else:
+        translate_file(documents or engine, source, output, output_format, window, prefix_file, constraints)
+    return documents

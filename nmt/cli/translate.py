@@ -70,7 +70,6 @@ def translate_command(
     from nmt.atomic import check_output_file
     from nmt.engines.spec import EngineSpec, check_engine_options, load_engine, resolve_search
     from nmt.output_formats import OutputFormat
-    from nmt.translate import translate_file
 
     set_threads(threads)
     checkpoints = (checkpoint or []) + (more_checkpoints or [])
@@ -111,36 +110,30 @@ def translate_command(
     record_attention = print_alignment or as_json or attention_plot is not None
     translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
                                         target_language, record_attention, ensemble_combine))
-    documents = None
-    if text_format == "html" or split_sentences:
-        from nmt.documents.engine import DocumentEngine
+    from nmt.translate import translate_input
 
-        documents = translator = DocumentEngine(translator, text_format,
-                                                glossary=constraint_source.glossary if constraint_source else None)
-    if text_format == "html":
-        from nmt.translate import translate_document
+    documents = translate_input(translator, input or stdin(), output,
+                                OutputFormat(nbest, as_json, print_alignment, attention_plot), text_format,
+                                split_sentences, buffer_size, prefix_file, constraint_source)
+    print_notes(translator, documents.cut_inputs if documents else [], text_format, search.beam)
 
-        translate_document(translator, input or stdin(), output)
-    else:
-        translate_file(translator, input or stdin(), output,
-                       OutputFormat(nbest, as_json, print_alignment, attention_plot), buffer_size, prefix_file,
-                       constraint_source)
-    if documents is not None and documents.cut_inputs:
-        where = "the document" if text_format == "html" else "line" + ("s" if len(documents.cut_inputs) > 1 else "")
+
+def print_notes(translator, cut_inputs: list[int], text_format: str, beam: int) -> None:
+    """What the run did beyond the options: grown beams, lines cut at the model's limit or translated in parts."""
+    if cut_inputs:
+        where = "the document" if text_format == "html" else "line" + ("s" if len(cut_inputs) > 1 else "")
         if text_format != "html":
-            where += " " + ", ".join(str(i + 1) for i in documents.cut_inputs[:20])
-            where += ", ..." if len(documents.cut_inputs) > 20 else ""
+            where += " " + ", ".join(str(i + 1) for i in cut_inputs[:20]) + (", ..." if len(cut_inputs) > 20 else "")
         console.print(f"[yellow]note:[/] sentences longer than the model takes ({translator.max_source_tokens} "
                       f"pieces) were translated in parts, cut at clause marks, in {where}", highlight=False,
                       soft_wrap=True)
     if translator.grown_beam:
-        console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {search.beam} allows decoded "
+        console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {beam} allows decoded "
                       f"with a beam of up to {translator.grown_beam} (constraint pieces + 1, for dynamic beam "
                       "allocation)", highlight=False, soft_wrap=True)
     if translator.truncated:
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
-
 
 def check_document_options(text_format: str, split_sentences: bool, **options) -> None:
     """--format html writes one document: the options that shape line output or need a line each do not apply."""
