@@ -272,6 +272,27 @@ def average_checkpoints(paths: list[Path]) -> dict:
     return result
 
 
+# The files of a run that `--resume` and the run's own bookkeeping read: never replaced by anything but the run.
+RUN_FILES = ("checkpoint_last.pt", "checkpoint_best.pt")
+
+
+def check_average_output(output: Path, inputs: list[Path], force: bool) -> None:
+    """Where an average may be written: not over one of the checkpoints it averages nor over a run's own checkpoint
+    (`checkpoint_last.pt`, `checkpoint_best.pt`, `checkpoint_UPDATE.pt`), even with `force`; over any other existing
+    file only with `force`."""
+    output = Path(output)
+    if output.name in RUN_FILES or INTERVAL_CHECKPOINT.match(output.name):
+        raise NmtError(f"--output {output}: that name is a training run's own checkpoint (what --resume and "
+                       "--last/--best read); write the average elsewhere, e.g. averaged.pt")
+    if not output.exists():
+        return
+    for path in inputs:
+        if Path(path).exists() and output.samefile(path):
+            raise NmtError(f"--output {output} is one of the checkpoints being averaged; write the average elsewhere")
+    if not force:
+        raise NmtError(f"--output {output} exists; add --force to replace it")
+
+
 def interval_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:
     """(update, path) of the checkpoint_UPDATE.pt files in a save dir, oldest first."""
     found = []

@@ -54,6 +54,8 @@ class Glossary:
             raise NmtError(f"{path}: no such file")
         with open(path, "rb") as stream:
             for number, line in enumerate(read_text_lines(stream, str(path)), start=1):
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark, as editors on Windows save UTF-8
                 if not line.strip() or line.startswith("#"):
                     continue
                 fields = line.split("\t")

@@ -29,7 +29,7 @@ nmt prepare custom --src "$SRC" --tgt "$TGT" --train "$CORPUS/train" --valid "$C
 RESUME=$( [ -f "$WORK/checkpoints/checkpoint_last.pt" ] && echo --resume || true )
 nmt train "$WORK/data" --arch "$ARCH" --save-dir "$WORK/checkpoints" --max-time "$MINUTES" $RESUME
 # Average the checkpoints that did best on the dev split (never look at the test split to choose).
-nmt average-checkpoints "$WORK/checkpoints" --best 3 --output "$WORK/checkpoints/averaged.pt"
+nmt average-checkpoints "$WORK/checkpoints" --best 3 --output "$WORK/checkpoints/averaged.pt" --force
 
 SPLIT=$( [ -f "$WORK/data/test.$SRC" ] && echo test || echo valid )
 nmt translate --checkpoint "$WORK/checkpoints/averaged.pt" --input "$WORK/data/$SPLIT.$SRC" \

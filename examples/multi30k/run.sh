@@ -29,7 +29,7 @@ RESUME=$( [ -f "$WORK/checkpoints/checkpoint_last.pt" ] && echo --resume || true
 nmt train "$WORK/data" --arch "$ARCH" --save-dir "$WORK/checkpoints" --max-time "$MINUTES" \
   --seed "$SEED" --valid-bleu $RESUME ${TRAIN_ARGS:-}
 # Checkpoint choice looks at the valid split only; the test set is touched once, below.
-nmt average-checkpoints "$WORK/checkpoints" --best 5 --output "$WORK/checkpoints/averaged.pt"
+nmt average-checkpoints "$WORK/checkpoints" --best 5 --output "$WORK/checkpoints/averaged.pt" --force
 # Beam and length penalty chosen on the valid split too, stored in averaged.pt; translate uses them.
 nmt tune "$WORK/checkpoints/averaged.pt" "$WORK/data" ${TUNE_LENPEN:+--lenpen "$TUNE_LENPEN"}
 nmt translate --checkpoint "$WORK/checkpoints/averaged.pt" < "$WORK/data/test.en" > "$WORK/test.hyp.de"

@@ -36,7 +36,7 @@ torchrun --standalone --nproc-per-node "$GPUS" -m nmt train "$DATA" --arch "tran
   --save-interval-updates 1000 --keep-last $((AVERAGE + 5)) $RESUME
 
 # The paper averages the last checkpoints written every 10 minutes; here every 1,000 updates.
-nmt average-checkpoints "$RUN" --last "$AVERAGE" --output "$RUN/averaged.pt"
+nmt average-checkpoints "$RUN" --last "$AVERAGE" --output "$RUN/averaged.pt" --force
 nmt translate --checkpoint "$RUN/averaged.pt" --beam 4 --lenpen 0.6 --max-len-a 1 --max-len-b 50 \
   --input "$DATA/test.en" --output "$RUN/newstest2014.hyp.de"
 nmt score --ref "$DATA/test.de" --hyp "$RUN/newstest2014.hyp.de" --paper --json > "$RUN/score.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -58,6 +59,8 @@ def serve_command(
     """Serve a model over HTTP: a page to try it at /, the JSON API at /v1/translate, LibreTranslate's API at
     /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches.
     SIGTERM finishes the requests in flight, then exits 0. See docs/serving.md."""
+    if api_key is None and "NMT_API_KEY" in os.environ:  # click reads an empty variable as no key at all
+        raise NmtError("NMT_API_KEY is set but empty: set a key, or unset the variable to serve without one")
     try:
         from nmt.serve.config import ServeConfig, choose_workers
         from nmt.serve.server import serve

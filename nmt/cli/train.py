@@ -153,10 +153,13 @@ def average_checkpoints_command(
         help="Average the last N interval checkpoints of the save dir.")] = None,
     best: Annotated[Optional[int], typer.Option(
         help="Average the N interval checkpoints with the lowest validation loss (valid split only).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace --output if it exists (never one of the checkpoints averaged, nor a run's "
+                        "checkpoint_last/best/UPDATE.pt).")] = False,
 ) -> None:
     """Average the parameters of checkpoints (section 6.1): named files, or the last / best N of a save dir."""
     from nmt.atomic import check_output_file
-    from nmt.checkpoint import average_checkpoints, save_checkpoint, select_checkpoints
+    from nmt.checkpoint import average_checkpoints, check_average_output, save_checkpoint, select_checkpoints
 
     def check_counts() -> None:
         if any(count is not None and count < 1 for count in (last, best)):
@@ -167,6 +170,7 @@ def average_checkpoints_command(
     check_counts()
     check_output_file(output)  # before any checkpoint is read
     paths = select_checkpoints(inputs, last, best)
+    check_average_output(output, paths, force)
     asked = last if last is not None else best
     if asked is not None and len(paths) < asked:
         console.print(f"[yellow]warning:[/] {'--last' if last is not None else '--best'} {asked} asked, but "
