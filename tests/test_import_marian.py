@@ -257,6 +257,15 @@ def test_missing_tokenizer_files_are_named(marian, tmp_path):
     assert "source.spm" in refused(folder, tmp_path)
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "source.spm", "vocab.json"])
+def test_import_never_writes_over_the_model_it_reads_even_with_force(marian, tmp_path, name):
+    folder = copy_folder(marian("opus-mt")[0], tmp_path / "model")
+    before = (folder / name).read_bytes()
+    result = run_nmt("import", "huggingface", str(folder), "--output", str(folder / name), "--force", check=False)
+    assert result.returncode == 1 and "is a file of the model being imported" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and (folder / name).read_bytes() == before
+
+
 def test_a_vocabulary_that_does_not_match_the_weights_is_refused(marian, tmp_path):
     folder = copy_folder(marian("opus-mt")[0], tmp_path / "other-vocab")
     table = json.loads((folder / "vocab.json").read_text())

@@ -252,6 +252,8 @@ def nmt_state_dict(weights: dict[str, torch.Tensor], config: ModelConfig, shared
 def import_huggingface(folder: Path, output: Path, force: bool = False) -> dict:
     """Read the MarianMT folder and write `output`, an nmt checkpoint; returns the checkpoint's payload."""
     folder, output = Path(folder), Path(output)
+    if output.exists() and folder.is_dir() and any(output.samefile(path) for path in folder.iterdir()):
+        raise NmtError(f"--output {output} is a file of the model being imported; write the checkpoint elsewhere")
     if output.exists() and not force:
         raise NmtError(f"{output}: exists; add --force to replace it")
     config = read_marian_config(folder)
