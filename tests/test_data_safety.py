@@ -60,3 +60,12 @@ def test_a_glossary_saved_with_a_byte_order_mark_skips_its_first_comment(trained
     out = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--glossary", str(glossary), "--beam", "8",
                   input="red dog runs\n").stdout
     assert "zebra" in out
+
+
+def test_error_lines_keep_the_brackets_of_paths_and_hints(tmp_path):
+    """An error line is text, not Rich markup: `ref[de].txt` and `pip install 'nmt[serve]'` print as they are."""
+    hypothesis = tmp_path / "hyp.txt"
+    hypothesis.write_text("a\n", encoding="utf-8")
+    line = one_line_error(run_nmt("score", "--ref", str(tmp_path / "ref[de].txt"), "--hyp", str(hypothesis),
+                                  check=False))
+    assert "ref[de].txt" in line

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nmt import __version__
 from nmt.errors import NmtError
@@ -42,8 +43,8 @@ def main() -> None:
         signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
-    except NmtError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except NmtError as error:  # the message is text, not markup: `nmt[serve]`, `ref[de].txt` keep their brackets
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except BrokenPipeError:  # `nmt translate | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -53,7 +54,8 @@ def main() -> None:
         sys.exit(130)
     except OSError as error:  # disk full, permission denied, ...: say which file and why
         where = f"{error.filename}: " if error.filename else ""
-        console.print(f"[bold red]error:[/] {where}{error.strerror or error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(where + str(error.strerror or error))}", highlight=False,
+                      soft_wrap=True)
         sys.exit(1)
 
 
