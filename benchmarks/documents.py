@@ -110,27 +110,11 @@ def bleu_of_paragraphs(checkpoint: Path) -> dict:
 
 def bleu_through_libretranslate(checkpoint: Path) -> dict:
     """The paragraphs through a running `nmt serve`'s LibreTranslate `/translate`, 32 texts a request."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     import httpx
+    from serve_document import running_server
 
     groups, reference_groups = paragraphs(lines("test_2016_flickr.en.gz")), paragraphs(lines("test_2016_flickr.de.gz"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port",
-                               str(port), "--timeout", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with running_server(checkpoint) as url:
         source, target = (httpx.get(url + "/health", timeout=10).json()[side] for side in ("source", "target"))
         texts = [" ".join(group) for group in groups]
         translated = []
@@ -139,9 +123,6 @@ def bleu_through_libretranslate(checkpoint: Path) -> dict:
                                                           "target": target}, timeout=600)
             answer.raise_for_status()
             translated += answer.json()["translatedText"]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
     score = sacrebleu.corpus_bleu(translated, [[" ".join(group) for group in reference_groups]])
     return {"bleu": round(score.score, 2), "brevity_penalty": round(score.bp, 3)}
 

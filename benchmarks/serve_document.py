@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import signal
@@ -82,6 +83,32 @@ async def window(url: str, lines: list[str], clients: int, seconds: float, text:
             "document_s": round(sum(documents) / len(documents), 2) if documents else None}
 
 
+@contextlib.contextmanager
+def running_server(checkpoint: str | Path, *options: str):
+    """`nmt serve CHECKPOINT OPTIONS` on a free port, its output discarded: yields its URL once /health answers, and
+    drains it with SIGTERM at the end."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port",
+                               str(port), "--timeout", "600", *options],
+                              stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -95,29 +122,13 @@ def main() -> None:
 
     lines = read_lines()
     text = document(lines)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     workers = ["--workers", str(args.workers)] if args.workers else []
-    server = subprocess.Popen([sys.executable, "-m", "nmt", "serve", "--checkpoint", args.checkpoint, "--port",
-                               str(port), "--timeout", "600", *workers],
-                              stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with running_server(args.checkpoint, *workers) as url:
         httpx.post(url + "/translate", json={"q": lines[0], "source": "en", "target": "de"}, timeout=60)
         alone = asyncio.run(window(url, lines, args.clients, args.seconds, None))
         print("single sentences alone:", alone)
         shared = asyncio.run(window(url, lines, args.clients, args.seconds, text))
         print("with the document:", shared)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
     result = {"label": args.label, "workers": args.workers or "default", "clients": args.clients,
               "seconds": args.seconds,
               "document_words": len(text.split()), "alone": alone, "with_document": shared,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from nmt.atomic import atomic_write
 from nmt.data.text import read_text_lines
@@ -18,6 +18,9 @@ from nmt.engines.base import Engine, Translation
 from nmt.errors import NmtError
 from nmt.output_formats import OutputFormat
 from nmt.terminology import ConstraintError, ConstraintSource
+
+if TYPE_CHECKING:
+    from nmt.documents.engine import DocumentEngine
 
 
 def translate_stream(engine: Engine, lines: Iterable[str], window: int = 1000, prefixes: Iterable[str] | None = None,
@@ -106,7 +109,8 @@ def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | N
 
 def translate_input(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
                     text_format: str = "text", split_sentences: bool = False, window: int | None = None,
-                    prefix_file: Path | None = None, constraints: ConstraintSource | None = None):
+                    prefix_file: Path | None = None,
+                    constraints: ConstraintSource | None = None) -> DocumentEngine | None:
     """`nmt translate`'s whole run: lines through `engine` (each line split into its sentences with
     `split_sentences`), or with text_format "html" the whole input as one document. Returns the DocumentEngine
     used (its `cut_inputs` name the inputs translated in parts), or None for plain lines."""

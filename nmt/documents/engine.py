@@ -12,8 +12,6 @@ from nmt.documents.text import TextDocument
 from nmt.engines.base import Engine, Translation
 from nmt.terminology import ConstraintError, Glossary
 
-FORMATS = ("text", "html")
-
 
 def documents_of(texts: list[str], text_format: str, language: str | None, split: bool = True) -> list[Document]:
     """Each text as a document: plain text (split into sentences, or each line whole) or HTML."""
@@ -41,7 +39,7 @@ def sentence_constraints(plan: DocumentPlan, constraints: list[list[str]], gloss
     for index, (document, parts, phrases) in enumerate(zip(plan.documents, plan.parts, constraints)):
         if not phrases:
             continue
-        if len(plan.inputs) and sum(len(p) for p in parts) == 1:
+        if sum(len(p) for p in parts) == 1:  # one sentence, not cut: the phrases are its own
             per_input[parts[0][0]] = list(phrases)
             continue
         placed = set()
@@ -95,12 +93,7 @@ class DocumentEngine:
         plan = DocumentPlan.of(documents, self.count_pieces, source_limit(self.engine))
         self.cut_inputs += [self._seen + i for i, cut in enumerate(plan.cut) if cut]
         self._seen += len(lines)
-        input_prefixes = None
-        if prefixes is not None:  # a text's prefix starts its first sentence's translation
-            input_prefixes = [""] * len(plan.inputs)
-            for parts, prefix in zip(plan.parts, prefixes):
-                if parts:
-                    input_prefixes[parts[0][0]] = prefix
+        input_prefixes = plan.prefixes(prefixes) if prefixes is not None else None
         input_constraints = None
         if constraints is not None:
             input_constraints = sentence_constraints(plan, constraints, self.glossary)

@@ -20,11 +20,10 @@ from __future__ import annotations
 from bs4 import BeautifulSoup, Doctype, Tag
 from bs4.formatter import HTMLFormatter
 
-from nmt.errors import NmtError
-
-from nmt.documents.inline import INLINE, Run, inline_level, is_text, untranslated
+from nmt.documents.inline import Run, inline_level, untranslated
 from nmt.documents.text import TextDocument
 from nmt.engines.base import Translation
+from nmt.errors import NmtError
 
 TRANSLATED_ATTRIBUTES = ("alt", "title", "placeholder", "aria-label")
 MAX_DEPTH = 400  # elements nested deeper than this are refused (the walks over the tree recurse)
@@ -39,7 +38,7 @@ class _Soup(BeautifulSoup):
         super().reset()
         self.preserve_whitespace_tag_stack.append(self)
 
-    def endData(self, containerClass=None) -> None:  # noqa: N802, N803 - BeautifulSoup's names
+    def endData(self, containerClass=None) -> None:  # BeautifulSoup's names
         super().endData(_Doctype if containerClass is Doctype else containerClass)
 
 
@@ -96,18 +95,10 @@ class _Layout:
                     self.attributes.append((tag_, name, TextDocument(value, language)))
 
     def _add_run(self, nodes: list, language: str | None) -> None:
-        if any(is_text(node) and node.strip() for node in _texts(nodes)):
+        if nodes:
             run = Run(nodes, language)
-            if run.sentences:
+            if run.sentences:  # not only spaces and nodes kept whole
                 self.runs.append(run)
-
-
-def _texts(nodes: list):
-    for node in nodes:
-        if is_text(node):
-            yield node
-        elif isinstance(node, Tag) and node.name in INLINE and not untranslated(node):
-            yield from _texts(list(node.children))
 
 
 class _Formatter(HTMLFormatter):

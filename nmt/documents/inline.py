@@ -275,14 +275,13 @@ class _Placement:
 
     def apply(self) -> None:
         run = self.run
-        for node in _elements(run.root):
-            node.clear()
-        first = run.nodes[0]
+        inside = list(_descendants(run.root))
+        for child in inside:
+            if isinstance(child, _Element):
+                child.tag.clear()
         anchor = NavigableString("")
-        first.insert_before(anchor)
-        for node in run.nodes:
-            node.extract()
-        for node in _detach_all(run.root):
+        run.nodes[0].insert_before(anchor)
+        for node in run.nodes + [child.tag if isinstance(child, _Element) else child.node for child in inside]:
             node.extract()
         # What comes before the first word and after the last (spaces, and nodes kept whole) stays as it was.
         first_start, last_end = self.source_parts[0][0][1].start, self.source_parts[-1][-1][1].end
@@ -293,14 +292,14 @@ class _Placement:
                     *self._render(run.root, 0, len(self.words) - 1),
                     *_interleave(run.text, last_end, len(run.text), [m for m in edges if m.position > first_start])]
         merged: list = []
-        for node in rendered:
-            if type(node) is str or is_text(node):
+        for node in rendered:  # words and spaces are str; everything else a node of the tree
+            if type(node) is str:
                 if not node:
                     continue
                 if merged and type(merged[-1]) is str:
                     merged[-1] += str(node)
                     continue
-                merged.append(str(node))
+                merged.append(node)
             else:
                 merged.append(node)
         for node in merged:
@@ -317,17 +316,9 @@ def _interleave(text: str, start: int, end: int, markers: list[_Marker]) -> list
     return [*out, text[at:end]]
 
 
-def _elements(element: _Element):
+def _descendants(element: _Element):
+    """Every _Element and _Marker under `element`, in document order."""
     for child in element.children:
+        yield child
         if isinstance(child, _Element):
-            yield child.tag
-            yield from _elements(child)
-
-
-def _detach_all(element: _Element):
-    for child in element.children:
-        if isinstance(child, _Marker):
-            yield child.node
-        else:
-            yield child.tag
-            yield from _detach_all(child)
+            yield from _descendants(child)

@@ -30,27 +30,37 @@ class Document(Protocol):
 @dataclass
 class DocumentPlan:
     """`inputs`: what the engine translates; `parts[d][s]`: the input positions of document d's sentence s (one, or
-    several where it was cut); `cut[d]`: how many of document d's sentences were cut."""
+    several where it was cut)."""
 
     documents: list[Document]
     inputs: list[str] = field(default_factory=list)
     parts: list[list[list[int]]] = field(default_factory=list)
-    cut: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, documents: list[Document], count_pieces: Callable[[str], int], limit: int) -> DocumentPlan:
         """The plan of `documents`, every input at most `limit` source pieces as `count_pieces` counts them."""
         plan = cls(documents)
         for document in documents:
-            positions, cut = [], 0
+            positions = []
             for sentence in document.sentences:
                 pieces = cut_to_fit(sentence, count_pieces, limit)
-                cut += len(pieces) > 1
                 positions.append(list(range(len(plan.inputs), len(plan.inputs) + len(pieces))))
                 plan.inputs += pieces
             plan.parts.append(positions)
-            plan.cut.append(cut)
         return plan
+
+    @property
+    def cut(self) -> list[int]:
+        """How many of each document's sentences were cut into parts."""
+        return [_cut(positions) for positions in self.parts]
+
+    def prefixes(self, per_document: list[str]) -> list[str]:
+        """Each input's forced prefix: a document's starts its first sentence; the others have none."""
+        per_input = [""] * len(self.inputs)
+        for positions, prefix in zip(self.parts, per_document):
+            if positions:
+                per_input[positions[0][0]] = prefix
+        return per_input
 
     def assemble(self, results: list[list[Translation]]) -> list[list[Translation]]:
         """Each document's n-best (as many alternatives as its sentences' longest n-best; a sentence with fewer
@@ -70,7 +80,11 @@ class DocumentPlan:
                                          source=source) for parts, source in zip(positions, document.sentences)]
         merged = merge(sentences, " ")
         return dataclasses.replace(merged, text=document.assemble(sentences), sentences=sentences,
-                                   cut=sum(len(parts) > 1 for parts in positions))
+                                   cut=_cut(positions))
+
+
+def _cut(positions: list[list[int]]) -> int:
+    return sum(len(parts) > 1 for parts in positions)
 
 
 def merge(translations: list[Translation], separator: str) -> Translation:

@@ -105,8 +105,6 @@ def translate_route(service: Service):
         if not 0 <= alternatives < service.config.max_nbest:
             raise RequestError(400, f"Invalid request: alternatives must be between 0 and "
                                f"{service.config.max_nbest - 1}")
-        if len(texts) > service.config.max_sentences:
-            raise RequestError(400, f"{len(texts):,} texts in one request; the limit is {service.config.max_sentences}")
         nbest = alternatives + 1
         options = service.options(max(service.search.beam, nbest) if nbest > 1 else None, nbest, None, False)
         # Texts are split into sentences, as LibreTranslate does: a paragraph is translated sentence by sentence.

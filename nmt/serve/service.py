@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse
 
 from nmt.config import SearchConfig
 from nmt.data.text import normalize
+from nmt.documents.engine import documents_of, piece_counter, sentence_constraints, source_limit
+from nmt.documents.plan import DocumentPlan
 from nmt.engines.base import Engine, Translation
 from nmt.errors import NmtError
 from nmt.serve.batcher import Batcher, Job, Options, Overloaded
@@ -43,8 +45,7 @@ class Service:
         self.check_constraints = translator.constraint_pieces
         self.glossary = Glossary.load(config.glossary) if config.glossary is not None else None
         self.count_target = lambda prefix: vocab.encode_target([prefix])[0] if prefix else []
-        self.count_source = lambda sentence: len(vocab.encode_source([normalize(sentence)])[0])
-        self.source_limit = max(1, translator.max_source_tokens - 2)  # room for eos and a language token
+        self.count_source, self.source_limit = piece_counter(translator), source_limit(translator)
         self.batcher = Batcher(translate or translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
                                on_batch=metrics.observe_batch, workers=config.workers)
@@ -130,9 +131,8 @@ class Service:
         each text split into sentences (unless `split` is off for plain text), the sentences queued like any
         others (so that one long text is spread over batches, between other clients' sentences), and each text put
         back together with its spacing and markup."""
-        from nmt.documents.engine import documents_of, sentence_constraints
-        from nmt.documents.plan import DocumentPlan
-
+        if len(texts) > self.config.max_sentences:
+            raise RequestError(400, f"{len(texts):,} texts in one request; the limit is {self.config.max_sentences}")
         try:
             documents = documents_of(texts, text_format, self.source_language, split)
         except Exception as error:  # noqa: BLE001 - the parser's complaint about the text is the client's to read
@@ -150,9 +150,7 @@ class Service:
         if len(plan.inputs) > self.config.max_queue:
             raise RequestError(400, f"{len(plan.inputs):,} sentences in one request; this server takes at most "
                                f"{self.config.max_queue:,} (--max-queue)")
-        input_prefixes = [""] * len(plan.inputs)
-        for parts, prefix in zip(plan.parts, prefixes or []):
-            input_prefixes[parts[0][0]] = prefix
+        input_prefixes = plan.prefixes(prefixes or [])
         given = None
         if constraints:
             is_nested = isinstance(constraints[0], list)

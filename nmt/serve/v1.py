@@ -139,8 +139,6 @@ def translate_route(service: Service):
             raise RequestError(400, f"prefix has {len(prefixes)} entries for {len(texts)} texts")
         if body.prefix and service.engine != "torch":
             raise RequestError(400, "prefix is not available with the ctranslate2 engine")
-        if len(texts) > service.config.max_sentences:
-            raise RequestError(400, f"{len(texts):,} texts in one request; the limit is {service.config.max_sentences}")
         options = service.options(body.beam, body.nbest, body.lenpen, body.attention)
         results = await service.translate_texts(request, texts, body.format, body.split, options, prefixes,
                                                 body.constraints)
