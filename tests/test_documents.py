@@ -105,6 +105,8 @@ SNIPPETS = [
     '<p translate="no">red dog runs</p><p>blue cat <span class="notranslate">the man</span> jumps</p>',
     '<p>a <img src="d.png" alt="a red dog"> near the street <!-- a comment --> runs</p>',
     '<p>unclosed <b>bold <i>red dog</p> runs <div>the cat',  # malformed: parsed as well as it reads
+    '<p>a <b>red <!-- kept --> dog</b> runs</p>',  # a comment inside an inline element
+    '<p>run <span>the <code><abbr title="keep this">ls</abbr></code> now</span></p>',  # an attribute inside code
 ]
 
 
@@ -119,6 +121,7 @@ def untouched(html: str) -> list[str]:
     kept = [str(tag) for tag in soup.find_all(["script", "style", "code", "pre"])]
     kept += [str(tag) for tag in soup.find_all(attrs={"translate": "no"})]
     kept += [str(tag) for tag in soup.find_all(class_="notranslate")]
+    kept += [str(tag) for tag in soup.find_all(lambda t: t.find_parent(["code", "pre"]) is not None)]
     return kept + [str(comment) for comment in soup.find_all(string=lambda s: isinstance(s, Comment))]
 
 
@@ -230,6 +233,12 @@ def test_format_html_on_the_command_line(trained_checkpoint, tmp_path):
     translated = out.read_text(encoding="utf-8")
     assert elements(translated) == elements(page.read_text(encoding="utf-8"))
     assert "\n<body>\n  <p>" in translated and "<b>cat</b>" in translated
+
+
+def test_format_html_on_the_command_line_leaves_comments_and_code_attributes_alone(trained_checkpoint):
+    page = '<p>a <b>red <!-- kept --> dog</b> runs <code><abbr title="keep this">ls</abbr></code> now</p>'
+    out = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--format", "html", input=page).stdout
+    assert "<!-- kept -->" in out and '<code><abbr title="keep this">ls</abbr></code>' in out
 
 
 @pytest.mark.parametrize("given, message", [

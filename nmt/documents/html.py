@@ -83,16 +83,19 @@ class _Layout:
         self._add_run(run, language)
 
     def _attributes(self, tag: Tag, language: str | None, descend: bool = True) -> None:
-        if untranslated(tag):
-            return
-        for tag_ in [tag, *(tag.find_all(True) if descend else [])]:
-            if descend and tag_ is not tag and any(untranslated(parent) for parent in tag_.parents
-                                                    if parent is not tag.parent and parent in tag.parents):
+        """The translatable attributes of `tag` (and, with `descend`, of the elements inside it), in document order,
+        none from inside an untranslated element."""
+        waiting = [tag]
+        while waiting:
+            current = waiting.pop()
+            if untranslated(current):
                 continue
             for name in TRANSLATED_ATTRIBUTES:
-                value = tag_.get(name)
+                value = current.get(name)
                 if isinstance(value, str) and value.strip():
-                    self.attributes.append((tag_, name, TextDocument(value, language)))
+                    self.attributes.append((current, name, TextDocument(value, language)))
+            if descend:
+                waiting += reversed([child for child in current.children if isinstance(child, Tag)])
 
     def _add_run(self, nodes: list, language: str | None) -> None:
         if nodes:

@@ -269,8 +269,8 @@ class _Placement:
         if isinstance(child, _Marker):
             return child.node
         tag = child.tag
-        for node in self._render(child, start, end):
-            tag.append(NavigableString(node) if isinstance(node, str) else node)
+        for node in self._render(child, start, end):  # words and spaces are str; a comment is a str too, kept whole
+            tag.append(NavigableString(node) if type(node) is str else node)
         return tag
 
     def apply(self) -> None:
