@@ -284,3 +284,12 @@ def test_split_sentences_with_nbest_prefixes_and_a_glossary(trained_checkpoint, 
                       str(constraints), input="red dog runs. blue cat jumps.\n", check=False)
     assert refused.returncode == 1 and "cannot be given to one of them" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_line_with_a_sentence_too_long_for_the_model_is_named_on_the_command_line(trained_checkpoint):
+    long_sentence = ", ".join(["red dog runs near the water"] * 250) + "."  # about 1,500 pieces
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--split-sentences",
+                     input=f"blue cat.\n{long_sentence}\n")
+    assert result.stdout.count("\n") == 2
+    assert "translated in parts, cut at clause marks, in line 2" in result.stderr
+    assert "were cut" not in result.stderr  # nothing truncated: every part reached the model

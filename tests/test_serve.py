@@ -142,6 +142,12 @@ def test_a_server_glossary_applies_to_both_apis(trained_checkpoint, tmp_path):
         assert answer.status_code == 200, answer.text
         text = answer.json()["translations"][0]["text"]
         assert "green bike" in text and re.search(r"\bwoman\b", text)  # the request's phrase and the glossary's
+        # In a text of several sentences each term goes to the sentence that holds its source term.
+        split = v1(running, {"text": "red dog runs. a blue cat.", "attention": True}, key=None)
+        assert split.status_code == 200, split.text
+        first, second = (s["text"] for s in split.json()["translations"][0]["sentences"])
+        assert re.search(r"\bzebra\b", first) and "green bike" not in first
+        assert "green bike" in second and not re.search(r"\bzebra\b", second)
         both = v1(running, {"text": "dog and cat"}, key=None)  # "zebra" (6 pieces), "green bike": a beam of 9 > 8
         assert both.status_code == 400 and "with the server's glossary terms" in both.json()["error"]
     finally:
@@ -545,6 +551,13 @@ def test_real_libretranslate_clients_get_paragraphs_html_and_files(server, tmp_p
             assert translated.status_code == 200 and "attachment" in translated.headers["content-disposition"]
             assert line_shape(translated.text) == line_shape(content)
     assert "<li>red <i>ball</i></li>" in translated.text
+
+
+def test_a_sentence_too_long_for_the_model_is_answered_in_parts_and_counted(server):
+    answer = v1(server, {"text": "blue cat. " + "a " * 1100 + "dog."})  # 1,100 pieces: past the model's 1,024
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["translations"][0]["cut"] == 1
+    assert "cut" not in v1(server, {"text": "red dog runs. blue cat."}).json()["translations"][0]
 
 
 def test_v1_texts_are_split_unless_asked_not_to(server):
