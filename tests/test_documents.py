@@ -251,10 +251,12 @@ def test_format_html_refuses_what_it_cannot_translate_in_one_line(trained_checkp
     assert result.returncode == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_format_html_refuses_line_options_before_loading(trained_checkpoint):
-    result = run_nmt("translate", "--checkpoint", "missing.pt", "--format", "html", "--nbest", "2", input=b"<p>x</p>",
+@pytest.mark.parametrize("option", [["--nbest", "2"], ["--json"], ["--print-alignment"], ["--attention-plot", "p"],
+                                    ["--prefix-file", "p.txt"], ["--constraints", "c.tsv"]])
+def test_format_html_refuses_line_options_before_loading(option):
+    result = run_nmt("translate", "--checkpoint", "missing.pt", "--format", "html", *option, input=b"<p>x</p>",
                      check=False)
-    assert result.returncode == 1 and "--nbest: not with --format html" in result.stderr
+    assert result.returncode == 1 and f"{option[0]}: not with --format html" in result.stderr
 
 
 def test_split_sentences_with_nbest_prefixes_and_a_glossary(trained_checkpoint, tmp_path):
