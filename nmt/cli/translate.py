@@ -84,11 +84,8 @@ def translate_command(
     check_engine_options(engine)  # the name now; what it cannot do once the other checks passed (below)
     if ensemble_combine not in ("logprob", "prob"):
         raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
-    check_document_options(text_format, {"--nbest": nbest != 1, "--json": as_json,
-                                         "--print-alignment": print_alignment,
-                                         "--attention-plot": attention_plot is not None,
-                                         "--prefix-file": prefix_file is not None,
-                                         "--constraints": constraints is not None})
+    check_document_options(text_format, nbest=nbest, as_json=as_json, print_alignment=print_alignment,
+                           attention_plot=attention_plot, prefix_file=prefix_file, constraints=constraints)
     if dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
         return
     if output is not None:
@@ -137,14 +134,18 @@ def print_notes(translator, cut_inputs: list[int], text_format: str, beam: int) 
         console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
                       f"{translator.max_source_tokens} pieces and were cut")
 
-def check_document_options(text_format: str, line_options: dict[str, bool]) -> None:
-    """--format html writes one document: the options that shape line output or need a line each (`line_options`:
-    each option's name and whether it was given) do not apply."""
+def check_document_options(text_format: str, *, nbest: int, as_json: bool, print_alignment: bool,
+                           attention_plot: Path | None, prefix_file: Path | None, constraints: Path | None) -> None:
+    """--format html writes one document: the options that shape line output or need a line each do not apply."""
     if text_format not in ("text", "html"):
         raise NmtError(f"--format must be text or html, got {text_format!r}")
     if text_format != "html":
         return
-    given = [name for name, was_given in line_options.items() if was_given]
+    given = [name for name, was_given in (("--nbest", nbest != 1), ("--json", as_json),
+                                          ("--print-alignment", print_alignment),
+                                          ("--attention-plot", attention_plot is not None),
+                                          ("--prefix-file", prefix_file is not None),
+                                          ("--constraints", constraints is not None)) if was_given]
     if given:
         raise NmtError(f"{given[0]}: not with --format html, which writes the translated document as it came "
                        "(terminology: --glossary works)")
