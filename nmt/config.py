@@ -7,16 +7,11 @@ checkpoint as plain dicts, so a model can be rebuilt without the command line th
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nmt.errors import NmtError
-
-
-class ConfigError(NmtError, ValueError):
-    """An option value that cannot be used; the message names the flag."""
-
+from nmt.errors import ConfigError, NmtError
+from nmt.ranges import SEED, check_ranges, within
 
 DATA_ROOT = Path("data")  # where `nmt prepare` puts a recipe's DATA_DIR by default, and `nmt train` looks
 DEFAULT_SAVE_DIR = Path("checkpoints")  # `nmt train --save-dir`'s default, where translate and serve look
@@ -37,21 +32,27 @@ def default_checkpoint() -> Path:
 class ModelConfig:
     """The Transformer's shape. Names follow the paper (d_model, d_ff, h, P_drop)."""
 
-    vocab_size: int = 0  # filled from the data's vocabulary: the joint one, or the source's where the target has its own
-    encoder_layers: int = 6  # N
-    decoder_layers: int = 6  # N
-    d_model: int = 512
-    d_ff: int = 2048
-    heads: int = 8  # h; d_k = d_v = d_model / h
-    dropout: float = 0.1  # P_drop: embeddings + positions, and every sublayer output before the residual add
-    attention_dropout: float = 0.0  # on attention weights; 0 as in the paper (and it keeps SDPA's fused kernel)
-    activation_dropout: float = 0.0  # inside the feed-forward, after the ReLU
+    vocab_size: int = field(default=0, metadata=within(0, 10_000_000))  # filled from the data's vocabulary: the
+    # joint one, or the source's where the target has its own
+    encoder_layers: int = field(default=6, metadata=within(1, 128))  # N
+    decoder_layers: int = field(default=6, metadata=within(1, 128))  # N
+    d_model: int = field(default=512, metadata=within(1, 65536))
+    d_ff: int = field(default=2048, metadata=within(1, 262144))
+    heads: int = field(default=8, metadata=within(1, 1024))  # h; d_k = d_v = d_model / h
+    # P_drop: embeddings + positions, and every sublayer output before the residual add
+    dropout: float = field(default=0.1, metadata=within(0, 1, high_open=True))
+    # on attention weights; 0 as in the paper (and it keeps SDPA's fused kernel)
+    attention_dropout: float = field(default=0.0, metadata=within(0, 1, high_open=True))
+    # inside the feed-forward, after the ReLU
+    activation_dropout: float = field(default=0.0, metadata=within(0, 1, high_open=True))
     pre_norm: bool = False  # the paper is post-norm: LayerNorm(x + Sublayer(x))
     learned_positions: bool = False  # Table 3 row (E): learned instead of sinusoidal positions
-    max_positions: int = 1024  # only bounds learned positions; sinusoids extend to any length
+    # only bounds learned positions; sinusoids extend to any length
+    max_positions: int = field(default=1024, metadata=within(1, 1_048_576))
     activation: str = "relu"  # the feed-forward's nonlinearity: relu (the paper), gelu, or swish (SiLU, as OPUS-MT)
     scale_embedding: bool = True  # embeddings x sqrt(d_model) (section 3.4); MarianMT's scale_embedding
-    target_vocab_size: int = 0  # the decoder's own vocabulary, when source and target have separate ones (0: shared)
+    # the decoder's own vocabulary, when source and target have separate ones (0: shared)
+    target_vocab_size: int = field(default=0, metadata=within(0, 10_000_000))
     tie_output: bool = True  # the output projection is the target embedding matrix (section 3.4)
     output_bias: bool = False  # a bias on the output projection (MarianMT's final_logits_bias)
     pad_id: int = 0
@@ -60,145 +61,97 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag of the first field out of range."""
-        for name in ("encoder_layers", "decoder_layers", "d_model", "d_ff", "heads", "max_positions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        check_ranges(self)
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.target_vocab_size < 0:
-            raise ConfigError(f"target_vocab_size must not be negative, got {self.target_vocab_size}")
         if self.d_model % self.heads != 0:
             raise ConfigError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
 
 
 @dataclass
 class TrainConfig:
     """How to train. Defaults are the paper's (section 5.3/5.4); presets override what suits them."""
 
-    lr: float = 1.0  # scale on the paper's schedule: lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
-    warmup: int = 4000
-    max_tokens: int = 4096  # per batch and per process, padding counted
-    update_freq: int = 1  # batches accumulated into one update
-    max_updates: int = 100_000  # 0: no limit
-    max_epochs: int = 0  # 0: no limit
-    max_time: float = 0.0  # minutes of training; 0: no limit
-    clip_norm: float = 0.0  # 0: no gradient clipping (the paper clips nothing)
-    label_smoothing: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_eps: float = 1e-9
-    weight_decay: float = 0.0
-    seed: int = 1
-    log_interval: int = 100  # updates between metrics.jsonl lines
-    save_interval_updates: int = 5000  # a checkpoint_UPDATE.pt (with validation) every N updates; 0: per epoch only
-    keep_last: int = 20  # interval checkpoints kept on disk; 0: keep all
+    # scale on the paper's schedule: lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    lr: float = field(default=1.0, metadata=within(0, 1e6, low_open=True))
+    warmup: int = field(default=4000, metadata=within(1, 10**9))
+    max_tokens: int = field(default=4096, metadata=within(1, 10**8))  # per batch and per process, padding counted
+    update_freq: int = field(default=1, metadata=within(1, 65536))  # batches accumulated into one update
+    max_updates: int = field(default=100_000, metadata=within(0, 10**12))  # 0: no limit
+    max_epochs: int = field(default=0, metadata=within(0, 10**9))  # 0: no limit
+    max_time: float = field(default=0.0, metadata=within(0, 10**9))  # minutes of training; 0: no limit
+    # 0: no gradient clipping (the paper clips nothing)
+    clip_norm: float = field(default=0.0, metadata=within(0, 1e9))
+    label_smoothing: float = field(default=0.1, metadata=within(0, 1, high_open=True))
+    adam_beta1: float = field(default=0.9, metadata=within(0, 1, high_open=True))
+    adam_beta2: float = field(default=0.98, metadata=within(0, 1, high_open=True))
+    adam_eps: float = field(default=1e-9, metadata=within(0, 1, low_open=True))
+    weight_decay: float = field(default=0.0, metadata=within(0, 1e3))
+    seed: int = field(default=1, metadata=SEED)
+    log_interval: int = field(default=100, metadata=within(1, 10**12))  # updates between metrics.jsonl lines
+    # a checkpoint_UPDATE.pt (with validation) every N updates; 0: per epoch only
+    save_interval_updates: int = field(default=5000, metadata=within(0, 10**12))
+    keep_last: int = field(default=20, metadata=within(0, 10**6))  # interval checkpoints kept on disk; 0: keep all
     valid_bleu: bool = True  # decode the valid split (greedy) at each validation and report BLEU
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; loss in fp32)
     lr_schedule: str = "inverse_sqrt"  # inverse_sqrt: the paper's; constant: --lr itself at every update
-    valid_beam: int = 1  # beam size of validation BLEU (1: greedy, cheap)
-    patience: int = 0  # stop after this many validations without improvement of early_stop_metric; 0: never
+    valid_beam: int = field(default=1, metadata=within(1, 64))  # beam size of validation BLEU (1: greedy, cheap)
+    # stop after this many validations without improvement of early_stop_metric; 0: never
+    patience: int = field(default=0, metadata=within(0, 10**6))
     early_stop_metric: str = "loss"  # loss (valid loss) | bleu (valid BLEU)
-    max_nonfinite: int = 5  # stop after this many updates in a row whose loss or gradient is inf/NaN (each skipped)
+    # stop after this many updates in a row whose loss or gradient is inf/NaN (each skipped)
+    max_nonfinite: int = field(default=5, metadata=within(1, 10**6))
     compile: bool = False  # torch.compile the model for training
     init_from: str = ""  # a checkpoint whose weights start this run (fine-tuning); optimizer and schedule start anew
-    ema_decay: float = 0.0  # exponential moving average of the weights, checkpointed and validated (0: off)
+    # exponential moving average of the weights, checkpointed and validated (0: off)
+    ema_decay: float = field(default=0.0, metadata=within(0, 1, high_open=True))
     tensorboard: str = ""  # a folder for TensorBoard event files of the metrics.jsonl scalars ("": none)
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag of the first field out of range."""
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
-        if self.warmup < 1:
-            raise ConfigError("--warmup must be at least 1")
-        if self.max_tokens < 1:
-            raise ConfigError("--max-tokens must be at least 1")
-        if self.update_freq < 1:
-            raise ConfigError("--update-freq must be at least 1")
-        if min(self.max_updates, self.max_epochs) < 0:
-            raise ConfigError("--max-updates and --max-epochs must not be negative")
-        for name in ("max_time", "clip_norm", "weight_decay"):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name,
-                     "a finite number, not negative", getattr(self, name))
-        _require(math.isfinite(self.adam_eps) and self.adam_eps > 0, "adam_eps", "a positive number", self.adam_eps)
-        for name in ("label_smoothing", "adam_beta1", "adam_beta2"):
-            _require(0.0 <= getattr(self, name) < 1.0, name, "in [0, 1)", getattr(self, name))
+        check_ranges(self)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.log_interval < 1:
-            raise ConfigError("--log-interval must be at least 1")
         if self.lr_schedule not in ("inverse_sqrt", "constant"):
             raise ConfigError(f"--lr-schedule must be inverse_sqrt or constant, got {self.lr_schedule!r}")
-        if self.valid_beam < 1:
-            raise ConfigError(f"--valid-beam must be at least 1, got {self.valid_beam}")
-        if self.patience < 0:
-            raise ConfigError("--patience must not be negative")
         if self.early_stop_metric not in ("loss", "bleu"):
             raise ConfigError(f"--early-stop-metric must be loss or bleu, got {self.early_stop_metric!r}")
         if self.early_stop_metric == "bleu" and self.patience and not self.valid_bleu:
             raise ConfigError("--early-stop-metric bleu needs --valid-bleu")
-        if self.max_nonfinite < 1:
-            raise ConfigError("--max-nonfinite must be at least 1")
-        _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)", self.ema_decay)
 
 
 @dataclass
 class SearchConfig:
     """How to decode (section 6.1: beam 4, length penalty 0.6, maximum length input + 50)."""
 
-    beam: int = 4
-    lenpen: float = 0.6  # alpha
+    beam: int = field(default=4, metadata=within(1, 512))
+    # alpha; at most 10 in size: ((5 + |Y|) / 6)^alpha must stay a float32 for any output length
+    lenpen: float = field(default=0.6, metadata=within(-10, 10))
     lenpen_style: str = "gnmt"  # gnmt: ((5 + |Y|) / 6)^alpha (Wu et al. 2016, as in the paper); length: |Y|^alpha
-    max_len_a: float = 1.0  # maximum output length = a * source length + b
-    max_len_b: int = 50
-    min_len: int = 1  # tokens before end-of-sentence may be chosen (end-of-sentence counted)
-    nbest: int = 1
-    no_repeat_ngram_size: int = 0  # no n-gram of this size twice in an output (0: allowed)
+    # maximum output length = a * source length + b
+    max_len_a: float = field(default=1.0, metadata=within(0, 64))
+    max_len_b: int = field(default=50, metadata=within(1, 65536))
+    # tokens before end-of-sentence may be chosen (end-of-sentence counted)
+    min_len: int = field(default=1, metadata=within(1, 65536))
+    nbest: int = field(default=1, metadata=within(1, 512))
+    # no n-gram of this size twice in an output (0: allowed)
+    no_repeat_ngram_size: int = field(default=0, metadata=within(0, 1024))
     # Sampling instead of beam search: `nbest` independent samples per input, from the model's distribution at
     # `temperature`, restricted to the `topk` most likely tokens (0: all) and to the smallest set whose probability
     # reaches `topp` (1.0: all); `seed` makes it reproducible.
     sampling: bool = False
-    topk: int = 0
-    topp: float = 1.0
-    temperature: float = 1.0
-    seed: int = 1
+    topk: int = field(default=0, metadata=within(0, 10_000_000))
+    topp: float = field(default=1.0, metadata=within(0, 1, low_open=True))
+    temperature: float = field(default=1.0, metadata=within(0, 1000, low_open=True))
+    seed: int = field(default=1, metadata=SEED)
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag of the first field out of range."""
-        if self.beam < 1:
-            raise ConfigError(f"--beam must be at least 1, got {self.beam}")
-        if not math.isfinite(self.lenpen):
-            raise ConfigError(f"--lenpen must be a finite number, got {self.lenpen}")
+        check_ranges(self)
         if self.lenpen_style not in ("gnmt", "length"):
             raise ConfigError(f"--lenpen-style must be gnmt or length, got {self.lenpen_style!r}")
-        if self.sampling:
-            if self.nbest < 1:
-                raise ConfigError(f"--nbest must be at least 1, got {self.nbest}")
-        elif not 1 <= self.nbest <= self.beam:
+        if not self.sampling and self.nbest > self.beam:
             raise ConfigError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}")
-        _require(math.isfinite(self.max_len_a) and self.max_len_a >= 0, "max_len_a", "a finite number, not negative",
-                 self.max_len_a)
-        if self.max_len_b < 1:
-            raise ConfigError(f"--max-len-b must be at least 1, got {self.max_len_b}")
-        if self.min_len < 1:
-            raise ConfigError("--min-len must be at least 1")
-        if self.no_repeat_ngram_size < 0:
-            raise ConfigError("--no-repeat-ngram-size must not be negative")
-        if self.topk < 0:
-            raise ConfigError("--topk must not be negative")
-        if not 0.0 < self.topp <= 1.0:
-            raise ConfigError(f"--topp must be in (0, 1], got {self.topp}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"--temperature must be positive, got {self.temperature}")
-
-
-def _require(condition: bool, name: str, what: str, value) -> None:
-    """Comparisons are False for NaN, so `condition` written as what must hold also refuses NaN."""
-    if not condition:
-        raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}")
 
 
 @dataclass

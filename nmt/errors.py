@@ -6,3 +6,7 @@ class NmtError(Exception):
 
     The message is shown as is, on one line, without a traceback; make it say what to fix.
     """
+
+
+class ConfigError(NmtError, ValueError):
+    """An option or config value that cannot be used; the message names the flag (or the field)."""

@@ -151,8 +151,9 @@ def set_threads(threads: int | None) -> None:
     """PyTorch's CPU threads, where --threads is given (torch is imported only then: `--help` stays fast)."""
     if threads is None:
         return
-    if threads < 1:
-        raise NmtError(f"--threads must be at least 1, got {threads}")
+    from nmt.ranges import THREADS
+    if not THREADS.holds(threads):
+        raise NmtError(f"--threads must be {THREADS.describe()}, got {threads}")
     import torch
     torch.set_num_threads(threads)
 

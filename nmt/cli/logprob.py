@@ -10,9 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.cli.app import command, console, dry_run, set_threads, stdin
-from nmt.cli.options import Checkpoint, DecodingPrecision, Device, Output, Threads
+from nmt.cli.options import Checkpoint, DecodingPrecision, Device, Output, Threads, number
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
+from nmt.ranges import Range
 
 
 @command("logprob")
@@ -27,7 +28,8 @@ def logprob_command(
         "--word-scores", help="Also each target piece's log-probability, end-of-sentence last.")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per pair: logprob, per_token, pieces (and word_scores).")] = False,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per batch (the longer side, padding counted).")] = 6000,
+    max_tokens: Annotated[int, number("Tokens per batch (the longer side, padding counted).", Range(1, 10**7))]
+    = 6000,
     precision: DecodingPrecision = "fp32", device: Device = None, threads: Threads = None,
 ) -> None:
     """Score given translations: the model's log-probability of each target given its source (teacher-forced, as
@@ -41,8 +43,6 @@ def logprob_command(
     set_threads(threads)
     if (source is None) != (target is None):
         raise NmtError("give both --source and --target, or neither (then `source<TAB>target` lines on stdin)")
-    if max_tokens < 1:
-        raise NmtError("--max-tokens must be at least 1")
     if precision not in PRECISIONS:
         raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
     if dry_run("logprob", {"checkpoint": checkpoint or "the default", "pairs": f"{source} / {target}" if source

@@ -12,8 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from nmt.cli.app import command, console, dry_run
+from nmt.cli.options import config_number
 from nmt.cli.progress import ProgressBars
 from nmt.config import DATA_ROOT, replace_fields
+from nmt.data.prepare_options import PrepareOptions
+from nmt.data.text import CleaningOptions
 from nmt.errors import NmtError
 
 
@@ -25,17 +28,21 @@ def prepare(
     mirror: Annotated[Optional[str], typer.Option(
         help="A folder or http(s) URL holding the recipe's files under their upstream names, used instead of "
              "the upstream addresses.")] = None,
-    vocab_size: Annotated[Optional[int], typer.Option(
-        help="Pieces in the joint SentencePiece BPE vocabulary. Default: the recipe's (8000 for Multi30k).")] = None,
-    spm_sample: Annotated[int, typer.Option(
-        help="Sentences (both sides together) sampled from the training data to learn SentencePiece; bounds its "
-             "memory and time.")] = 2_000_000,
-    workers: Annotated[Optional[int], typer.Option(
-        help="Processes that clean, encode and binarize the training data. Default: the CPU count, at most 8.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(
-        help="Drop training pairs with a side longer than this many pieces. Default: 250.")] = None,
-    max_ratio: Annotated[Optional[float], typer.Option(
-        help="Drop training pairs whose length ratio (in pieces) exceeds this. Default: the recipe's.")] = None,
+    vocab_size: Annotated[Optional[int], config_number(
+        PrepareOptions, "vocab_size",
+        "Pieces in the joint SentencePiece BPE vocabulary. Default: the recipe's (8000 for Multi30k).")] = None,
+    spm_sample: Annotated[int, config_number(
+        PrepareOptions, "spm_max_sentences", "Sentences (both sides together) sampled from the training data to "
+                                             "learn SentencePiece; bounds its memory and time.")] = 2_000_000,
+    workers: Annotated[Optional[int], config_number(
+        PrepareOptions, "workers",
+        "Processes that clean, encode and binarize the training data. Default: the CPU count, at most 8.")] = None,
+    max_tokens: Annotated[Optional[int], config_number(
+        CleaningOptions, "max_tokens", "Drop training pairs with a side longer than this many pieces. Default: "
+                                       "250.")] = None,
+    max_ratio: Annotated[Optional[float], config_number(
+        CleaningOptions, "max_ratio", "Drop training pairs whose length ratio (in pieces) exceeds this. Default: "
+                                      "the recipe's.")] = None,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Skip checksum verification (for a mirror of repackaged files).")] = False,
     src: Annotated[Optional[str], typer.Option(help="custom: source language code (file suffix).")] = None,
@@ -53,9 +60,8 @@ def prepare(
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
 ) -> None:
     """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR."""
-    from nmt.data.prepare import PrepareOptions, find_side, prepare_corpus, prepare_recipe
+    from nmt.data.prepare import find_side, prepare_corpus, prepare_recipe
     from nmt.data.recipes import RECIPES
-    from nmt.data.text import CleaningOptions
 
     if list_recipes or corpus is None:
         _list_recipes(RECIPES)

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.cli.app import command, console, dry_run, stdin
+from nmt.cli.options import number
 from nmt.errors import NmtError
+from nmt.ranges import Range
 
 
 @command("score")
@@ -27,7 +29,7 @@ def score_command(
              "two-letter code (newstest2014.de), else en.")] = None,
     paired_bs: Annotated[bool, typer.Option(
         "--paired-bs", help="Paired bootstrap resampling (sacreBLEU's) of every --hyp against the first.")] = False,
-    paired_bs_n: Annotated[int, typer.Option(help="Bootstrap resamples of --paired-bs.")] = 1000,
+    paired_bs_n: Annotated[int, number("Bootstrap resamples of --paired-bs.", Range(1, 1_000_000))] = 1000,
     terms: Annotated[Optional[Path], typer.Option(
         help="A glossary (TSV of `source term<TAB>target term`): also print term accuracy, the share of source-term "
              "occurrences whose target term the hypothesis holds (and the reference, for comparison). Needs "
@@ -41,8 +43,6 @@ def score_command(
     from nmt.terminology import Glossary
 
     names = [name.strip().lower() for name in metrics.split(",") if name.strip()]
-    if paired_bs_n < 1:
-        raise NmtError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
     if not names:
         raise NmtError("--metrics: name at least one of bleu, chrf, ter")
     for name in names:

@@ -9,9 +9,11 @@ import typer
 
 from nmt.cli.app import command, dry_run, print_search_notes, set_threads
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
-                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch, Threads)
+                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch, Threads,
+                             config_number)
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
+from nmt.serve.config import ServeConfig
 
 
 @command("serve")
@@ -19,7 +21,7 @@ def serve_command(
     checkpoint: Checkpoints = None, engine: Engine = "torch",
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface (set a key).")]
     = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, config_number(ServeConfig, "port", "Port to listen on.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(
         envvar="NMT_API_KEY", show_envvar=True,
         help="Require this key on /v1, /metrics and /translate (`Authorization: Bearer KEY`, `X-API-Key`, or "
@@ -28,26 +30,32 @@ def serve_command(
     beam: Beam = None, lenpen: Lenpen = None, lenpen_style: LenpenStyle = None,
     max_len_a: MaxLenA = 1.0, max_len_b: MaxLenB = 50, min_len: MinLen = 1,
     no_repeat_ngram_size: NoRepeatNgramSize = 0,
-    max_beam: Annotated[int, typer.Option(help="The largest beam a request may ask for.")] = 8,
-    max_nbest: Annotated[int, typer.Option(help="The most alternatives (n-best) a request may ask for.")] = 8,
-    max_sentences: Annotated[int, typer.Option(help="Texts per request (LibreTranslate: q entries); the sentences "
-                                                       "they hold count against --max-queue.")] = 64,
-    max_characters: Annotated[int, typer.Option(help="Characters per sentence of a text (400 beyond).")] = 5000,
-    max_request_bytes: Annotated[int, typer.Option(help="Request body size, as received (413 beyond).")]
-    = 1_000_000,
-    batch_wait_ms: Annotated[float, typer.Option(
-        help="How long the model worker waits for more sentences to join a batch.")] = 5.0,
+    max_beam: Annotated[int, config_number(ServeConfig, "max_beam", "The largest beam a request may ask for.")] = 8,
+    max_nbest: Annotated[int, config_number(ServeConfig, "max_nbest",
+                                            "The most alternatives (n-best) a request may ask for.")] = 8,
+    max_sentences: Annotated[int, config_number(
+        ServeConfig, "max_sentences", "Texts per request (LibreTranslate: q entries); the sentences they hold count "
+                                      "against --max-queue.")] = 64,
+    max_characters: Annotated[int, config_number(
+        ServeConfig, "max_characters", "Characters per sentence of a text, and per prefix or constraint (400 "
+                                       "beyond).")] = 5000,
+    max_request_bytes: Annotated[int, config_number(
+        ServeConfig, "max_request_bytes", "Request body size, as received (413 beyond).")] = 1_000_000,
+    batch_wait_ms: Annotated[float, config_number(
+        ServeConfig, "batch_wait_ms", "How long the model worker waits for more sentences to join a batch.")] = 5.0,
     max_tokens: SourceTokensPerBatch = 6000,
-    max_queue: Annotated[int, typer.Option(help="Sentences waiting at most; beyond it a request gets 503 (a request "
-                                                   "of more sentences than this, 400).")] = 1024,
-    workers: Annotated[Optional[int], typer.Option(
-        help="Batches decoded side by side; --threads is split among them. Default: 2 on a CPU with 2 or more "
-             "threads, else 1.")] = None,
+    max_queue: Annotated[int, config_number(
+        ServeConfig, "max_queue", "Sentences waiting at most; beyond it a request gets 503 (a request of more "
+                                  "sentences than this, 400).")] = 1024,
+    workers: Annotated[Optional[int], config_number(
+        ServeConfig, "workers", "Batches decoded side by side; --threads is split among them. Default: 2 on a "
+                                "CPU with 2 or more threads, else 1.")] = None,
     worker_processes: Annotated[bool, typer.Option(
         "--worker-processes/--worker-threads",
         help="Several workers as processes, each with its own copy of the model (faster: no shared interpreter "
              "lock), or as threads over one copy (less memory).")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its answer (504 after).")] = 30.0,
+    timeout: Annotated[float, config_number(ServeConfig, "timeout_s",
+                                            "Seconds a request may wait for its answer (504 after).")] = 30.0,
     cors_origin: Annotated[Optional[list[str]], typer.Option(
         help="Origins whose pages may call the API (repeat for several; none: no cross-origin calls).")] = None,
     log_requests: Annotated[bool, typer.Option(
@@ -62,7 +70,7 @@ def serve_command(
     if api_key is None and "NMT_API_KEY" in os.environ:  # click reads an empty variable as no key at all
         raise NmtError("NMT_API_KEY is set but empty: set a key, or unset the variable to serve without one")
     try:
-        from nmt.serve.config import ServeConfig, choose_workers
+        from nmt.serve.config import choose_workers
         from nmt.serve.server import serve
     except ImportError as error:
         raise NmtError(f"nmt serve needs the serving extra: pip install 'nmt[serve]' ({error.name} is missing)") \

@@ -15,67 +15,77 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.cli.app import command, console, dry_run, dry_run_asked, set_threads
-from nmt.cli.options import Device, Threads
+from nmt.cli.options import Device, Threads, config_number, number
 from nmt.cli.progress import RichTrainReporter
-from nmt.config import DEFAULT_SAVE_DIR, PRESETS
-from nmt.errors import NmtError
+from nmt.config import DEFAULT_SAVE_DIR, PRESETS, ModelConfig, TrainConfig
+from nmt.ranges import Range
+
+CHECKPOINTS_AVERAGED = Range(1, 100_000)
 
 
 def _option(kind, help: str, *names: str):
     return Annotated[Optional[kind], typer.Option(*names, help=help)]
 
 
+def _number(config_type: type, field: str, help: str):
+    """The option setting a numeric FIELD of the model or training config, with the field's range."""
+    kind = next(f.type for f in dataclasses.fields(config_type) if f.name == field)
+    return Annotated[Optional[{"int": int, "float": float}[kind]], config_number(config_type, field, help)]
+
+
 # The model (default: the preset's)
-EncoderLayers = _option(int, "Encoder layers (N).")
-DecoderLayers = _option(int, "Decoder layers (N).")
-DModel = _option(int, "Model width (d_model).")
-DFF = _option(int, "Feed-forward inner width (d_ff).")
-Heads = _option(int, "Attention heads (h).")
-Dropout = _option(float, "P_drop on embeddings and sublayer outputs.")
-AttentionDropout = _option(float, "Dropout on attention weights.")
-ActivationDropout = _option(float, "Dropout after the FFN's activation.")
+EncoderLayers = _number(ModelConfig, "encoder_layers", "Encoder layers (N).")
+DecoderLayers = _number(ModelConfig, "decoder_layers", "Decoder layers (N).")
+DModel = _number(ModelConfig, "d_model", "Model width (d_model).")
+DFF = _number(ModelConfig, "d_ff", "Feed-forward inner width (d_ff).")
+Heads = _number(ModelConfig, "heads", "Attention heads (h).")
+Dropout = _number(ModelConfig, "dropout", "P_drop on embeddings and sublayer outputs.")
+AttentionDropout = _number(ModelConfig, "attention_dropout", "Dropout on attention weights.")
+ActivationDropout = _number(ModelConfig, "activation_dropout", "Dropout after the FFN's activation.")
 PreNorm = _option(bool, "LayerNorm before each sublayer (default: after, as in the paper).", "--pre-norm/--post-norm")
 LearnedPositions = _option(bool, "Learned position embeddings (Table 3 row E) instead of sinusoids.",
                            "--learned-positions/--sinusoidal-positions")
-MaxPositions = _option(int, "Positions for --learned-positions.")
+MaxPositions = _number(ModelConfig, "max_positions", "Positions for --learned-positions.")
 Activation = _option(str, "The feed-forward's nonlinearity: relu (the paper), gelu, or swish (SiLU, as OPUS-MT "
                           "models).")
 ScaleEmbedding = _option(bool, "Multiply embeddings by sqrt(d_model) (section 3.4; the default).",
                          "--scale-embedding/--no-scale-embedding")
 # Training (default: the preset's)
-Lr = _option(float, "Scale on the paper's schedule d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).")
-Warmup = _option(int, "Warmup updates of the schedule.")
-MaxTokens = _option(int, "Tokens per batch and process, padding counted.")
-UpdateFreq = _option(int, "Batches accumulated into one update.")
-MaxUpdates = _option(int, "Stop after this many updates (0: no limit).")
-MaxEpochs = _option(int, "Stop after this many epochs (0: no limit).")
-MaxTime = _option(float, "Stop after this many minutes, validations included: training stops early enough for the "
-                         "final validation to end within it, and a validation running well past it leaves out its "
-                         "BLEU (0: no limit).")
-ClipNorm = _option(float, "Clip the gradient norm to this (0: off).")
-LabelSmoothing = _option(float, "Label smoothing epsilon_ls.")
-AdamBeta1 = _option(float, "Adam beta1.")
-AdamBeta2 = _option(float, "Adam beta2.")
-AdamEps = _option(float, "Adam epsilon.")
-WeightDecay = _option(float, "Adam weight decay.")
-Seed = _option(int, "Random seed (initialization, dropout, batch order).")
-LogInterval = _option(int, "Updates between metrics.jsonl lines.")
-SaveIntervalUpdates = _option(int, "Validate and save checkpoint_UPDATE.pt every N updates (0: at each epoch's "
-                                   "end).")
-KeepLast = _option(int, "Interval checkpoints to keep (0: all).")
+Lr = _number(TrainConfig, "lr", "Scale on the paper's schedule d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).")
+Warmup = _number(TrainConfig, "warmup", "Warmup updates of the schedule.")
+MaxTokens = _number(TrainConfig, "max_tokens", "Tokens per batch and process, padding counted.")
+UpdateFreq = _number(TrainConfig, "update_freq", "Batches accumulated into one update.")
+MaxUpdates = _number(TrainConfig, "max_updates", "Stop after this many updates (0: no limit).")
+MaxEpochs = _number(TrainConfig, "max_epochs", "Stop after this many epochs (0: no limit).")
+MaxTime = _number(TrainConfig, "max_time",
+                  "Stop after this many minutes, validations included: training stops early enough for the final "
+                  "validation to end within it, and a validation running well past it leaves out its BLEU (0: no "
+                  "limit).")
+ClipNorm = _number(TrainConfig, "clip_norm", "Clip the gradient norm to this (0: off).")
+LabelSmoothing = _number(TrainConfig, "label_smoothing", "Label smoothing epsilon_ls.")
+AdamBeta1 = _number(TrainConfig, "adam_beta1", "Adam beta1.")
+AdamBeta2 = _number(TrainConfig, "adam_beta2", "Adam beta2.")
+AdamEps = _number(TrainConfig, "adam_eps", "Adam epsilon.")
+WeightDecay = _number(TrainConfig, "weight_decay", "Adam weight decay.")
+Seed = _number(TrainConfig, "seed", "Random seed (initialization, dropout, batch order).")
+LogInterval = _number(TrainConfig, "log_interval", "Updates between metrics.jsonl lines.")
+SaveIntervalUpdates = _number(TrainConfig, "save_interval_updates",
+                              "Validate and save checkpoint_UPDATE.pt every N updates (0: at each epoch's end).")
+KeepLast = _number(TrainConfig, "keep_last", "Interval checkpoints to keep (0: all).")
 ValidBleu = _option(bool, "Report greedy BLEU on the valid split at each validation.", "--valid-bleu/--no-valid-bleu")
 Precision = _option(str, "fp32, bf16 or fp16 (autocast; fp16 with dynamic loss scaling). On CPUs fp32 is usually "
                          "fastest.")
 LrSchedule = _option(str, "inverse_sqrt (the paper's warmup then decay) or constant (--lr at every update).")
-ValidBeam = _option(int, "Beam size of validation BLEU (1: greedy).")
-Patience = _option(int, "Stop after this many validations without improvement (0: never).")
+ValidBeam = _number(TrainConfig, "valid_beam", "Beam size of validation BLEU (1: greedy).")
+Patience = _number(TrainConfig, "patience", "Stop after this many validations without improvement (0: never).")
 EarlyStopMetric = _option(str, "What --patience watches: loss (valid loss) or bleu (valid BLEU).")
-MaxNonfinite = _option(int, "Stop after this many updates in a row with an inf/NaN loss or gradient (each is "
-                            "skipped).")
+MaxNonfinite = _number(TrainConfig, "max_nonfinite",
+                       "Stop after this many updates in a row with an inf/NaN loss or gradient (each is skipped).")
 Compile = _option(bool, "torch.compile the model for training (helps most on GPUs).", "--compile/--no-compile")
 InitFrom = _option(Path, "Start from this checkpoint's weights (fine-tuning); optimizer and schedule start anew.")
-EmaDecay = _option(float, "Keep an exponential moving average of the weights with this decay (e.g. 0.999, warmed up "
-                          "as min(D, (1+t)/(10+t))): validation and the checkpoints' model use it (0: off).")
+EmaDecay = _number(TrainConfig, "ema_decay",
+                   "Keep an exponential moving average of the weights with this decay (e.g. 0.999, warmed up as "
+                   "min(D, (1+t)/(10+t))): validation and the checkpoints' model use it (0: off).")
 Tensorboard = _option(Path, "Also write metrics.jsonl's scalars as TensorBoard events into this folder (needs "
                             "nmt[tensorboard]).")
 
@@ -149,10 +159,11 @@ def average_checkpoints_command(
         metavar="PATH", show_default=False,
         help="A save dir (with --last or --best) or checkpoint files to average.")],
     output: Annotated[Path, typer.Option(help="Where to write the averaged checkpoint.")],
-    last: Annotated[Optional[int], typer.Option(
-        help="Average the last N interval checkpoints of the save dir.")] = None,
-    best: Annotated[Optional[int], typer.Option(
-        help="Average the N interval checkpoints with the lowest validation loss (valid split only).")] = None,
+    last: Annotated[Optional[int], number(
+        "Average the last N interval checkpoints of the save dir.", CHECKPOINTS_AVERAGED)] = None,
+    best: Annotated[Optional[int], number(
+        "Average the N interval checkpoints with the lowest validation loss (valid split only).",
+        CHECKPOINTS_AVERAGED)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace --output if it exists (never one of the checkpoints averaged, nor a run's "
                         "checkpoint_last/best/UPDATE.pt).")] = False,
@@ -161,13 +172,8 @@ def average_checkpoints_command(
     from nmt.atomic import check_output_file
     from nmt.checkpoint import average_checkpoints, check_average_output, save_checkpoint, select_checkpoints
 
-    def check_counts() -> None:
-        if any(count is not None and count < 1 for count in (last, best)):
-            raise NmtError("--last / --best must be at least 1")
-
-    if dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}, check=check_counts):
+    if dry_run("average-checkpoints", {"inputs": [str(p) for p in inputs], "output": output}):
         return
-    check_counts()
     check_output_file(output)  # before any checkpoint is read
     paths = select_checkpoints(inputs, last, best)
     check_average_output(output, paths, force)

@@ -20,12 +20,10 @@ an interrupted run picks up at the step it was in.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nmt.atomic import write_json
-from nmt.config import ConfigError
 from nmt.data.binarize_steps import binarize_reference, binarize_train
 from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, token_dtype
 from nmt.data.corpus_steps import copy_references, extract_texts, index_training
@@ -34,51 +32,11 @@ from nmt.data.recipes import Corpus, Recipe
 from nmt.data.sources import Progress, Source
 from nmt.data.stamps import file_fingerprint
 from nmt.data.step_runner import Log, StepRunner
+from nmt.data.prepare_options import PrepareOptions
 from nmt.data.text import CleaningOptions
 from nmt.data.vocabulary_steps import vocabulary_step
 from nmt.errors import NmtError
 from nmt.vocab import Vocab
-
-
-@dataclass
-class PrepareOptions:
-    """How `nmt prepare` cleans, learns the vocabulary and binarizes (the recipe fills what is None)."""
-
-    vocab_size: int | None = None  # None: the recipe's (8000 for your own corpora)
-    spm_max_sentences: int = 2_000_000  # sentences (both sides together) sampled to train SentencePiece
-    workers: int = 1  # processes that clean, encode and binarize the training shards
-    seed: int = 1  # of the SentencePiece sample
-    cleaning: CleaningOptions | None = None  # None: the recipe's (the defaults for your own corpora)
-    # A vocabulary to use instead of learning one (`--vocab`: a parent model's, for fine-tuning data).
-    vocab_model: Vocab | None = None
-    vocab_source: str = ""  # where vocab_model came from, for the manifest
-    separate_vocabs: bool = False  # a SentencePiece model and ids of its own for each side (vocab_size each)
-
-    def resolved(self, vocab_size: int, cleaning: CleaningOptions) -> "PrepareOptions":
-        """These options with the recipe's values where they are None, validated."""
-        if self.vocab_model is not None:
-            vocab_size = len(self.vocab_model)
-            if self.vocab_size not in (None, vocab_size):
-                raise ConfigError(f"--vocab-size {self.vocab_size} differs from the {vocab_size} pieces of --vocab "
-                                  f"{self.vocab_source}: drop --vocab-size")
-        options = replace(self, vocab_size=self.vocab_size or vocab_size, cleaning=self.cleaning or cleaning)
-        options.validate()
-        return options
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the flag of the first option out of range."""
-        if self.vocab_size < 300 and self.vocab_model is None:
-            raise ConfigError(f"--vocab-size must be at least 300 (256 byte pieces + specials), got {self.vocab_size}")
-        if self.spm_max_sentences < 1:
-            raise ConfigError("--spm-sample must be at least 1")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
-        if not (math.isfinite(self.cleaning.max_ratio) and self.cleaning.max_ratio >= 1):
-            raise ConfigError(f"--max-ratio must be a finite number of at least 1, got {self.cleaning.max_ratio}")
-        if self.cleaning.max_tokens < 1:
-            raise ConfigError(f"--max-tokens must be at least 1, got {self.cleaning.max_tokens}")
-        if self.cleaning.invalid_utf8 not in ("error", "drop"):
-            raise ConfigError(f"invalid_utf8 must be 'error' or 'drop', got {self.cleaning.invalid_utf8!r}")
 
 
 @dataclass

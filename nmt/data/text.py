@@ -8,11 +8,12 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from nmt.errors import NmtError
+from nmt.ranges import within
 
 
 def open_bytes(path: Path):
@@ -97,8 +98,10 @@ def _control_characters() -> re.Pattern:
 @dataclass
 class CleaningOptions:
     max_chars: int = 1024  # per side, after normalization (a cheap bound before tokenization)
-    max_tokens: int = 250  # per side, in SentencePiece pieces (fairseq's WMT recipe uses 250)
-    max_ratio: float = 1.5  # longer side / shorter side, in pieces (as in fairseq's clean-corpus-n with ratio 1.5)
+    # per side, in SentencePiece pieces (fairseq's WMT recipe uses 250)
+    max_tokens: int = field(default=250, metadata=within(1, 1_000_000))
+    # longer side / shorter side, in pieces (as in fairseq's clean-corpus-n with ratio 1.5)
+    max_ratio: float = field(default=1.5, metadata=within(1, 1e6))
     ratio_min_tokens: int = 10  # the ratio applies only when the longer side has more pieces than this
     # A training line that is not UTF-8: "error" stops with file:line (your own corpus: fix it), "drop" drops the
     # pair and counts it (downloaded web-crawled corpora, where one bad byte must not stop a 4.5M-pair run).

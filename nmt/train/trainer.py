@@ -28,6 +28,7 @@ from nmt.data.batching import make_batches
 from nmt.device import attention_kernels, autocast
 from nmt.errors import NmtError
 from nmt.metrics_log import append_record, keep_records_up_to
+from nmt.model.size import check_fits
 from nmt.model.transformer import build_model, count_parameters
 from nmt.train import distributed
 from nmt.train.data import check_positions, load_training_data, vocabulary_fields
@@ -66,9 +67,8 @@ class Trainer:
         """Release the save dir and the DDP wrapper (run() does at its end; for a Trainer built and never run)."""
         if self.lock is not None:
             self.lock.release()
-        # DDP holds the process group: while it lives, destroying the group leaves gloo's worker threads running
-        # into the interpreter's exit, where one can abort the process ("terminate called without an active
-        # exception") after a finished run.
+        # DDP holds the process group: while it lives, destroying the group leaves gloo's threads running into the
+        # interpreter's exit, which can abort the process ("terminate called without an active exception").
         self.ddp = None
         self.train_model = getattr(self, "model", None)
 
@@ -86,6 +86,7 @@ class Trainer:
         if resumed is not None:
             model_config = from_dict(ModelConfig, resumed["model_config"])
         check_positions(self.data, model_config)
+        check_fits(model_config, self.device)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.model = build_model(model_config).to(self.device)
         if resumed is None and config.init_from:
@@ -187,8 +188,7 @@ class Trainer:
                                                        sum(b.src_count for b in batches))
         if self.stop_reason is not None:
             return False
-        # DDP averages gradients over ranks; scaling by world_size / tokens makes that the sum over all the update's
-        # target tokens divided by their number, whatever each rank's share.
+        # DDP averages over ranks: scaled by world_size / tokens, that is the mean over all the update's tokens.
         scale = self.ranks.world_size / tgt_tokens
         self.optimizer.zero_grad(set_to_none=True)
         try:

@@ -1,0 +1,53 @@
+"""What `nmt prepare` is asked to do beyond the recipe: vocabulary size, sampling, workers, cleaning (stdlib only:
+the command line reads the ranges declared here before anything heavy is imported)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from nmt.data.text import CleaningOptions
+from nmt.errors import ConfigError
+from nmt.ranges import SEED, check_ranges, flag_name, within
+
+if TYPE_CHECKING:
+    from nmt.vocab import Vocab
+
+
+@dataclass
+class PrepareOptions:
+    """How `nmt prepare` cleans, learns the vocabulary and binarizes (the recipe fills what is None)."""
+
+    # None: the recipe's (8000 for your own corpora); at least 256 byte pieces + specials
+    vocab_size: int | None = field(default=None, metadata=within(300, 1_000_000))
+    # sentences (both sides together) sampled to train SentencePiece
+    spm_max_sentences: int = field(default=2_000_000, metadata=within(1, 10**9))
+    # processes that clean, encode and binarize the training shards
+    workers: int = field(default=1, metadata=within(1, 256))
+    seed: int = field(default=1, metadata=SEED)  # of the SentencePiece sample
+    cleaning: CleaningOptions | None = None  # None: the recipe's (the defaults for your own corpora)
+    # A vocabulary to use instead of learning one (`--vocab`: a parent model's, for fine-tuning data).
+    vocab_model: Vocab | None = None
+    vocab_source: str = ""  # where vocab_model came from, for the manifest
+    separate_vocabs: bool = False  # a SentencePiece model and ids of its own for each side (vocab_size each)
+
+    def resolved(self, vocab_size: int, cleaning: CleaningOptions) -> "PrepareOptions":
+        """These options with the recipe's values where they are None, validated."""
+        if self.vocab_model is not None:
+            vocab_size = len(self.vocab_model)
+            if self.vocab_size not in (None, vocab_size):
+                raise ConfigError(f"--vocab-size {self.vocab_size} differs from the {vocab_size} pieces of --vocab "
+                                  f"{self.vocab_source}: drop --vocab-size")
+        options = replace(self, vocab_size=self.vocab_size or vocab_size, cleaning=self.cleaning or cleaning)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first option out of range."""
+        names = {"spm_max_sentences": "--spm-sample"}
+        check_ranges(dataclasses.replace(self, vocab_size=None) if self.vocab_model is not None else self,
+                     lambda name: names.get(name, flag_name(name)))
+        check_ranges(self.cleaning)
+        if self.cleaning.invalid_utf8 not in ("error", "drop"):
+            raise ConfigError(f"invalid_utf8 must be 'error' or 'drop', got {self.cleaning.invalid_utf8!r}")
