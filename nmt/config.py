@@ -73,7 +73,7 @@ class TrainConfig:
     """How to train. Defaults are the paper's (section 5.3/5.4); presets override what suits them."""
 
     # scale on the paper's schedule: lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
-    lr: float = field(default=1.0, metadata=within(0, 1e6, low_open=True))
+    lr: float = field(default=1.0, metadata=within(0, 1e30, low_open=True))
     warmup: int = field(default=4000, metadata=within(1, 10**9))
     max_tokens: int = field(default=4096, metadata=within(1, 10**8))  # per batch and per process, padding counted
     update_freq: int = field(default=1, metadata=within(1, 65536))  # batches accumulated into one update

@@ -1,8 +1,8 @@
 """The range of every number a config field or a command-line option takes, declared once beside it.
 
 A config field carries its range as dataclass metadata (`field(default=6, metadata=within(1, 128))`): its
-`validate()` checks every such field for Python callers, and `nmt train`'s option of the same name shows and checks the
-same range when the command line is parsed. Options no config holds (threads, ports, batch sizes) declare theirs in
+`validate()` checks every such field for Python callers, and `nmt train`'s option of the same name shows and checks
+the same range when the command line is parsed. Options no config holds (threads, ports, batch sizes) declare theirs in
 nmt/cli/options.py. The bounds are what the code can honour: a seed numpy and torch both take, a thread count a
 machine can run, a layer count a model can be built with; infinity and NaN are never a number here.
 """

@@ -251,7 +251,7 @@ def test_a_full_disk_under_translate_output_leaves_no_temporary(trained_checkpoi
 # --- tracebacks that are now one line -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, needle", [
-    (["--heads", "0"], "--heads must be at least 1"),
+    (["--heads", "0"], "'--heads': must be between 1 and 1024, got 0"),
     (["--adam-beta1", "2"], "--adam-beta1"),
     (["--adam-eps", "-1"], "--adam-eps"),
     (["--weight-decay", "-1"], "--weight-decay"),
@@ -291,7 +291,7 @@ def test_a_source_longer_than_learned_positions_is_cut_in_both_engines(learned_p
 
 @pytest.mark.parametrize("damage, needle", [
     (lambda p: p.__setitem__("model_config", "transformer_base"), "model_config is a str"),
-    (lambda p: p["model_config"].__setitem__("heads", 0), "heads must be at least 1"),
+    (lambda p: p["model_config"].__setitem__("heads", 0), "heads must be between 1 and 1024, got 0"),
     (lambda p: p["model_config"].__setitem__("d_model", "64"), "d_model"),
     (lambda p: p.__setitem__("model", list(p["model"].values())), "not a table of named tensors"),
     (lambda p: p.__setitem__("vocab", "spm"), "vocab"),
@@ -463,3 +463,25 @@ def run_in_process(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
         for number, handler in handlers.items():
             signal.signal(number, handler)
     return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
+
+
+# --- what each number allows alone, and what they allow together ------------------------------------------------------
+
+def test_a_model_no_machine_holds_is_refused_before_it_is_built(copy_data, tmp_path):
+    """Every shape option in range, their product 6.7 trillion parameters: refused with the estimate in a second or
+    two (building it would allocate for minutes, then fail or swap the machine to a halt), no save dir left."""
+    started = time.monotonic()
+    result = run_nmt("train", str(copy_data), "--arch", "transformer_tiny", "--encoder-layers", "128", "--d-model",
+                     "65536", "--d-ff", "262144", "--heads", "1", "--save-dir", str(tmp_path / "run"), check=False)
+    one_line_error(result, "parameters", "GiB", "choose fewer layers or smaller widths")
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_constraint_too_long_for_any_beam_is_named_before_decoding(trained_checkpoint, tmp_path):
+    (tmp_path / "c.tsv").write_text("\n" + "\t".join(["red"] * 3000) + "\n")
+    started = time.monotonic()
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--constraints", str(tmp_path / "c.tsv"),
+                     input="blue cat\nred dog\n", check=False)
+    one_line_error(result, "c.tsv:2", "constraints of 3000 pieces", "at most 128")
+    assert time.monotonic() - started < 30

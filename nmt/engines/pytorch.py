@@ -26,6 +26,7 @@ from nmt.search.sampling import sample
 from nmt.terminology import ConstraintError, repeated_ngram
 
 BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")  # SentencePiece's byte fallback
+MAX_CONSTRAINT_PIECES = 128  # a line's constraint pieces; each widens the beam by one
 # fp32 decoding on a CPU multiplies by weights packed for oneDNN (nmt.model.packed); a switch for A/B benchmarks.
 PACK_FOR_CPU = True
 # On CUDA, attention through cuDNN as well (nmt.device.attention_kernels); a switch for A/B benchmarks.
@@ -201,6 +202,10 @@ class Translator:
             if unknown in ids:  # it would be written as the unknown piece, not as the term
                 raise ConstraintError(index, f"the constraint {text!r} has characters the model's target vocabulary "
                                              "cannot write")
+        total = sum(len(p) for p in pieces)
+        if total > MAX_CONSTRAINT_PIECES:  # the beam grows by one a piece: 3,000 would ask for hundreds of GB
+            raise ConstraintError(index, f"constraints of {total} pieces; a line takes at most "
+                                         f"{MAX_CONSTRAINT_PIECES} (the beam grows by one for each)")
         if search.no_repeat_ngram_size and (ngram := repeated_ngram(pieces, search.no_repeat_ngram_size)):
             shown = " ".join(map(self.vocab.target.piece, ngram))
             raise ConstraintError(index, f"the constraints repeat the pieces {shown}, which --no-repeat-ngram-size "

@@ -10,9 +10,13 @@ keep LibreTranslate's contract: 400 `{"error": message}` for a bad request and a
 from __future__ import annotations
 
 import json
+import math
+from typing import Literal
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,6 +30,48 @@ LANGUAGE_NAMES = {
     "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sv": "Swedish", "tr": "Turkish", "uk": "Ukrainian",
     "zh": "Chinese",
 }
+
+
+class TranslateRequest(BaseModel):
+    """`POST /translate`'s fields (and `/detect`'s `q` and `api_key`), from a JSON body, a form or the query string.
+    Others are ignored, as LibreTranslate ignores them."""
+
+    model_config = ConfigDict(extra="ignore")
+    q: str | list[str]
+    source: str
+    target: str
+    format: Literal["text", "html"] = "text"
+    alternatives: int = Field(0, ge=0)  # a form sends "2": a whole number in text is taken
+    api_key: str | None = None
+
+
+# What a field holds, for a message about a value of the wrong type.
+EXPECTED = {"q": "a string or a list of strings", "source": "a language code", "target": "a language code",
+            "format": "text or html", "alternatives": "a whole number, 0 or more", "api_key": "a string"}
+
+
+def check_types(parameters: dict) -> None:
+    """The fields present, checked against TranslateRequest's types (missing ones are each route's to name)."""
+    present = {name: value for name, value in parameters.items() if name in TranslateRequest.model_fields}
+    try:
+        TranslateRequest.model_validate({"q": "", "source": "", "target": "", **present})
+    except ValidationError as error:
+        field = str(error.errors()[0]["loc"][0])
+        given = present[field]
+        shown = f", not {given!r}" if isinstance(given, (str, int, float)) and len(repr(given)) <= 40 else ""
+        raise RequestError(400, f"Invalid request: {field} must be {EXPECTED[field]}{shown}") from None
+    for name, value in present.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _is_unicode(text):
+                raise RequestError(400, f"Invalid request: {name} holds a lone surrogate, which is not text")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Detection(BaseModel):
@@ -50,8 +96,9 @@ class Language(BaseModel):
     targets: list[str]
 
 
-async def read_parameters(request: Request) -> dict:
-    """The query string, overridden by the body's fields (JSON or form)."""
+async def read_parameters(request: Request, max_fields: int) -> dict:
+    """The query string, overridden by the body's fields (JSON or form); a form of more than MAX_FIELDS fields is
+    refused before it is read into a dict."""
     parameters: dict = dict(request.query_params)
     body = await request.body()
     if not body:
@@ -59,13 +106,14 @@ async def read_parameters(request: Request) -> dict:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "application/json":
-            fields = json.loads(body.decode("utf-8"))
-            if not isinstance(fields, dict):
-                raise RequestError(400, "Invalid request: the JSON body must be an object")
+            fields = _json_object(body)
         elif content_type == "application/x-www-form-urlencoded":
-            fields = _form_fields(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+            fields = _form_fields(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                                            max_num_fields=max_fields))
         elif content_type == "multipart/form-data":
-            form = await request.form()
+            if "boundary=" not in request.headers.get("content-type", ""):
+                raise RequestError(400, "Invalid request: a multipart body needs a boundary in its Content-Type")
+            form = await request.form(max_fields=max_fields, max_files=0)
             fields = _form_fields((name, value) for name, value in form.multi_items() if isinstance(value, str))
         else:
             raise RequestError(400, f"Invalid request: send JSON or a form, not {content_type or 'an untyped body'}")
@@ -73,8 +121,31 @@ async def read_parameters(request: Request) -> dict:
         raise RequestError(400, "Invalid request: the body is not valid UTF-8") from None
     except json.JSONDecodeError as error:
         raise RequestError(400, f"Invalid request: the body is not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise RequestError(400, "Invalid request: the JSON body is nested too deeply") from None
+    except (MultiPartException, HTTPException) as error:  # Starlette raises the latter inside an app
+        message = getattr(error, "message", None) or getattr(error, "detail", "")
+        raise RequestError(400, f"Invalid request: the multipart form cannot be read ({message})") from None
+    except ValueError as error:  # more fields than max_fields; an integer of more than 4,300 digits
+        raise RequestError(400, f"Invalid request: {error}") from None
     parameters.update(fields)
     return parameters
+
+
+def _json_object(body: bytes) -> dict:
+    """The JSON body as an object; NaN, Infinity and numbers past a float's range are refused, not read as such."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not a JSON number")
+
+    def finite(text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text[:20]} is out of a number's range")
+        return number
+    fields = json.loads(body.decode("utf-8"), parse_constant=refuse, parse_float=finite)
+    if not isinstance(fields, dict):
+        raise RequestError(400, "Invalid request: the JSON body must be an object")
+    return fields
 
 
 def _form_fields(pairs) -> dict:
@@ -82,7 +153,9 @@ def _form_fields(pairs) -> dict:
     fields: dict = {}
     for name, value in pairs:
         if name == "q" and "q" in fields:
-            fields["q"] = (fields["q"] if isinstance(fields["q"], list) else [fields["q"]]) + [value]
+            if not isinstance(fields["q"], list):
+                fields["q"] = [fields["q"]]
+            fields["q"].append(value)
         else:
             fields[name] = value
     return fields
@@ -92,16 +165,11 @@ def translate_route(service: Service):
     """LibreTranslate's `POST /translate`."""
 
     async def translate(request: Request) -> Response:
-        parameters = await read_parameters(request)
+        parameters = await read_parameters(request, max_form_fields(service))
         texts, batch = checked_texts(service, parameters)
         source, detected = checked_pair(service, parameters)
         text_format = parameters.get("format", "text")
-        if text_format not in ("text", "html"):
-            raise RequestError(400, f"Invalid request: format must be text or html, not {text_format!r}")
-        try:
-            alternatives = int(parameters.get("alternatives", 0))
-        except (TypeError, ValueError):
-            raise RequestError(400, "Invalid request: alternatives must be a whole number") from None
+        alternatives = int(parameters.get("alternatives", 0))
         if not 0 <= alternatives < service.config.max_nbest:
             raise RequestError(400, f"Invalid request: alternatives must be between 0 and "
                                f"{service.config.max_nbest - 1}")
@@ -145,10 +213,15 @@ def detect_route(service: Service):
     client that asks first and translates after gets the pair the model serves)."""
 
     async def detect(request: Request) -> Response:
-        texts, batch = checked_texts(service, await read_parameters(request))
+        texts, batch = checked_texts(service, await read_parameters(request, max_form_fields(service)))
         detected = Detection(confidence=100.0, language=service.source_language or "auto").model_dump()
         return JSONResponse([[detected] for _ in texts] if batch else [detected])
     return detect
+
+
+def max_form_fields(service: Service) -> int:
+    """A form holds at most the texts a request may send and a few other fields."""
+    return service.config.max_sentences + 16
 
 
 def check_key(service: Service, parameters: dict) -> None:
@@ -163,6 +236,7 @@ def check_key(service: Service, parameters: dict) -> None:
 
 def checked_texts(service: Service, parameters: dict) -> tuple[list[str], bool]:
     """The key, then `q` as a list of texts, and whether it came as a list."""
+    check_types(parameters)
     check_key(service, parameters)
     q = parameters.get("q")
     if q is None or q == "" or q == []:

@@ -52,9 +52,13 @@ class Service:
 
     # --- checks shared by both APIs ----------------------------------------------------------------------------
 
-    def key_matches(self, given: str | None) -> bool:
-        """Constant-time comparison, so that the time taken tells nothing about the key."""
-        return given is not None and hmac.compare_digest(given.encode("utf-8"), self.config.api_key.encode("utf-8"))
+    def key_matches(self, given: str | bytes | None) -> bool:
+        """Constant-time comparison, so that the time taken tells nothing about the key. A header's key comes as
+        its raw bytes (HTTP headers are read as latin-1: a key of other letters arrives as its UTF-8 bytes)."""
+        if given is None:
+            return False
+        return hmac.compare_digest(given if isinstance(given, bytes) else given.encode("utf-8", "surrogatepass"),
+                                   self.config.api_key.encode("utf-8"))
 
     def check_header_key(self, request: Request) -> None:
         if self.config.api_key is None:
@@ -63,7 +67,7 @@ class Service:
         authorization = request.headers.get("authorization", "")
         if authorization[:7].lower() == "bearer ":
             given = authorization[7:].strip()
-        if not self.key_matches(given):
+        if not self.key_matches(None if given is None else given.encode("latin-1")):
             raise RequestError(401, "a valid API key is required: send `Authorization: Bearer KEY` or `X-API-Key: KEY`"
                                if given is None else "the API key is not valid", {"www-authenticate": "Bearer"})
 
@@ -142,10 +146,7 @@ class Service:
                 where = f"[{index}]" if len(texts) > 1 else ""
                 raise RequestError(400, f"text{where} holds nothing to translate"
                                    + (" (only markup)" if texts[index].strip() else " (only spaces)"))
-        longest = max((len(s) for document in documents for s in document.sentences), default=0)
-        if longest > self.config.max_characters:
-            raise RequestError(400, f"a sentence of {longest:,} characters; the limit is "
-                               f"{self.config.max_characters:,} characters a sentence (--max-characters)")
+        self._check_lengths(documents, prefixes or [], constraints or [])
         plan = DocumentPlan.of(documents, self.count_source, self.source_limit)
         if len(plan.inputs) > self.config.max_queue:
             raise RequestError(400, f"{len(plan.inputs):,} sentences in one request; this server takes at most "
@@ -170,6 +171,17 @@ class Service:
         input_constraints = self.constraints(given, plan.inputs, input_prefixes, options)
         results = await self.translate(request, plan.inputs, input_prefixes, options, input_constraints)
         return plan.assemble(results)
+
+    def _check_lengths(self, documents, prefixes: list[str], constraints: list[str] | list[list[str]]) -> None:
+        """A sentence, a prefix and a constraint phrase are each at most --max-characters long: what one sentence's
+        decoding may cost is bounded by what its request may send."""
+        phrases = [p for entry in constraints for p in (entry if isinstance(entry, list) else [entry])]
+        for what, strings in (("sentence", [s for document in documents for s in document.sentences]),
+                              ("prefix", prefixes), ("constraint", phrases)):
+            longest = max(map(len, strings), default=0)
+            if longest > self.config.max_characters:
+                raise RequestError(400, f"a {what} of {longest:,} characters; the limit is "
+                                   f"{self.config.max_characters:,} characters a {what} (--max-characters)")
 
     async def translate(self, request: Request, texts: list[str], prefixes: list[str], options: Options,
                         constraints: list[list[str]] | None = None) -> list[list[Translation]]:

@@ -19,8 +19,11 @@ class SaveDirLock:
     def __init__(self, save_dir: Path):
         self.path = Path(save_dir) / ".lock"
         self.handle = None
+        self.created: Path | None = None  # the outermost folder acquire() created, if any
 
     def acquire(self) -> "SaveDirLock":
+        missing = [folder for folder in (self.path.parent, *self.path.parent.parents) if not folder.exists()]
+        self.created = missing[-1] if missing else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="utf-8")
         try:
@@ -38,11 +41,19 @@ class SaveDirLock:
         self.handle = handle
         return self
 
-    def release(self) -> None:
+    def release(self, abandoned: bool = False) -> None:
+        """Unlock. ABANDONED: the run ended before writing anything; the folders acquire() created go too."""
         if self.handle is not None:
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
+        if abandoned and self.created is not None and not any(p.name != ".lock" for p in self.path.parent.iterdir()):
+            self.path.unlink(missing_ok=True)
+            for folder in (self.path.parent, *self.path.parent.parents):
+                folder.rmdir()
+                if folder == self.created:
+                    break
+            self.created = None
 
     def __del__(self):
         self.release()

@@ -60,13 +60,13 @@ class Trainer:
         try:
             self._setup(model_config, resume)
         except BaseException:
-            self.close()
+            self.close(abandoned=True)
             raise
 
-    def close(self) -> None:
-        """Release the save dir and the DDP wrapper (run() does at its end; for a Trainer built and never run)."""
+    def close(self, abandoned: bool = False) -> None:
+        """Release the save dir (ABANDONED: one this run created, still empty, goes) and the DDP wrapper."""
         if self.lock is not None:
-            self.lock.release()
+            self.lock.release(abandoned)
         # DDP holds the process group: while it lives, destroying the group leaves gloo's threads running into the
         # interpreter's exit, which can abort the process ("terminate called without an active exception").
         self.ddp = None
