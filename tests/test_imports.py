@@ -11,6 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "nmt"
 LEVELS = [
     {"errors"},
+    {"ranges"},
     {"config", "atomic"},
     {"vocab", "device", "metrics_log"},
     {"data", "model", "plot"},

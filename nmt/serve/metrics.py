@@ -22,6 +22,8 @@ class Metrics:
         self.dropped = Counter("nmt_dropped_sentences", "Queued sentences dropped before decoding, by reason "
                                "(disconnect: the client left; deadline: the request timed out).", ["reason"],
                                registry=self.registry)
+        self.worker_restarts = Counter("nmt_worker_restarts", "Times the model worker processes were replaced "
+                                       "after one died (the OOM killer, a crash).", registry=self.registry)
         for reason in ("disconnect", "deadline"):
             self.dropped.labels(reason)
 

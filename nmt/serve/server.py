@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -18,10 +19,24 @@ from nmt.serve.app import create_app
 from nmt.serve.config import ServeConfig
 from nmt.engines.base import Engine
 from nmt.engines.spec import EngineSpec, load_engine
+from nmt.errors import NmtError
 
 # After SIGTERM, how long requests still arriving on open connections are answered 503 (and their connections closed)
 # before uvicorn stops: long enough for clients to hear it, short for a rolling restart.
 DRAIN_NOTICE_S = 0.5
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise NmtError, in one line, where HOST:PORT cannot be listened on (in use, or an address not of this
+    machine)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+            probe.bind((host, port))
+    except OSError as error:
+        raise NmtError(f"cannot listen on {host}:{port}: {error.strerror or error} (choose another --port, or stop "
+                       "what uses it)") from None
 
 
 def serve(spec: EngineSpec, config: ServeConfig) -> None:
@@ -29,6 +44,7 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
     import torch
     import uvicorn
 
+    check_port_free(config.host, config.port)  # before the model loads: minutes, on a large one
     translator: Engine = load_engine(spec)
     engine = spec.engine
     processes = None
@@ -46,6 +62,8 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
     application = create_app(translator, config, engine,
                              translate=processes.translate if processes is not None else None)
     service = application.state.service
+    if processes is not None:
+        processes.on_restart = service.metrics.worker_restarts.inc
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set "
                     "--api-key or NMT_API_KEY", config.host)

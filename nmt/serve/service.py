@@ -19,6 +19,7 @@ from nmt.errors import NmtError
 from nmt.serve.batcher import Batcher, Job, Options, Overloaded
 from nmt.serve.config import ServeConfig
 from nmt.serve.metrics import Metrics
+from nmt.serve.workers import WorkerLost
 from nmt.terminology import Glossary
 
 
@@ -210,6 +211,8 @@ class Service:
             left.cancel()
             try:
                 return answers.result()
+            except WorkerLost as error:
+                raise RequestError(503, f"{error}; send it again", {"retry-after": "5"}) from None
             except NmtError as error:
                 raise RequestError(400, str(error)) from None
         reason = "disconnect" if left in done else "deadline"

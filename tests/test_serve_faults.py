@@ -1,0 +1,76 @@
+"""What happens to `nmt serve` when its processes die: as the OOM killer and `kill -9` do it, on a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from test_serve import KEY, ServerProcess
+
+httpx = pytest.importorskip("httpx")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The model worker processes of server PID (spawned children that are not multiprocessing's resource
+    tracker)."""
+    workers = []
+    for child in children(pid):
+        command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"multiprocessing" in command and b"resource_tracker" not in command:
+            workers.append(child)
+    return workers
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def translate(server) -> httpx.Response:
+    return httpx.post(server.url + "/v1/translate", json={"text": "red dog"},
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads process trees from Linux's /proc")
+def test_a_worker_killed_is_replaced_and_counted(trained_checkpoint):
+    server = ServerProcess(trained_checkpoint, env={"NMT_API_KEY": KEY}, threads=2)
+    try:
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        answers = [translate(server) for _ in range(6)]
+        assert all(a.status_code in (200, 503) for a in answers), [(a.status_code, a.text) for a in answers]
+        assert answers[-1].status_code == 200, answers[-1].text
+        assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
+        assert server.metric("nmt_worker_restarts_total") == 1
+        assert len(worker_pids(server.process.pid)) == 2
+    finally:
+        assert server.stop() == 0, server.log
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads process trees from Linux's /proc")
+def test_workers_die_with_a_server_killed_outright(trained_checkpoint):
+    server = ServerProcess(trained_checkpoint, env={"NMT_API_KEY": KEY}, threads=2)
+    workers = worker_pids(server.process.pid)
+    assert workers and translate(server).status_code == 200
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 10
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "worker processes outlived the server"
