@@ -7,11 +7,12 @@ checkpoint as plain dicts, so a model can be rebuilt without the command line th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.errors import ConfigError, NmtError
-from nmt.ranges import SEED, check_ranges, within
+from nmt.ranges import SEED, check_ranges, flag_name, within
 
 DATA_ROOT = Path("data")  # where `nmt prepare` puts a recipe's DATA_DIR by default, and `nmt train` looks
 DEFAULT_SAVE_DIR = Path("checkpoints")  # `nmt train --save-dir`'s default, where translate and serve look
@@ -59,13 +60,15 @@ class ModelConfig:
     bos_id: int = 2  # the decoder's first input (MarianMT starts from pad: then bos_id == pad_id)
     eos_id: int = 3
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the flag of the first field out of range."""
-        check_ranges(self)
+    def validate(self, label: Callable[[str], str] = flag_name) -> None:
+        """Raise ConfigError naming the first field out of range by `label(field)` (default: its flag)."""
+        check_ranges(self, label)
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise ConfigError(f"{label('activation')} must be one of {', '.join(ACTIVATIONS)}, got "
+                              f"{self.activation!r}")
         if self.d_model % self.heads != 0:
-            raise ConfigError(f"--d-model ({self.d_model}) must be divisible by --heads ({self.heads})")
+            raise ConfigError(f"{label('d_model')} ({self.d_model}) must be divisible by {label('heads')} "
+                              f"({self.heads})")
 
 
 @dataclass

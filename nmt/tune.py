@@ -20,6 +20,7 @@ from nmt.config import SearchConfig
 from nmt.data.binary import load_manifest
 from nmt.data.text import read_lines
 from nmt.errors import NmtError
+from nmt.ranges import field_range
 from nmt.engines.pytorch import Translator
 
 STYLES = ("gnmt", "length")
@@ -85,13 +86,14 @@ def store_settings(checkpoint: Path, settings: dict) -> None:
 
 
 def parse_grid(lenpens: str, beams: str) -> tuple[list[float], list[int]]:
-    """`nmt tune --lenpen 0.2,0.6 --beam 4,8` as the lists to try, checked: finite penalties, beams of at least 1."""
+    """`nmt tune --lenpen 0.2,0.6 --beam 4,8` as the lists to try, each value in the range `nmt translate` takes."""
     alphas = _number_list(lenpens, float, "--lenpen")
     beam_sizes = _number_list(beams, int, "--beam")
-    if any(b < 1 for b in beam_sizes):
-        raise NmtError("--beam sizes must be at least 1")
-    if any(a != a or a in (float("inf"), float("-inf")) for a in alphas):
-        raise NmtError("--lenpen values must be finite numbers")
+    for option, values, field in (("--lenpen", alphas, "lenpen"), ("--beam", beam_sizes, "beam")):
+        limits = field_range(SearchConfig, field)
+        for value in values:
+            if not limits.holds(value):
+                raise NmtError(f"{option}: each value must be {limits.describe()}, got {value}")
     return alphas, beam_sizes
 
 

@@ -251,6 +251,45 @@ def test_settings_without_an_exact_counterpart_are_refused_by_name(marian, tmp_p
     assert f"{setting} = {value!r}" in message and "no exact nmt counterpart" in message
 
 
+@pytest.mark.parametrize("changes, needles", [
+    ({"encoder_attention_heads": 0, "decoder_attention_heads": 0}, ["encoder_attention_heads = 0", "between 1"]),
+    ({"encoder_attention_heads": -2, "decoder_attention_heads": -2}, ["encoder_attention_heads = -2"]),
+    ({"d_model": 512}, ["d_model = 512", "the weights are 32 wide"]),
+    ({"d_model": 8192, "encoder_layers": 12, "decoder_layers": 12}, ["d_model = 8192", "32 wide"]),
+    ({"encoder_layers": 3}, ["encoder_layers = 3", "the weights hold 2 encoder layers"]),
+    ({"dropout": "0.1"}, ["dropout is '0.1', not a number"]),
+    ({"dropout": 1.5}, ["dropout = 1.5 is outside what nmt builds", "less than 1"]),
+], ids=["heads-0", "heads-negative", "narrower-weights", "huge-over-narrow-weights", "layers", "dropout-text",
+        "dropout-range"])
+def test_a_config_that_does_not_describe_its_weights_is_named_before_a_model_is_built(marian, tmp_path, changes,
+                                                                                     needles):
+    folder = copy_folder(marian("opus-mt")[0], tmp_path / "variant")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    message = refused(folder, tmp_path)
+    for needle in needles:
+        assert needle in message, message
+    assert "--" not in message  # a config.json key, not an option nobody gave
+
+
+@pytest.mark.parametrize("length_penalty", ["NaN", "1e308", "-Infinity"])
+def test_generation_settings_nmt_cannot_decode_with_are_refused(marian, tmp_path, length_penalty):
+    folder = copy_folder(marian("opus-mt")[0], tmp_path / "variant")
+    generation = {"num_beams": 4, "max_length": 64}
+    (folder / "generation_config.json").write_text(json.dumps(generation)[:-1] + f', "length_penalty": '
+                                                   f'{length_penalty}}}')
+    message = refused(folder, tmp_path)
+    assert "generation_config.json: length_penalty" in message and "between -10 and 10" in message
+
+
+@pytest.mark.parametrize("weight_map", [["model.safetensors"], {"x": "../model.safetensors"}, {"x": 3}])
+def test_a_shard_index_is_read_as_a_table_of_this_folders_files(marian, tmp_path, weight_map):
+    folder = copy_folder(marian("opus-mt")[0], tmp_path / "sharded")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert "model.safetensors.index.json" in refused(folder, tmp_path)
+
+
 def test_missing_tokenizer_files_are_named(marian, tmp_path):
     folder = copy_folder(marian("opus-mt")[0], tmp_path / "no-spm")
     (folder / "source.spm").unlink()

@@ -17,7 +17,6 @@ The conversion is exact or refused, never approximate:
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -28,55 +27,11 @@ from nmt.checkpoint import make_payload, save_checkpoint
 from nmt.config import ModelConfig
 from nmt.errors import NmtError
 from nmt.model.transformer import Transformer, sinusoid_permutation
+from nmt.pretrained.marian_checks import (ACTIVATIONS, check_generation, check_model_config, check_weight_shapes,
+                                          read_json, read_marian_config, shard_files)
 from nmt.vocab import Vocab
 
-ACTIVATIONS = {"swish": "swish", "silu": "swish", "gelu": "gelu", "relu": "relu"}
 SPECIAL_PIECES = ("<pad>", "</s>", "<unk>")
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise NmtError(f"{path}: not found; a MarianMT folder has {what}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise NmtError(f"{path}: not readable JSON ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise NmtError(f"{path}: not a JSON object")
-    return data
-
-
-def read_marian_config(folder: Path) -> dict:
-    """config.json, checked to describe a model the import represents exactly."""
-    if not folder.is_dir():
-        raise NmtError(f"{folder}: no such folder (give the folder `hf download` or save_pretrained wrote)")
-    path = folder / "config.json"
-    config = _read_json(path, "config.json (the model's architecture)")
-    kind = config.get("model_type")
-    if kind != "marian":
-        raise NmtError(f"{path}: model_type {kind!r} is not MarianMT: nmt imports MarianMT (OPUS-MT) models only")
-
-    def refuse(setting: str, why: str):
-        raise NmtError(f"{path}: {setting} = {config.get(setting)!r} has no exact nmt counterpart ({why})")
-
-    for setting in ("normalize_before", "normalize_embedding", "add_final_layer_norm"):
-        if config.get(setting):
-            refuse(setting, "nmt's MarianMT layers are post-norm without extra layer norms")
-    if config.get("static_position_embeddings") is False:
-        refuse("static_position_embeddings", "nmt's positions are sinusoids")
-    if ACTIVATIONS.get(config.get("activation_function", "swish")) is None:
-        refuse("activation_function", f"nmt has {', '.join(sorted(set(ACTIVATIONS)))}")
-    for ours, (encoder, decoder) in {"heads": ("encoder_attention_heads", "decoder_attention_heads"),
-                                     "d_ff": ("encoder_ffn_dim", "decoder_ffn_dim")}.items():
-        if config.get(encoder) != config.get(decoder):
-            refuse(decoder, f"nmt has one {ours} for both stacks, and {encoder} is {config.get(encoder)!r}")
-    for setting in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
-                    "vocab_size", "pad_token_id", "eos_token_id"):
-        if not isinstance(config.get(setting), int) or isinstance(config.get(setting), bool):
-            raise NmtError(f"{path}: {setting} is {config.get(setting)!r}, not a number (damaged?)")
-    if config["d_model"] % 2 or config["d_model"] % config["encoder_attention_heads"]:
-        refuse("d_model", "it must be even and divisible by the number of heads")
-    return config
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -85,8 +40,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     if safetensors_path.is_file() or index_path.is_file():
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-        files = [safetensors_path] if safetensors_path.is_file() else [
-            folder / name for name in sorted(set(_read_json(index_path, "").get("weight_map", {}).values()))]
+        files = [safetensors_path] if safetensors_path.is_file() else shard_files(index_path)
         weights = {}
         for path in files:
             try:
@@ -111,7 +65,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def _table(path: Path) -> list[str]:
     """vocab.json ({piece: id}) as the list of pieces by id; the ids must be 0..n-1."""
-    mapping = _read_json(path, "the tokenizer's vocab.json")
+    mapping = read_json(path, "the tokenizer's vocab.json")
     pieces = [None] * len(mapping)
     for piece, index in mapping.items():
         if not isinstance(index, int) or not 0 <= index < len(mapping) or pieces[index] is not None:
@@ -123,7 +77,7 @@ def _table(path: Path) -> list[str]:
 def read_vocabulary(folder: Path, config: dict) -> Vocab:
     """source.spm, target.spm and vocab.json (and target_vocab.json) as a Vocab over the model's ids."""
     tokenizer_config = folder / "tokenizer_config.json"
-    settings = _read_json(tokenizer_config, "tokenizer_config.json") if tokenizer_config.is_file() else {}
+    settings = read_json(tokenizer_config, "tokenizer_config.json") if tokenizer_config.is_file() else {}
     models = []
     for name in ("source.spm", "target.spm"):
         path = folder / name
@@ -260,7 +214,8 @@ def import_huggingface(folder: Path, output: Path, force: bool = False) -> dict:
     vocab = read_vocabulary(folder, config)
     weights = read_weights(folder)
     shared = bool(config.get("share_encoder_decoder_embeddings", True))
-    ours = model_config(config, vocab, weights)
+    check_weight_shapes(weights, config, folder / "config.json")  # before a model of config.json's size is built
+    ours = check_model_config(model_config(config, vocab, weights), folder / "config.json")
     embedding = weights.get("model.shared.weight" if shared else "model.encoder.embed_tokens.weight")
     if embedding is not None and embedding.shape[0] != len(vocab):
         raise NmtError(f"{folder / 'vocab.json'}: {len(vocab)} pieces, but the weights embed {embedding.shape[0]}: "
@@ -288,17 +243,18 @@ def import_huggingface(folder: Path, output: Path, force: bool = False) -> dict:
 
 def _tokenizer_settings(folder: Path) -> dict:
     path = folder / "tokenizer_config.json"
-    return _read_json(path, "") if path.is_file() else {}
+    return read_json(path, "") if path.is_file() else {}
 
 
 def generation_search(folder: Path, config: dict) -> dict:
     """The model's own beam and length penalty (generation_config.json, else config.json) as search defaults;
     transformers divides by |Y|^alpha, our `length` style."""
     path = folder / "generation_config.json"
-    generation = _read_json(path, "") if path.is_file() else config
+    generation = read_json(path, "") if path.is_file() else config
     beam, alpha = generation.get("num_beams", 1), generation.get("length_penalty", 1.0)
     if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1 or not isinstance(alpha, (int, float)):
         return {}
+    check_generation(beam, alpha, path if path.is_file() else folder / "config.json")
     return {"beam": beam, "lenpen": float(alpha), "lenpen_style": "length",
             "length_style": {"beam": beam, "lenpen": float(alpha)}, "imported_from": path.name if path.is_file()
             else "config.json"}
