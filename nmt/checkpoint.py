@@ -26,6 +26,7 @@ import torch
 
 from nmt.atomic import atomic_write, link_or_copy
 from nmt.config import ConfigError, ModelConfig, from_dict
+from nmt.data.text import check_input_file
 from nmt.errors import NmtError
 from nmt.model.transformer import Transformer, build_model
 from nmt.metrics_log import read_metrics
@@ -159,8 +160,7 @@ def describe_missing_checkpoint(path: Path) -> str:
 def load_vocabulary(path: Path) -> Vocab:
     """The vocabulary `nmt prepare --vocab` names: a SentencePiece model file, or the vocabulary an nmt checkpoint
     carries (an imported model's: both its SentencePiece models and its table of pieces)."""
-    if not path.is_file():
-        raise NmtError(f"--vocab {path}: file not found")
+    check_input_file(path, "--vocab")
     if zipfile.is_zipfile(path):  # torch.save's format: a checkpoint
         return vocab_from_payload(load_checkpoint(path), path)
     try:

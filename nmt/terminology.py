@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from nmt.data.text import normalize, read_text_lines
+from nmt.data.text import check_input_file, normalize, read_text_lines
 from nmt.errors import NmtError
 
 
@@ -50,8 +50,7 @@ class Glossary:
         a bad line is one error naming the file and line."""
         terms: dict[str, str] = {}
         first_line: dict[str, int] = {}
-        if not Path(path).is_file():
-            raise NmtError(f"{path}: no such file")
+        check_input_file(path)
         with open(path, "rb") as stream:
             for number, line in enumerate(read_text_lines(stream, str(path)), start=1):
                 if number == 1:
@@ -89,8 +88,7 @@ class Glossary:
 def read_constraints(path: Path) -> Iterator[list[str]]:
     """A constraints file, a list of phrases per line; an empty term (two tabs together, a tab at an end) is an
     error naming the file and line."""
-    if not Path(path).is_file():
-        raise NmtError(f"{path}: no such file")
+    check_input_file(path)
     with open(path, "rb") as stream:
         for number, line in enumerate(read_text_lines(stream, str(path)), start=1):
             if not line.strip():
@@ -108,8 +106,8 @@ class ConstraintSource:
     aligned with the input as it streams."""
 
     def __init__(self, constraints_file: Path | None, glossary: Glossary | None):
-        if constraints_file is not None and not Path(constraints_file).is_file():
-            raise NmtError(f"{constraints_file}: no such file")  # now, before a model loads
+        if constraints_file is not None:
+            check_input_file(constraints_file)  # now, before a model loads
         self.constraints_file = constraints_file
         self.glossary = glossary
         self._lines = read_constraints(constraints_file) if constraints_file else None

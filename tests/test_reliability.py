@@ -485,3 +485,28 @@ def test_a_constraint_too_long_for_any_beam_is_named_before_decoding(trained_che
                      input="blue cat\nred dog\n", check=False)
     one_line_error(result, "c.tsv:2", "constraints of 3000 pieces", "at most 128")
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("options", [["translate", "--glossary", "FOLDER"], ["translate", "--constraints", "FOLDER"],
+                                     ["score", "--ref", "FILE", "--terms", "FOLDER", "--source", "FILE"],
+                                     ["logprob", "--source", "FOLDER", "--target", "FILE"],
+                                     ["prepare", "custom", "--src", "a", "--tgt", "b", "--train", "x", "--valid", "y",
+                                      "--vocab", "FOLDER"]])
+def test_a_folder_where_a_file_belongs_is_named_as_one(trained_checkpoint, tmp_path, options):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("red dog\n")
+    args = [{"FOLDER": str(tmp_path / "folder"), "FILE": str(tmp_path / "file.txt")}.get(a, a) for a in options]
+    if args[0] in ("translate", "logprob"):
+        args += ["--checkpoint", str(trained_checkpoint)]
+    result = run_nmt(*args, input="red dog\n", check=False)
+    one_line_error(result, f"{tmp_path / 'folder'}: Is a directory")
+
+
+def test_process_substitution_works_for_every_file_a_translation_reads(trained_checkpoint, tmp_path):
+    """bash's `<(...)` hands a pipe (/dev/fd/63): read once, it is as good as a file."""
+    script = (f"printf 'red dog\\nblue cat\\n' | {sys.executable} -m nmt translate --checkpoint {trained_checkpoint} "
+              "--glossary <(printf 'red\\tred\\n') --constraints <(printf 'dog\\n\\n') --prefix-file <(printf 'red\\n\\n')")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2 and "dog" in result.stdout.splitlines()[0]

@@ -33,7 +33,7 @@ from nmt.data.sources import Progress, Source
 from nmt.data.stamps import file_fingerprint
 from nmt.data.step_runner import Log, StepRunner
 from nmt.data.prepare_options import PrepareOptions
-from nmt.data.text import CleaningOptions
+from nmt.data.text import CleaningOptions, check_input_file
 from nmt.data.vocabulary_steps import vocabulary_step
 from nmt.errors import NmtError
 from nmt.vocab import Vocab
@@ -80,8 +80,7 @@ def prepare_corpus(out_dir: Path, src: str, tgt: str, split_paths: dict[str, tup
     options = options.resolved(8000, CleaningOptions())
     for paths in split_paths.values():
         for path in paths:
-            if not Path(path).is_file():
-                raise NmtError(f"{path}: file not found")
+            check_input_file(path)
     splits = {split: [Corpus(split, Source(str(Path(s).resolve())), Source(str(Path(t).resolve())))]
               for split, (s, t) in split_paths.items()}
     # Your own files are fingerprinted by size and modification time: an edited file is prepared again.

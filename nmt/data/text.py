@@ -16,10 +16,20 @@ from nmt.errors import NmtError
 from nmt.ranges import within
 
 
-def open_bytes(path: Path):
+def check_input_file(path: Path | str, option: str = "") -> Path:
+    """PATH as a file to read, or one line naming what it is instead: a folder, or nothing. A pipe counts as a file
+    (bash's `<(...)` gives /dev/fd/63, read once from start to end)."""
     path = Path(path)
-    if not path.is_file():
-        raise NmtError(f"{path}: file not found")
+    label = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise NmtError(f"{label}: Is a directory (a file was expected)")
+    if not path.exists():
+        raise NmtError(f"{label}: file not found")
+    return path
+
+
+def open_bytes(path: Path):
+    path = check_input_file(path)
     try:
         return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as error:
