@@ -22,14 +22,20 @@ from nmt.errors import NmtError
 
 
 def check_output_file(path: Path, what: str = "--output") -> Path:
-    """Refuse, before any work is done, an output path that cannot become a file: a folder, a path in a folder that
-    does not exist, a path with no file name."""
+    """Refuse, before any work is done, an output path that cannot become a file: a folder, a path under a file.
+    Missing folders on the way are fine: they are made when the file is written (as `mkdir -p` would)."""
     path = Path(path)
     if path.is_dir():
         raise NmtError(f"{what} {path}: is a folder; name a file to write")
-    if not path.parent.is_dir():
-        raise NmtError(f"{what} {path}: the folder {path.parent} does not exist")
+    check_parent(path, what)
     return path
+
+
+def check_parent(path: Path, what: str = "") -> None:
+    """Refuse a path whose nearest existing ancestor is not a folder (a file, a device): nothing can be made there."""
+    ancestor = next(folder for folder in Path(os.path.abspath(path)).parents if folder.exists())
+    if not ancestor.is_dir():
+        raise NmtError(f"{what + ' ' if what else ''}{path}: {ancestor} is a file, not a folder")
 
 
 def is_special(path: Path) -> bool:
@@ -63,6 +69,7 @@ def atomic_write(path: Path, mode: str = "w", *, encoding: str | None = "utf-8",
     if target.is_dir():
         raise NmtError(f"{path}: is a folder; name a file to write")
     tmp = temporary_name(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     handle = None
     try:
         handle = open(tmp, mode, **kwargs)
@@ -126,6 +133,7 @@ def atomic_directory(out_dir: Path) -> Iterator[Path]:
     partial = temporary_name(out_dir, "partial")
     old = temporary_name(out_dir, "old")
     shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()
     try:
         yield partial

@@ -140,15 +140,18 @@ def _read_payload(path: Path, mmap: bool = False) -> dict:
     return payload
 
 
-def describe_missing_checkpoint(path: Path) -> str:
-    """Why `path` is not a checkpoint file, and what to give instead: a folder names the files it holds."""
+def describe_missing_checkpoint(path: Path, takes_engine: bool = True) -> str:
+    """Why `path` is not a checkpoint file, and what to give instead: a folder names the files it holds.
+    TAKES_ENGINE: the command has --engine (translate, serve), so a CTranslate2 folder is one option away."""
     path = Path(path)
     if not path.exists():
         return f"{path}: checkpoint not found"
     if not path.is_dir():
         return f"{path}: not a regular file, so not a checkpoint"
     if (path / "model.bin").is_file():
-        return f"{path} is a CTranslate2 model folder: add --engine ctranslate2 to decode with it"
+        return (f"{path} is a CTranslate2 model folder: add --engine ctranslate2 to decode with it" if takes_engine
+                else f"{path} is a CTranslate2 model folder; this command reads nmt checkpoints (.pt): give the "
+                     "checkpoint it was exported from")
     held = [name for name in ("averaged.pt", "checkpoint_best.pt", "checkpoint_last.pt") if (path / name).is_file()]
     held += [p.name for _, p in reversed(interval_checkpoints(path))][: max(0, 3 - len(held))]
     if held:

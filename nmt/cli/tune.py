@@ -40,7 +40,7 @@ def tune_command(
         return
     if not checkpoint.is_file():
         from nmt.checkpoint import describe_missing_checkpoint
-        raise NmtError(describe_missing_checkpoint(checkpoint))
+        raise NmtError(describe_missing_checkpoint(checkpoint, takes_engine=False))
     table = Table("beam", "style", "lenpen", "valid BLEU", "BP", title=f"search settings on {data_dir}'s valid split")
     with counted_progress("tune") as progress:
         task = progress.add_task("tune", total=len(alphas) * len(beams) * 2)

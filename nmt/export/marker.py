@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from nmt.atomic import write_json
+from nmt.atomic import check_parent, write_json
 from nmt.errors import NmtError
 
 MARKER = "nmt.json"
@@ -36,9 +36,9 @@ def check_export_folder(checkpoint: Path, out_dir: Path, force: bool) -> None:
     """Refuse, before any work, an OUT_DIR that the export must not write or replace."""
     out_dir = Path(out_dir)
     if not Path(checkpoint).is_file():
-        raise NmtError(f"{checkpoint}: checkpoint not found")
-    if not Path(os.path.abspath(out_dir)).parent.is_dir():
-        raise NmtError(f"{out_dir}: the folder {Path(os.path.abspath(out_dir)).parent} does not exist")
+        from nmt.checkpoint import describe_missing_checkpoint
+        raise NmtError(describe_missing_checkpoint(checkpoint, takes_engine=False))
+    check_parent(out_dir)
     if not out_dir.exists() and not out_dir.is_symlink():
         return
     if not out_dir.is_dir():
