@@ -38,6 +38,14 @@ def check_parent(path: Path, what: str = "") -> None:
         raise NmtError(f"{what + ' ' if what else ''}{path}: {ancestor} is a file, not a folder")
 
 
+def readable_by_all(path: Path) -> None:
+    """Give PATH the mode a file written with open() gets (0666 less the umask), where a library chose a narrower
+    one."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def is_special(path: Path) -> bool:
     """True for what exists and is neither a regular file nor a folder: a device, a FIFO, a socket."""
     try:

@@ -155,6 +155,9 @@ def test_the_pipeline_translates_as_nmt_translate(parent, exported):
     assert translated == ours.stdout.strip()
     card = (exported / "README.md").read_text()
     assert "pipeline_tag: translation" in card and "AutoModelForSeq2SeqLM" in card
+    assert "pypi.org" not in card  # the `nmt` on PyPI is another project
+    modes = {path.name: path.stat().st_mode & 0o777 for path in exported.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # model.safetensors as readable as the files beside it
 
 
 def test_what_marianmt_cannot_hold_and_what_is_not_a_model_are_refused(parent, tmp_path):

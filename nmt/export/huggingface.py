@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from nmt.atomic import atomic_directory, write_bytes, write_text
+from nmt import __version__
+from nmt.atomic import atomic_directory, readable_by_all, write_bytes, write_text
 from nmt.checkpoint import load_model, search_defaults
 from nmt.errors import NmtError
 from nmt.export.marker import check_export_folder, write_export_marker
@@ -171,6 +172,7 @@ def export_huggingface(checkpoint: Path, out_dir: Path, force: bool = False) -> 
     src, tgt = payload.get("src"), payload.get("tgt")
     with atomic_directory(out_dir) as partial:
         hf_model.save_pretrained(partial, safe_serialization=True)
+        readable_by_all(partial / "model.safetensors")  # safetensors writes it 0600, unlike every other file
         with tempfile.TemporaryDirectory() as scratch:
             write_tokenizer_files(vocab, Path(scratch))
             tokenizer = transformers.MarianTokenizer(
@@ -225,8 +227,8 @@ def model_card(model: Transformer, payload: dict, checkpoint: Path, generation: 
              "library_name: transformers\npipeline_tag: translation\ntags:\n- marian\n- nmt\n---\n\n"
     return header + f"""# {src}-{tgt} Transformer, trained with nmt
 
-A Transformer (Vaswani et al., 2017) trained with [nmt](https://pypi.org/project/nmt/) and exported to the MarianMT
-architecture: {config.encoder_layers} encoder and {config.decoder_layers} decoder layers, d_model {config.d_model},
+A Transformer (Vaswani et al., 2017) trained with nmt {__version__}, a command-line toolkit for it (`nmt.json` in
+this folder names the checkpoint), and exported to the MarianMT architecture: {config.encoder_layers} encoder and {config.decoder_layers} decoder layers, d_model {config.d_model},
 d_ff {config.d_ff}, {config.heads} heads, {config.activation} activation, post-norm, sinusoidal positions,
 {vocabulary}; {count_parameters(model):,} parameters; {trained}.
 {score}
