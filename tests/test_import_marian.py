@@ -138,6 +138,30 @@ def test_a_multilingual_model_needs_its_target_language(marian):
     assert french.stdout == marked.stdout != german.stdout
 
 
+def test_a_multilingual_model_is_served_with_a_message_a_client_can_act_on(marian):
+    """Without a language for all, a text without its >>xx<< token gets a 400 saying to add one; with
+    `nmt serve --target-language`, LibreTranslate's clients get translations."""
+    httpx = pytest.importorskip("httpx")
+    from test_serve import ServerProcess
+    _, checkpoint = marian("multilingual")
+    server = ServerProcess(checkpoint, "--beam", "1")
+    try:
+        refused = httpx.post(server.url + "/v1/translate", json={"text": "A dog runs."}, timeout=60)
+        marked = httpx.post(server.url + "/v1/translate", json={"text": ">>fra<< A dog runs."}, timeout=60)
+    finally:
+        server.stop()
+    assert refused.status_code == 400 and "start each text with" in refused.json()["error"]
+    assert ">>deu<<" in refused.json()["error"]
+    assert marked.status_code == 200
+    french = ServerProcess(checkpoint, "--beam", "1", "--target-language", "fra")
+    try:
+        answer = httpx.post(french.url + "/v1/translate", json={"text": "A dog runs."}, timeout=60)
+    finally:
+        french.stop()
+    assert answer.status_code == 200 and answer.json()["translations"][0]["text"] == \
+        marked.json()["translations"][0]["text"]
+
+
 @pytest.mark.parametrize("variant", ["opus-mt", "separate-vocabs", "unscaled"])
 def test_an_imported_model_exports_back_to_the_weights_it_came_from(marian, variant, tmp_path):
     from safetensors.torch import load_file

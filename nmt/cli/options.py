@@ -68,6 +68,10 @@ MinLen = Annotated[int, config_number(SearchConfig, "min_len", "Minimum output l
 NoRepeatNgramSize = Annotated[int, config_number(
     SearchConfig, "no_repeat_ngram_size", "Never repeat an n-gram of this many pieces within an output (0: off).")]
 
+TargetLanguage = Annotated[Optional[str], typer.Option(
+    help="For a multilingual model (imported OPUS-MT ones with >>xx<< tokens): the output language, e.g. deu; its "
+         "token starts every source text (without it, each text must start with one).")]
+
 # --- files -----------------------------------------------------------------------------------------------------------
 Output = Annotated[Optional[Path], typer.Option(help="Write the results here instead of stdout.")]
 ExportCheckpoint = Annotated[Path, typer.Argument(help="An nmt checkpoint (e.g. checkpoints/averaged.pt).")]

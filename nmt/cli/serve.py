@@ -9,8 +9,8 @@ import typer
 
 from nmt.cli.app import command, dry_run, print_search_notes, set_threads
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
-                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch, Threads,
-                             config_number)
+                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch,
+                             TargetLanguage, Threads, config_number)
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
 from nmt.serve.config import ServeConfig
@@ -62,7 +62,7 @@ def serve_command(
         "--log-requests", help="Log query strings and request text (off: method, path, status and time only).")]
     = False,
     quantize: Quantize = "none", precision: DecodingPrecision = "fp32", device: Device = None,
-    threads: Threads = None, glossary: Glossary = None,
+    threads: Threads = None, glossary: Glossary = None, target_language: TargetLanguage = None,
 ) -> None:
     """Serve a model over HTTP: a page to try it at /, the JSON API at /v1/translate, LibreTranslate's API at
     /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches.
@@ -102,4 +102,4 @@ def serve_command(
         return
     print_search_notes(resolved, "serving", " unless a request says otherwise")
     serve(EngineSpec(engine, checkpoints or [default_checkpoint()], search, device, max_tokens, quantize, threads,
-                     precision), config)
+                     precision, target_language), config)

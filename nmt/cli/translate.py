@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from nmt.cli.app import (
-    command,
-    console,
-    dry_run,
-    print_search_notes,
-    set_threads,
-    stdin,
-)
-from nmt.cli.options import (
-    Beam,
-    Checkpoints,
-    DecodingPrecision,
-    Device,
-    Engine,
-    Glossary,
-    Lenpen,
-    LenpenStyle,
-    MaxLenA,
-    MaxLenB,
-    MinLen,
-    NoRepeatNgramSize,
-    Output,
-    Quantize,
-    SourceTokensPerBatch,
-    Threads,
-    config_number,
-    number,
-)
+from nmt.cli.app import command, console, dry_run, print_search_notes, set_threads, stdin
+from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
+                             MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Output, Quantize, SourceTokensPerBatch,
+                             TargetLanguage, Threads, config_number, number)
 from nmt.config import SearchConfig, default_checkpoint
 from nmt.errors import NmtError
 from nmt.ranges import Range
@@ -43,14 +19,14 @@ from nmt.ranges import Range
 @command("translate")
 def translate_command(
     checkpoint: Checkpoints = None,
-    more_checkpoints: Annotated[list[Path] | None, typer.Argument(
+    more_checkpoints: Annotated[Optional[list[Path]], typer.Argument(
         metavar="CHECKPOINT", help="More ensemble members (as in `--checkpoint a.pt b.pt`).",
         show_default=False)] = None,
     ensemble_combine: Annotated[str, typer.Option(
         help="How an ensemble combines its models at each step: logprob (the mean of their log-probabilities, "
              "Marian's log-linear ensemble) or prob (the log of the mean of their probabilities, fairseq's).")]
     = "logprob",
-    input: Annotated[Path | None, typer.Option(help="Read lines from this file instead of stdin.")] = None,
+    input: Annotated[Optional[Path], typer.Option(help="Read lines from this file instead of stdin.")] = None,
     output: Output = None,
     beam: Beam = None, lenpen: Lenpen = None, lenpen_style: LenpenStyle = None,
     max_len_a: MaxLenA = 1.0, max_len_b: MaxLenB = 50, min_len: MinLen = 1,
@@ -67,9 +43,9 @@ def translate_command(
                                                 "Sampling: divide log-probabilities by this.")] = 1.0,
     seed: Annotated[int, config_number(SearchConfig, "seed",
                                        "Sampling: random seed (same seed, same input: same output).")] = 1,
-    prefix_file: Annotated[Path | None, typer.Option(
+    prefix_file: Annotated[Optional[Path], typer.Option(
         help="Forced target prefixes, a line per input line (an empty line: none).")] = None,
-    constraints: Annotated[Path | None, typer.Option(
+    constraints: Annotated[Optional[Path], typer.Option(
         help="Target phrases each output must contain, a line per input line, phrases separated by tabs (an empty "
              "line: none). Constrained beam search with dynamic beam allocation; see docs/translation.md.")] = None,
     glossary: Glossary = None,
@@ -77,17 +53,15 @@ def translate_command(
         "--print-alignment", help="Append ` ||| SRC-TGT ...` hard alignments of pieces, from the attention.")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per line: translation, score, tokens, alignment (and nbest).")] = False,
-    attention_plot: Annotated[Path | None, typer.Option(
+    attention_plot: Annotated[Optional[Path], typer.Option(
         help="Write a PNG of each sentence's encoder-decoder attention into this folder (needs matplotlib).")] = None,
     quantize: Quantize = "none", precision: DecodingPrecision = "fp32", engine: Engine = "torch",
     max_tokens: SourceTokensPerBatch = 6000,
-    buffer_size: Annotated[int | None, number(
+    buffer_size: Annotated[Optional[int], number(
         "Lines read before translating (sorted by length inside). Default: 1000, or 1 on a terminal.",
         Range(1, 10**7))] = None,
     device: Device = None, threads: Threads = None,
-    target_language: Annotated[str | None, typer.Option(
-        help="For a multilingual model (imported OPUS-MT ones with >>xx<< tokens): the output language, e.g. deu; "
-             "its token starts every source line.")] = None,
+    target_language: TargetLanguage = None,
     text_format: Annotated[str, typer.Option(
         "--format", help="text: a line in, a line out. html: the whole input is one HTML document (line breaks "
                          "mean nothing in HTML); its text is translated sentence by sentence, inline markup is "
@@ -99,12 +73,7 @@ def translate_command(
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
     from nmt.atomic import check_output_file
-    from nmt.engines.spec import (
-        EngineSpec,
-        check_engine_options,
-        load_engine,
-        resolve_search,
-    )
+    from nmt.engines.spec import EngineSpec, check_engine_options, load_engine, resolve_search
     from nmt.output_formats import OutputFormat
 
     set_threads(threads)

@@ -78,9 +78,10 @@ class TargetLanguage:
             for text in texts:
                 if not (text.startswith(">>") and text[:text.find("<<") + 2] in self.tokens):
                     codes = ", ".join(sorted(t[2:-2] for t in self.tokens)[:6])
-                    raise NmtError(f"this model is multilingual: choose the output language with --target-language "
-                                   f"(one of {codes}{', ...' if len(self.tokens) > 6 else ''}), or start each line "
-                                   f"with its token, e.g. >>{sorted(self.tokens)[0][2:-2]}<<")
+                    raise NmtError(f"this model is multilingual: start each text with its output language's "
+                                   f"token, e.g. >>{sorted(self.tokens)[0][2:-2]}<< (one of {codes}"
+                                   f"{', ...' if len(self.tokens) > 6 else ''}), or give one language for all "
+                                   "(--target-language of nmt translate and nmt serve)")
         return texts
 
 
