@@ -74,3 +74,17 @@ def test_workers_die_with_a_server_killed_outright(trained_checkpoint):
     while any(map(alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(map(alive, workers)), "worker processes outlived the server"
+
+
+def test_a_port_in_use_is_named_before_the_model_loads(trained_checkpoint):
+    import socket
+
+    from conftest import run_nmt
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_nmt("serve", "--checkpoint", str(trained_checkpoint), "--port", str(port), check=False)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot listen on 127.0.0.1:") and "--port" in lines[0]
