@@ -26,6 +26,7 @@ RUN=${RUN:-runs/wmt14-en-de-$MODEL}
 GPUS=${GPUS:-8}
 MAX_TOKENS=${MAX_TOKENS:-3200}
 UPDATE_FREQ=${UPDATE_FREQ:-1}
+mkdir -p "$RUN"  # score.json is written into it by the shell, also in a dry run
 
 # Download (checksummed, resumable; or --mirror DIR_OR_URL), clean, learn a 37k joint BPE, binarize.
 nmt prepare wmt14-en-de --out "$DATA"

@@ -137,6 +137,8 @@ def dry_run(command_name: str, facts: dict | None = None, check=None) -> bool:
         return False
     if check is not None:
         check()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every process checks; the first one says so
+        return True
     console.print(f"dry run: nmt {command_name}: options are valid", highlight=False)
     for key, value in (facts or {}).items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
