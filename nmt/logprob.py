@@ -59,7 +59,7 @@ class ForcedScorer:
         self.max_source_tokens = min(max_source_tokens, config.max_positions) if config.learned_positions \
             else max_source_tokens
         self.max_target_tokens = config.max_positions if config.learned_positions else None
-        self.truncated = 0
+        self.truncated_lines: list[int] = []  # pairs (numbered as in `score`'s first_line) whose source was cut
 
     def score(self, sources: list[str], targets: list[str], first_line: int = 1) -> list[PairScore]:
         """Scores of each pair, in order. `first_line` numbers the pairs in error messages."""
@@ -78,10 +78,10 @@ class ForcedScorer:
                 raise NmtError(f"line {line}: the target has {len(ids) + 1} pieces (end-of-sentence included), more "
                                f"than the model's {self.max_target_tokens} learned positions")
         sources_eos = []
-        for ids in source_ids:
+        for offset, ids in enumerate(source_ids):
             if len(ids) >= self.max_source_tokens:
                 ids = ids[: self.max_source_tokens - 1]
-                self.truncated += 1
+                self.truncated_lines.append(first_line + offset)
             sources_eos.append(np.asarray(ids + [self.eos], dtype=np.int64))
         targets_eos = [np.asarray(ids + [self.eos], dtype=np.int64) for ids in target_ids]
         plan = make_batches(np.array([len(s) for s in sources_eos]), np.array([len(t) for t in targets_eos]),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from nmt.atomic import atomic_write
 from nmt.data.text import read_text_lines
@@ -18,9 +19,6 @@ from nmt.engines.base import Engine, Translation
 from nmt.errors import NmtError
 from nmt.output_formats import OutputFormat
 from nmt.terminology import ConstraintError, ConstraintSource
-
-if TYPE_CHECKING:
-    from nmt.documents.engine import DocumentEngine
 
 
 def translate_stream(engine: Engine, lines: Iterable[str], window: int = 1000, prefixes: Iterable[str] | None = None,
@@ -61,13 +59,23 @@ def translate_stream(engine: Engine, lines: Iterable[str], window: int = 1000, p
         yield from flush()
 
 
+@dataclass
+class RunNotes:
+    """What a run did that its user should hear of: inputs (numbered from 0) translated in parts, and inputs cut at
+    the model's limit, their ends untranslated."""
+
+    cut_inputs: list[int] = field(default_factory=list)
+    truncated_inputs: list[int] = field(default_factory=list)
+
+
 def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
                    window: int | None = None, prefix_file: Path | None = None,
-                   constraints: ConstraintSource | None = None) -> None:
+                   constraints: ConstraintSource | None = None) -> list[int]:
     """Translate the lines of `source` (a file, or a binary stream such as stdin) into `output` (stdout for None),
     `window` lines at a time (default: 1000, or 1 on a terminal), each with its forced prefix (a line of
     `prefix_file`) and its constraints. A file appears whole once every line is translated, or not at all; stdout
-    streams, flushed after each window."""
+    streams, flushed after each window. Returns the lines (from 0) cut at the model's limit."""
+    truncated = []
     with contextlib.ExitStack() as files:
         stream = files.enter_context(open(source, "rb")) if isinstance(source, Path) else source
         window = window or (1 if stream.isatty() else 1000)
@@ -79,6 +87,8 @@ def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None,
         prefixes = read_text_lines(prefix_stream, str(prefix_file)) if prefix_stream else None
         for index, translations in enumerate(translate_stream(engine, lines, window, prefixes, constraints)):
             sink.write(output_format.format(index, translations))
+            if translations[0].truncated:
+                truncated.append(index)
             if output_format.attention_plot is not None and translations[0].attention is not None:
                 from nmt.plot import plot_attention
                 plot_attention(translations[0], output_format.attention_plot / f"line-{index + 1:06d}.png",
@@ -86,6 +96,7 @@ def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None,
             if index % window == window - 1 or window == 1:
                 sink.flush()
         sink.flush()
+    return truncated
 
 
 def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | None) -> None:
@@ -110,18 +121,20 @@ def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | N
 def translate_input(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
                     text_format: str = "text", split_sentences: bool = False, window: int | None = None,
                     prefix_file: Path | None = None,
-                    constraints: ConstraintSource | None = None) -> DocumentEngine | None:
+                    constraints: ConstraintSource | None = None) -> RunNotes:
     """`nmt translate`'s whole run: lines through `engine` (each line split into its sentences with
-    `split_sentences`), or with text_format "html" the whole input as one document. Returns the DocumentEngine
-    used (its `cut_inputs` name the inputs translated in parts), or None for plain lines."""
+    `split_sentences`), or with text_format "html" the whole input as one document."""
     documents = None
     if text_format == "html" or split_sentences:
         from nmt.documents.engine import DocumentEngine
 
         documents = DocumentEngine(engine, text_format,
                                    glossary=constraints.glossary if constraints is not None else None)
+    notes = RunNotes()
     if text_format == "html":
         translate_document(documents, source, output)
     else:
-        translate_file(documents or engine, source, output, output_format, window, prefix_file, constraints)
-    return documents
+        notes.truncated_inputs = translate_file(documents or engine, source, output, output_format, window,
+                                                prefix_file, constraints)
+    notes.cut_inputs = documents.cut_inputs if documents is not None else []
+    return notes

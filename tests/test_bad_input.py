@@ -23,7 +23,16 @@ def test_a_100k_character_line_is_cut_with_a_warning_and_keeps_its_place(trained
     result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), input=f"a cat\n{LONG}\nthe dog\n")
     lines = result.stdout.split("\n")
     assert len(lines) == 4 and lines[0] and lines[1] and lines[2] and lines[3] == ""
-    assert "1 input lines were longer than 1024 pieces and were cut" in result.stderr
+    assert "warning: line 2: longer than the model takes (1024 pieces); only the start of each" in result.stderr
+
+
+def test_every_line_cut_at_the_models_limit_is_named(trained_checkpoint):
+    """Named whatever the order decoding took them in (sorted by length) and across windows."""
+    lines = ["a cat", LONG, "the dog", "a", LONG, LONG]
+    result = run_nmt("translate", "--checkpoint", str(trained_checkpoint), "--buffer-size", "4",
+                     input="".join(f"{line}\n" for line in lines))
+    assert result.stdout.count("\n") == 6
+    assert "warning: lines 2, 5, 6: longer than the model takes" in result.stderr
 
 
 def test_a_100k_character_training_pair_is_dropped_and_counted(tmp_path):
@@ -74,3 +83,11 @@ def test_devices_threads_and_output_folders_that_do_not_exist(trained_checkpoint
     if not torch.cuda.is_available():
         one_line_error(run_nmt("train", str(copy_data), "--arch", "transformer_tiny", "--save-dir",
                                str(tmp_path / "run"), "--device", "cuda", check=False), "no CUDA GPU")
+
+
+def test_nmt_logprob_names_the_pairs_whose_source_it_cut(trained_checkpoint):
+    pairs = [("a cat", "a cat"), (LONG, "red dog"), ("the dog", "the dog")]
+    result = run_nmt("logprob", "--checkpoint", str(trained_checkpoint),
+                     input="".join(f"{s}\t{t}\n" for s, t in pairs))
+    assert result.stdout.count("\n") == 3
+    assert "warning: line 2: the source is longer than the model takes (1024 pieces)" in result.stderr

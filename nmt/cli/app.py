@@ -172,6 +172,12 @@ def print_search_notes(resolved: ResolvedSearch, doing: str, unless: str) -> Non
                       f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)
 
 
+def line_numbers(positions: list[int]) -> str:
+    """`line 3`, `lines 3, 7` (numbered from 1), the first 20 named."""
+    shown = ", ".join(str(i + 1) for i in positions[:20]) + (", ..." if len(positions) > 20 else "")
+    return f"line{'s' * (len(positions) > 1)} {shown}" + (f" ({len(positions)} in all)" if len(positions) > 20 else "")
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nmt {__version__}")

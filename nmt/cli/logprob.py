@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.cli.app import command, console, dry_run, set_threads, stdin
+from nmt.cli.app import command, console, dry_run, line_numbers, set_threads, stdin
 from nmt.cli.options import Checkpoint, DecodingPrecision, Device, Output, Threads, number
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
@@ -56,6 +56,7 @@ def logprob_command(
         sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
         for result in scorer.score_stream(pairs if pairs is not None else read_tsv_pairs(stdin())):
             sink.write(format_pair_score(result, as_json, word_scores))
-    if scorer.truncated:
-        console.print(f"[yellow]warning:[/] {scorer.truncated} sources were longer than {scorer.max_source_tokens} "
-                      "pieces and were cut")
+    if scorer.truncated_lines:
+        console.print(f"[yellow]warning:[/] {line_numbers([n - 1 for n in scorer.truncated_lines])}: the source "
+                      f"is longer than the model takes ({scorer.max_source_tokens} pieces) and was cut before "
+                      "scoring", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nmt.cli.app import command, console, dry_run, print_search_notes, set_threads, stdin
+from nmt.cli.app import command, console, dry_run, line_numbers, print_search_notes, set_threads, stdin
 from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
                              MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Output, Quantize, SourceTokensPerBatch,
                              TargetLanguage, Threads, config_number, number)
@@ -116,18 +116,17 @@ def translate_command(
                                         target_language, record_attention, ensemble_combine))
     from nmt.translate import translate_input
 
-    documents = translate_input(translator, input or stdin(), output,
-                                OutputFormat(nbest, as_json, print_alignment, attention_plot), text_format,
-                                split_sentences, buffer_size, prefix_file, constraint_source)
-    print_notes(translator, documents.cut_inputs if documents else [], text_format, search.beam)
+    notes = translate_input(translator, input or stdin(), output,
+                            OutputFormat(nbest, as_json, print_alignment, attention_plot), text_format,
+                            split_sentences, buffer_size, prefix_file, constraint_source)
+    print_notes(translator, notes, text_format, search.beam)
 
 
-def print_notes(translator, cut_inputs: list[int], text_format: str, beam: int) -> None:
-    """What the run did beyond the options: grown beams, lines cut at the model's limit or translated in parts."""
-    if cut_inputs:
-        where = "the document" if text_format == "html" else "line" + ("s" if len(cut_inputs) > 1 else "")
-        if text_format != "html":
-            where += " " + ", ".join(str(i + 1) for i in cut_inputs[:20]) + (", ..." if len(cut_inputs) > 20 else "")
+def print_notes(translator, notes, text_format: str, beam: int) -> None:
+    """What the run did beyond the options (nmt.translate.RunNotes): grown beams, lines cut at the model's limit or
+    translated in parts, each named."""
+    if notes.cut_inputs:
+        where = "the document" if text_format == "html" else f"{line_numbers(notes.cut_inputs)}"
         console.print(f"[yellow]note:[/] sentences longer than the model takes ({translator.max_source_tokens} "
                       f"pieces) were translated in parts, cut at clause marks, in {where}", highlight=False,
                       soft_wrap=True)
@@ -135,9 +134,11 @@ def print_notes(translator, cut_inputs: list[int], text_format: str, beam: int) 
         console.print(f"[cyan]note:[/] lines with more constraint pieces than --beam {beam} allows decoded "
                       f"with a beam of up to {translator.grown_beam} (constraint pieces + 1, for dynamic beam "
                       "allocation)", highlight=False, soft_wrap=True)
-    if translator.truncated:
-        console.print(f"[yellow]warning:[/] {translator.truncated} input lines were longer than "
-                      f"{translator.max_source_tokens} pieces and were cut")
+    if notes.truncated_inputs:
+        console.print(f"[yellow]warning:[/] {line_numbers(notes.truncated_inputs)}: longer than the model takes "
+                      f"({translator.max_source_tokens} pieces); only the start of each was translated "
+                      "(--split-sentences translates such lines sentence by sentence)", highlight=False,
+                      soft_wrap=True)
 
 def check_document_options(text_format: str, *, nbest: int, as_json: bool, print_alignment: bool,
                            attention_plot: Path | None, prefix_file: Path | None, constraints: Path | None) -> None:

@@ -28,6 +28,7 @@ class Translation:
     sentences: list["Translation"] | None = None
     source: str | None = None  # the source sentence, for each of `sentences`
     cut: int = 0  # sentences of the text too long for the model, translated in parts
+    truncated: bool = False  # the source was longer than the model takes: its end was cut off, untranslated
 
 
 class Engine(Protocol):
@@ -96,6 +97,14 @@ class EncodedLines:
     todo: list[int]
     ids: list[list[int]]
     truncated: int
+    cut_lines: list[int] = field(default_factory=list)  # positions in `texts` of the lines cut
+
+    def mark_truncated(self, results: list[list[Translation]]) -> list[list[Translation]]:
+        """RESULTS with the translations of the lines that were cut marked as such."""
+        for position in self.cut_lines:
+            for translation in results[position]:
+                translation.truncated = True
+        return results
 
 
 def encode_lines(lines: list[str], vocab: Vocab, language: TargetLanguage, max_source_tokens: int) -> EncodedLines:
@@ -105,10 +114,10 @@ def encode_lines(lines: list[str], vocab: Vocab, language: TargetLanguage, max_s
     todo = [i for i, text in enumerate(texts) if text]
     if not todo:
         return EncodedLines(results, texts, todo, [], 0)
-    ids, truncated = [], 0
-    for line_ids in vocab.encode_source(language.mark([texts[i] for i in todo])):
+    ids, cut_lines = [], []
+    for position, line_ids in zip(todo, vocab.encode_source(language.mark([texts[i] for i in todo]))):
         if len(line_ids) >= max_source_tokens:  # room for the eos after it
             line_ids = line_ids[: max_source_tokens - 1]
-            truncated += 1
+            cut_lines.append(position)
         ids.append(line_ids)
-    return EncodedLines(results, texts, todo, ids, truncated)
+    return EncodedLines(results, texts, todo, ids, len(cut_lines), cut_lines)

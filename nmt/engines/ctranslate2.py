@@ -92,7 +92,7 @@ class CTranslate2Translator:
             results[index] = [Translation(self.vocab.target.processor.decode_pieces(tokens), float(score),
                                           list(tokens), source)
                               for tokens, score in zip(output.hypotheses, output.scores)]
-        return results
+        return encoded.mark_truncated(results)
 
     def constraint_pieces(self, phrases: list[str], search: SearchConfig, prefix_length: int = 0,
                           index: int = 0) -> list[list[int]]:

@@ -161,7 +161,7 @@ class Translator:
                 for position, hyps in zip(batch_indices, hypotheses):
                     source_ids = sources[position][:-1].tolist()
                     results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
-        return results
+        return encoded.mark_truncated(results)
 
     def _search(self, src_tokens, search: SearchConfig, prefixes, constrained, record_attention: bool):
         with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
