@@ -108,11 +108,12 @@ def test_translate_uses_the_tuned_settings_unless_an_option_overrides_them(tuned
     save_checkpoint(payload, tmp_path / "m.pt")
     line = "red dog runs with a ball\n"
     default = run_nmt("translate", "--checkpoint", str(tmp_path / "m.pt"), "--nbest", "2", input=line)
-    assert "search settings `nmt tune` stored: beam 2, lenpen 1.5 (gnmt)" in default.stderr
+    assert "search settings `nmt tune` stored: beam 2, lenpen 1.5, the gnmt style" in default.stderr
     assert len(default.stdout.splitlines()) == 2  # nbest 2 of beam 2
     explicit = run_nmt("translate", "--checkpoint", str(tmp_path / "m.pt"), "--beam", "3", "--nbest", "3",
                        input=line)
-    assert len(explicit.stdout.splitlines()) == 3 and "beam 3, lenpen 1.5" in explicit.stderr
+    assert len(explicit.stdout.splitlines()) == 3
+    assert "stored: lenpen 1.5, the gnmt style (beam 3 as given)" in explicit.stderr  # the user's beam is theirs
     all_given = run_nmt("translate", "--checkpoint", str(tmp_path / "m.pt"), "--beam", "3", "--lenpen", "0.6",
                         "--lenpen-style", "gnmt", input=line)
     assert "nmt tune" not in all_given.stderr
@@ -134,3 +135,17 @@ def test_tensorboard_scalars_are_written_and_read_back(copy_data, tmp_path):
     losses = [event.value for event in events.Scalars("train/loss")]
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses == pytest.approx([m["loss"] for m in metrics if "loss" in m])
+
+
+def test_tune_stores_nothing_when_the_grid_cannot_tell_settings_apart(copy_data, trained_checkpoint, tmp_path):
+    """A model that learned nothing (all weights zero) scores 0.00 with every setting: storing the grid's first would
+    present an accident as a choice."""
+    from nmt.checkpoint import save_checkpoint
+    payload = load_checkpoint(trained_checkpoint)
+    payload["model"] = {name: torch.zeros_like(tensor) for name, tensor in payload["model"].items()}
+    payload.pop("search", None)
+    save_checkpoint(payload, tmp_path / "blank.pt")
+    result = run_nmt("tune", str(tmp_path / "blank.pt"), str(copy_data), "--beam", "1", "--lenpen", "0.2,1.0")
+    assert "every setting scored the same valid BLEU (0.00)" in result.stderr and "nothing was stored" in result.stderr
+    assert "train longer" in result.stderr
+    assert "search" not in load_checkpoint(tmp_path / "blank.pt")

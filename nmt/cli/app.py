@@ -165,8 +165,13 @@ def print_search_notes(resolved: ResolvedSearch, doing: str, unless: str) -> Non
     `doing` ("decoding"), `unless` ("options override them")."""
     search = resolved.search
     if resolved.stored_by:
-        console.print(f"[cyan]note:[/] {doing} with {resolved.stored_by}: beam {search.beam}, lenpen {search.lenpen} "
-                      f"({resolved.stored_style}){unless}", highlight=False)
+        shown = {"beam": f"beam {search.beam}", "lenpen": f"lenpen {search.lenpen}",
+                 "lenpen_style": f"the {resolved.stored_style} style"}
+        given = [shown[name] for name in ("beam", "lenpen") if name not in resolved.taken]
+        console.print(f"[cyan]note:[/] {doing} with {resolved.stored_by}: "
+                      f"{', '.join(shown[name] for name in resolved.taken)}"
+                      + (f" ({', '.join(given)} as given)" if given else "") + unless, highlight=False,
+                      soft_wrap=True)
     if resolved.style_replaced:
         console.print(f"[yellow]note:[/] CTranslate2 normalizes scores by |Y|^alpha only: --lenpen-style length "
                       f"is used instead of {resolved.stored_style}", highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nmt.cli.app import command, dry_run, set_threads
+from nmt.cli.app import command, console, dry_run, set_threads
 from nmt.cli.options import Device, SourceTokensPerBatch, Threads
 from nmt.cli.progress import counted_progress
 from nmt.errors import NmtError
@@ -46,14 +46,25 @@ def tune_command(
         task = progress.add_task("tune", total=len(alphas) * len(beams) * 2)
         results = tune(checkpoint, data_dir, alphas, beams, max_tokens, device,
                        progress=lambda result: progress.advance(task))
-    settings = best_settings(results)
-    store_settings(checkpoint, settings)
+    tied = len({r.bleu for r in results}) == 1
+    # Every setting at (near) zero BLEU: the model translates nothing yet, and the grid's first setting would be
+    # stored as if it had been chosen. A tie above that only says the settings make no difference to this model.
+    settings = None if tied and results[0].bleu < 1.0 else best_settings(results)
+    if settings is not None:
+        store_settings(checkpoint, settings)
+    if tied:
+        console.print(f"[yellow]warning:[/] every setting scored the same valid BLEU ({results[0].bleu:.2f}): "
+                      + (f"the model translates nothing of the valid split yet; nothing was stored in {checkpoint} "
+                         "(train longer)" if settings is None else "the settings make no difference to this model; "
+                         "the first of the grid was stored"), highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps({"trials": [vars(r) for r in results], "chosen": settings}))
         return
     for r in results:
         table.add_row(str(r.beam), r.lenpen_style, f"{r.lenpen:g}", f"{r.bleu:.2f}", f"{r.brevity_penalty:.3f}")
     Console().print(table)
+    if settings is None:
+        return
     typer.echo(f"stored in {checkpoint}: beam {settings['beam']}, lenpen {settings['lenpen']:g} (gnmt), valid BLEU "
                f"{settings['valid_bleu']:.2f}; for exports (|Y|^alpha): lenpen "
                f"{settings['length_style']['lenpen']:g}")

@@ -83,6 +83,7 @@ class ResolvedSearch:
     stored_by: str = ""  # who chose the stored settings used for the options not given ("": none were used)
     stored_style: str | None = None  # the penalty style as chosen (given or stored), before the engine's own
     style_replaced: bool = False  # a style given (or stored) that CTranslate2 cannot run, replaced by `length`
+    taken: tuple[str, ...] = ()  # which of beam, lenpen, lenpen_style came from the stored settings
 
 
 def resolve_search(checkpoints: list[Path], engine: str, beam: int | None = None, lenpen: float | None = None,
@@ -93,12 +94,14 @@ def resolve_search(checkpoints: list[Path], engine: str, beam: int | None = None
     stored, stored_by = {}, ""
     if not fields.get("sampling") and None in (beam, lenpen, lenpen_style) and len(checkpoints) <= 1:
         stored, stored_by = stored_search(checkpoints[0] if checkpoints else None, engine)
+    taken = tuple(name for name, given in (("beam", beam), ("lenpen", lenpen), ("lenpen_style", lenpen_style))
+                  if given is None and name in stored)
     beam = beam if beam is not None else stored.get("beam", 4)
     lenpen = lenpen if lenpen is not None else stored.get("lenpen", 0.6)
     lenpen_style = lenpen_style or stored.get("lenpen_style")
     search = SearchConfig(beam=beam, lenpen=lenpen, lenpen_style=lenpen_style or "gnmt", **fields)
     search.validate()
-    resolved = ResolvedSearch(search, stored_by if stored else "", lenpen_style)
+    resolved = ResolvedSearch(search, stored_by if taken else "", lenpen_style, taken=taken)
     if engine == "ctranslate2" and not search.sampling and search.lenpen_style != "length":
         resolved.style_replaced = lenpen_style is not None
         search.lenpen_style = "length"
