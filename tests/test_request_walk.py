@@ -143,3 +143,12 @@ def test_a_prefix_or_constraint_is_capped_like_a_text(walk_server, field, value)
                           headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
     assert response.status_code == 400
     assert "characters" in response.json()["error"] and "--max-characters" in response.json()["error"]
+
+
+def test_alignment_comes_with_attention_as_the_docs_say(walk_server):
+    def answer(**fields):
+        return httpx.post(walk_server.url + "/v1/translate", json={"text": "red dog", **fields},
+                          headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()["translations"][0]
+    assert "alignment" not in answer() and "attention" not in answer()
+    with_attention = answer(attention=True)
+    assert with_attention["alignment"] and with_attention["attention"]
