@@ -43,3 +43,18 @@ def test_binarized_data_that_does_not_fit_stops_prepare_without_a_manifest(tmp_p
     assert "Traceback" not in result.stderr
     assert "File too large" in result.stderr.strip().splitlines()[-1]
     assert not (out / "manifest.json").exists()
+
+
+def test_a_hugging_face_export_that_does_not_fit_leaves_the_earlier_export_whole(trained_checkpoint, tmp_path):
+    import pytest
+    pytest.importorskip("transformers")
+    out = tmp_path / "hf"
+    subprocess.run([sys.executable, "-m", "nmt", "export", "huggingface", str(trained_checkpoint), str(out)],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = run_limited(["export", "huggingface", str(trained_checkpoint), str(out), "--force"], 300_000)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(out) in lines[0], result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no partial folder left

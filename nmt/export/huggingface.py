@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -171,7 +172,16 @@ def export_huggingface(checkpoint: Path, out_dir: Path, force: bool = False) -> 
     hf_model.generation_config = transformers.GenerationConfig(**generation)
     src, tgt = payload.get("src"), payload.get("tgt")
     with atomic_directory(out_dir) as partial:
-        hf_model.save_pretrained(partial, safe_serialization=True)
+        from safetensors import SafetensorError
+        try:
+            with warnings.catch_warnings():
+                # config.json keeps the generation settings for older transformers; newer ones warn that
+                # generation_config.json holds them now, which it does (written just before)
+                warnings.filterwarnings("ignore", message="Moving the following attributes", category=UserWarning)
+                hf_model.save_pretrained(partial, safe_serialization=True)
+        except SafetensorError as error:  # a full disk reaches us as this, not as an OSError
+            raise NmtError(f"{out_dir}: cannot write model.safetensors ({str(error).strip().splitlines()[0]})") \
+                from None
         readable_by_all(partial / "model.safetensors")  # safetensors writes it 0600, unlike every other file
         with tempfile.TemporaryDirectory() as scratch:
             write_tokenizer_files(vocab, Path(scratch))
