@@ -14,11 +14,16 @@ import json
 import os
 import shutil
 import stat
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
 from nmt.errors import NmtError
+
+# Set by the command line's signal handler (nmt.cli.app): an interruption that code along the way swallowed (a
+# library's own error handling, a finalizer) must still keep a file from being put in place.
+interrupted = threading.Event()
 
 
 def check_output_file(path: Path, what: str = "--output") -> Path:
@@ -86,6 +91,8 @@ def atomic_write(path: Path, mode: str = "w", *, encoding: str | None = "utf-8",
         if durable:
             os.fsync(handle.fileno())
         handle.close()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         os.replace(tmp, target)
     except OSError as error:
         # Name the file the user asked for, not the hidden temporary (a failed write names none at all).
@@ -145,6 +152,8 @@ def atomic_directory(out_dir: Path) -> Iterator[Path]:
     partial.mkdir()
     try:
         yield partial
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         if not out_dir.exists():
             os.rename(partial, out_dir)
         elif _exchange(partial, out_dir):  # one step: the new folder in place, the old one under `partial`

@@ -530,3 +530,39 @@ def test_the_export_commands_of_the_docs_run_word_for_word(trained_checkpoint, t
     run_nmt("translate", "--checkpoint", "checkpoints/averaged.pt", "--output", "out/de/test.hyp", input="red dog\n",
             cwd=tmp_path)
     assert (tmp_path / "out" / "de" / "test.hyp").read_text().count("\n") == 1
+
+
+SWALLOWING_IMPORT = '''
+import os, signal, time
+try:  # a module whose import handles every exception its way, as some do: an interruption here is swallowed
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.3)
+except BaseException:
+    pass
+'''
+
+
+@pytest.mark.parametrize("swallowed_anyway", [False, True])
+def test_an_interruption_during_an_import_still_stops_the_command_before_it_writes(tmp_path, swallowed_anyway):
+    """SIGTERM while a command imports its libraries (torch: a second or more): the interruption is raised once the
+    import is done, not inside it where the import's own handling could swallow it; and where something swallows it
+    anyway, no output file is put in place after it."""
+    (tmp_path / "swallowing.py").write_text(SWALLOWING_IMPORT)
+    script = f'''
+import importlib, signal, sys, time
+from nmt import atomic
+signal.signal(signal.SIGTERM, importlib.import_module("nmt.cli.app")._interrupt)
+try:
+    {"try:" if swallowed_anyway else "if True:"}
+        import swallowing
+        time.sleep(0.5)  # the command goes on to its work
+    {"except BaseException: pass" if swallowed_anyway else ""}
+    atomic.write_text({str(tmp_path / "out.txt")!r}, "written")
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted")
+'''
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": f"{REPO}:{tmp_path}"})
+    assert result.stdout.strip() == "interrupted", result.stdout + result.stderr
+    assert not (tmp_path / "out.txt").exists()

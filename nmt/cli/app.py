@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from nmt import __version__
+from nmt import __version__, atomic
 from nmt.errors import NmtError
 
 if TYPE_CHECKING:  # numpy and sentencepiece at run time: only when a command resolves a search
@@ -33,6 +33,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     # SIGTERM (a scheduler, `kill`) ends a command the way Ctrl-C does: temporary files removed, one line, exit 130.
     # `nmt train` installs its own handler while it runs (save a checkpoint, then stop).
+    atomic.interrupted.clear()  # (a test runs many commands in one process)
     signal.signal(signal.SIGTERM, _interrupt)
     for module in ("typer._click.exceptions", "click.exceptions"):  # Typer >= 0.24 carries its own click
         try:
@@ -103,6 +104,20 @@ def _interrupt(signum, frame) -> None:
     for number in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(number) is _interrupt:
             signal.signal(number, signal.SIG_IGN)
+    atomic.interrupted.set()  # should the exception be swallowed on its way up, no file is put in place after it
+    _raise_outside_imports(signum, frame)
+
+
+def _raise_outside_imports(signum, frame) -> None:
+    """Raise KeyboardInterrupt, but not inside an import (a command imports torch lazily, for a second or more):
+    there the exception can be swallowed by an import's own error handling, and the command would then run to its
+    end with the signals ignored, or abort inside a C extension's initialization. Inside one, look again in 50 ms."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            signal.signal(signal.SIGALRM, _raise_outside_imports)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        frame = frame.f_back
     raise KeyboardInterrupt
 
 
