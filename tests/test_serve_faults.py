@@ -88,3 +88,21 @@ def test_a_port_in_use_is_named_before_the_model_loads(trained_checkpoint):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot listen on 127.0.0.1:") and "--port" in lines[0]
+
+
+def test_sigterm_while_a_body_is_half_sent_answers_503_and_exits_at_once(trained_checkpoint):
+    """A client that sent half its body when the server is told to stop gets a 503 (send it again) within a second,
+    and the server exits 0 without waiting out its grace period or logging a traceback."""
+    import socket
+    server = ServerProcess(trained_checkpoint, env={"NMT_API_KEY": KEY})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        client.sendall(b"POST /v1/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"text\": \"red")
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        answer = client.recv(65536).decode("latin-1")
+        assert time.monotonic() - started < 5, answer
+    assert answer.startswith("HTTP/1.1 503"), answer
+    assert server.stop() == 0 and time.monotonic() - started < 10
+    assert "Traceback" not in server.log, server.log

@@ -83,7 +83,7 @@ def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", m
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     middleware = [Middleware(Guard, max_bytes=config.max_request_bytes, metrics=metrics,
-                             log_requests=config.log_requests)]
+                             log_requests=config.log_requests, draining=lambda: service.draining)]
     if config.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
                                      allow_headers=["authorization", "x-api-key", "content-type"]))

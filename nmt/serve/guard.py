@@ -5,6 +5,9 @@ read here, whole, before any route sees it (the limit keeps that small), and rep
 limit is read on and discarded up to DISCARD_LIMIT so that the client, still sending, gets its 413, then the
 connection is closed.
 
+A body still arriving when the server starts to shut down is not waited for: its sender gets a 503 (send it again)
+and the connection closes, instead of holding the shutdown for its whole grace period.
+
 uvicorn's own access log prints query strings, where LibreTranslate clients put `q` and `api_key`; the server turns
 it off and logs here instead: method, path, status and time, and the query string and body only with
 --log-requests.
@@ -12,9 +15,11 @@ it off and logs here instead: method, path, status and time, and the query strin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from nmt.serve.metrics import Metrics
 
@@ -22,6 +27,7 @@ log = logging.getLogger("nmt.serve")
 
 # A body over the limit is read and thrown away up to this many bytes, so that its sender gets the 413.
 DISCARD_LIMIT = 256 * 1024 * 1024
+DRAIN_CHECK_S = 0.25  # how often a request whose body is still arriving looks whether the server drains
 ENDPOINTS = {"/v1/translate", "/translate", "/detect", "/languages", "/health", "/metrics", "/"}
 
 
@@ -33,11 +39,13 @@ def json_error(status: int, message: str, headers: dict | None = None) -> tuple[
 
 
 class Guard:
-    def __init__(self, app, max_bytes: int, metrics: Metrics, log_requests: bool = False):
+    def __init__(self, app, max_bytes: int, metrics: Metrics, log_requests: bool = False,
+                 draining: Callable[[], bool] = lambda: False):
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
         self.log_requests = log_requests
+        self.draining = draining
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -92,7 +100,10 @@ class Guard:
             return None, json_error(400, "Content-Length is not a number")
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await self._receive_unless_draining(receive)
+            if message is None:
+                return None, json_error(503, "the server is shutting down; send the request again",
+                                        {"retry-after": "1", "connection": "close"})
             if message["type"] == "http.disconnect":
                 return None, None
             chunk = message.get("body", b"")
@@ -108,6 +119,18 @@ class Guard:
         if too_large is not None:
             return None, json_error(413, too_large, {"connection": "close"})
         return b"".join(chunks), None
+
+
+    async def _receive_unless_draining(self, receive) -> dict | None:
+        """The next message of the request, or None once the server drains while it is still awaited."""
+        pending = asyncio.ensure_future(receive())
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=DRAIN_CHECK_S)
+            if done:
+                return pending.result()
+            if self.draining():
+                pending.cancel()
+                return None
 
 
 async def _respond(send, status: int, headers: list, body: bytes) -> None:
