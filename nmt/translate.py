@@ -18,6 +18,7 @@ from nmt.data.text import read_text_lines
 from nmt.engines.base import Engine, Translation
 from nmt.errors import NmtError
 from nmt.output_formats import OutputFormat
+from nmt.resumable import ResumableOutput
 from nmt.terminology import ConstraintError, ConstraintSource
 
 
@@ -70,11 +71,12 @@ class RunNotes:
 
 def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
                    window: int | None = None, prefix_file: Path | None = None,
-                   constraints: ConstraintSource | None = None) -> list[int]:
+                   constraints: ConstraintSource | None = None, resume: ResumableOutput | None = None) -> list[int]:
     """Translate the lines of `source` (a file, or a binary stream such as stdin) into `output` (stdout for None),
     `window` lines at a time (default: 1000, or 1 on a terminal), each with its forced prefix (a line of
     `prefix_file`) and its constraints. A file appears whole once every line is translated, or not at all; stdout
-    streams, flushed after each window. Returns the lines (from 0) cut at the model's limit."""
+    streams, flushed after each window. With `resume`, the output grows window by window and a run started again
+    goes on after the last window finished (nmt.resumable). Returns the lines (from 0) cut at the model's limit."""
     truncated = []
     with contextlib.ExitStack() as files:
         stream = files.enter_context(open(source, "rb")) if isinstance(source, Path) else source
@@ -82,10 +84,16 @@ def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None,
         if window < 1:
             raise NmtError("--buffer-size must be at least 1")
         prefix_stream = files.enter_context(open(prefix_file, "rb")) if prefix_file else None
-        sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
+        done = 0
+        if resume is not None:
+            done, sink = resume.open(), resume
+            files.push(resume.close)
+        else:
+            sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
         lines = read_text_lines(stream, str(source) if isinstance(source, Path) else "<stdin>")
         prefixes = read_text_lines(prefix_stream, str(prefix_file)) if prefix_stream else None
-        for index, translations in enumerate(translate_stream(engine, lines, window, prefixes, constraints)):
+        _skip(done, lines, prefixes, constraints, source)
+        for index, translations in enumerate(translate_stream(engine, lines, window, prefixes, constraints), done):
             sink.write(output_format.format(index, translations))
             if translations[0].truncated:
                 truncated.append(index)
@@ -93,10 +101,27 @@ def translate_file(engine: Engine, source: Path | BinaryIO, output: Path | None,
                 from nmt.plot import plot_attention
                 plot_attention(translations[0], output_format.attention_plot / f"line-{index + 1:06d}.png",
                                title=f"line {index + 1}")
-            if index % window == window - 1 or window == 1:
+            if (index - done) % window == window - 1:
                 sink.flush()
+                if resume is not None:
+                    resume.mark(index + 1)
         sink.flush()
+        if resume is not None:
+            resume.finish()
     return truncated
+
+
+def _skip(count: int, lines: Iterator[str], prefixes: Iterator[str] | None, constraints: ConstraintSource | None,
+          source) -> None:
+    """Read past the first COUNT input lines (and their prefixes and constraints): a resumed run's lines done."""
+    for number in range(count):
+        line = next(lines, None)
+        if line is None:
+            raise NmtError(f"{source} has {number} lines, but the interrupted run it continues had done {count}")
+        if prefixes is not None:
+            next(prefixes, None)
+        if constraints is not None:
+            constraints.next_for(line)
 
 
 def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | None) -> None:
@@ -120,8 +145,8 @@ def translate_document(engine: Engine, source: Path | BinaryIO, output: Path | N
 
 def translate_input(engine: Engine, source: Path | BinaryIO, output: Path | None, output_format: OutputFormat,
                     text_format: str = "text", split_sentences: bool = False, window: int | None = None,
-                    prefix_file: Path | None = None,
-                    constraints: ConstraintSource | None = None) -> RunNotes:
+                    prefix_file: Path | None = None, constraints: ConstraintSource | None = None,
+                    resume: ResumableOutput | None = None) -> RunNotes:
     """`nmt translate`'s whole run: lines through `engine` (each line split into its sentences with
     `split_sentences`), or with text_format "html" the whole input as one document."""
     documents = None
@@ -135,6 +160,7 @@ def translate_input(engine: Engine, source: Path | BinaryIO, output: Path | None
         translate_document(documents, source, output)
     else:
         notes.truncated_inputs = translate_file(documents or engine, source, output, output_format, window,
-                                                prefix_file, constraints)
-    notes.cut_inputs = documents.cut_inputs if documents is not None else []
+                                                prefix_file, constraints, resume)
+    offset = resume.done if resume is not None else 0  # a resumed run numbers its lines from where it went on
+    notes.cut_inputs = [offset + i for i in documents.cut_inputs] if documents is not None else []
     return notes

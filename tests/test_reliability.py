@@ -566,3 +566,33 @@ except KeyboardInterrupt:
                             env={**os.environ, "PYTHONPATH": f"{REPO}:{tmp_path}"})
     assert result.stdout.strip() == "interrupted", result.stdout + result.stderr
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_a_stopped_translation_with_resume_goes_on_where_it_stopped(trained_checkpoint, tmp_path):
+    """--resume: SIGTERM after some windows keeps them (OUT.partial and its record); the same command then finishes
+    the rest, and the output equals an uninterrupted run's. Other settings are refused, not mixed in."""
+    import random
+    rng = random.Random(3)
+    words = "red blue green dog cat runs a the big ball".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 7))) for _ in range(6000)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    command = ["translate", "--checkpoint", str(trained_checkpoint), "--input", "in.txt", "--buffer-size", "100",
+               "--threads", "1"]
+    run_nmt(*command, "--output", "whole.txt", cwd=tmp_path)
+    resumable = [*command, "--output", "out.txt", "--resume"]
+    process = subprocess.Popen([sys.executable, "-m", "nmt", *resumable], cwd=tmp_path, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    record = tmp_path / "out.txt.partial.json"
+    deadline = time.monotonic() + 60
+    while not record.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, stderr
+    done = json.loads(record.read_text())["lines"]
+    assert 0 < done < 6000 and f"the first {done:,} lines" in stderr and not (tmp_path / "out.txt").exists()
+    other = run_nmt(*resumable, "--beam", "2", cwd=tmp_path, check=False)
+    one_line_error(other, "out.txt.partial was written from another input or with other settings")
+    run_nmt(*resumable, cwd=tmp_path)
+    assert (tmp_path / "out.txt").read_bytes() == (tmp_path / "whole.txt").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt", "whole.txt"]

@@ -230,7 +230,7 @@ def test_bad_constraint_and_glossary_files_end_in_one_line_naming_file_and_line(
     assert "has fewer lines than the input" in refused(*checkpoint, "--constraints", str(tmp_path / "short.tsv"),
                                                        "--buffer-size", "1", "--output", str(output))
     assert not output.exists() and not (tmp_path / ".out.txt.tmp").exists()
-    assert f"{tmp_path / 'missing.tsv'}: no such file" in refused(*checkpoint, "--constraints",
+    assert f"{tmp_path / 'missing.tsv'}: file not found" in refused(*checkpoint, "--constraints",
                                                                   str(tmp_path / "missing.tsv"))
     assert f"{tmp_path / 'long.tsv'} has more lines than the input (2)" in refused(
         *checkpoint, "--constraints", str(tmp_path / "long.tsv"))

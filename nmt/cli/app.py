@@ -129,9 +129,10 @@ def command(name: str, parent: typer.Typer = app, label: str | None = None):
         def run(*args, **kwargs):
             try:
                 return function(*args, **kwargs)
-            except KeyboardInterrupt:
-                console.print(f"[bold red]interrupted:[/] nmt {label or name} stopped before it "
-                              "finished; no output file was left half-written", highlight=False, soft_wrap=True)
+            except KeyboardInterrupt as stop:  # its message, where it has one, says what was kept
+                console.print(f"[bold red]interrupted:[/] nmt {label or name} stopped before it finished; "
+                              f"{escape(str(stop)) or 'no output file was left half-written'}", highlight=False,
+                              soft_wrap=True)
                 raise typer.Exit(130) from None
         return parent.command(name=name)(run)
     return register

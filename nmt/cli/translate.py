@@ -70,6 +70,10 @@ def translate_command(
     split_sentences: Annotated[bool, typer.Option(
         "--split-sentences", help="Text: each line may hold several sentences; each is translated on its own and "
                                   "the line comes back as one line, its spaces kept.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="With --input and --output: write the output window by window (into OUTPUT.partial), so that "
+                         "a run stopped by Ctrl-C, a crash or a time limit goes on from the last finished window when "
+                         "started again with the same options (docs/reliability.md).")] = False,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout (or --output): one line out for each line in."""
     from nmt.atomic import check_output_file
@@ -84,13 +88,12 @@ def translate_command(
                               temperature=temperature, seed=seed)
     search = resolved.search
     print_search_notes(resolved, "decoding", "; options override them")
-    if max_tokens < 1:
-        raise NmtError("--max-tokens must be at least 1")
     check_engine_options(engine)  # the name now; what it cannot do once the other checks passed (below)
     if ensemble_combine not in ("logprob", "prob"):
         raise NmtError(f"--ensemble-combine must be logprob or prob, got {ensemble_combine!r}")
     check_document_options(text_format, nbest=nbest, as_json=as_json, print_alignment=print_alignment,
-                           attention_plot=attention_plot, prefix_file=prefix_file, constraints=constraints)
+                           attention_plot=attention_plot, prefix_file=prefix_file, constraints=constraints,
+                           resume=resume)
     if dry_run("translate", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search}):
         return
     if output is not None:
@@ -99,27 +102,48 @@ def translate_command(
     if attention_plot is not None:
         from nmt.plot import check_plotting
         check_plotting()
-    constraint_options = ", ".join(name for name, path in (("--constraints", constraints), ("--glossary", glossary))
-                                   if path is not None)
-    if constraint_options and sampling:
-        raise NmtError(f"{constraint_options}: constrained decoding is a beam search; not with --sampling")
     check_engine_options(engine, prefix_file=prefix_file, attention_plot=attention_plot,
                          print_alignment=print_alignment, constraints=constraints, glossary=glossary)
-    constraint_source = None
-    if constraint_options:
-        from nmt.terminology import ConstraintSource
-        from nmt.terminology import Glossary as GlossaryFile
-
-        constraint_source = ConstraintSource(constraints, GlossaryFile.load(glossary) if glossary else None)
-    record_attention = print_alignment or as_json or attention_plot is not None
-    translator = load_engine(EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision,
-                                        target_language, record_attention, ensemble_combine))
+    constraint_source = constraint_source_of(constraints, glossary, sampling)
+    output_format = OutputFormat(nbest, as_json, print_alignment, attention_plot)
+    spec = EngineSpec(engine, checkpoints, search, device, max_tokens, quantize, threads, precision, target_language,
+                      print_alignment or as_json or attention_plot is not None, ensemble_combine)
+    resumable = resumable_output(resume, input, output, spec, output_format, text_format, split_sentences,
+                                 prefix_file, constraints, glossary)
+    translator = load_engine(spec)
     from nmt.translate import translate_input
 
-    notes = translate_input(translator, input or stdin(), output,
-                            OutputFormat(nbest, as_json, print_alignment, attention_plot), text_format,
-                            split_sentences, buffer_size, prefix_file, constraint_source)
+    notes = translate_input(translator, input or stdin(), output, output_format, text_format, split_sentences,
+                            buffer_size, prefix_file, constraint_source, resumable)
     print_notes(translator, notes, text_format, search.beam)
+
+
+def constraint_source_of(constraints: Path | None, glossary: Path | None, sampling: bool):
+    """Each line's constraints from --constraints and --glossary (nmt.terminology.ConstraintSource), or None."""
+    given = ", ".join(name for name, path in (("--constraints", constraints), ("--glossary", glossary)) if path)
+    if not given:
+        return None
+    if sampling:
+        raise NmtError(f"{given}: constrained decoding is a beam search; not with --sampling")
+    from nmt.terminology import ConstraintSource
+    from nmt.terminology import Glossary as GlossaryFile
+    return ConstraintSource(constraints, GlossaryFile.load(glossary) if glossary else None)
+
+
+def resumable_output(resume: bool, input: Path | None, output: Path | None, spec, output_format, *settings):
+    """With --resume, the output written window by window (nmt.resumable), identified by the input file, the
+    model files and every setting that shapes the output."""
+    if not resume:
+        return None
+    if input is None or output is None:
+        raise NmtError("--resume continues an --output file from an --input file: give both")
+    from nmt.resumable import ResumableOutput, input_identity
+    files = {"input": input, **{f"model {i}": path for i, path in enumerate(spec.checkpoints)},
+             **{f"file {i}": path for i, path in enumerate(settings) if isinstance(path, Path)}}
+    identity = {name: input_identity(path) for name, path in files.items() if Path(path).is_file()}
+    identity["settings"] = [spec.search, spec.engine, spec.quantize, spec.precision, spec.target_language,
+                            spec.ensemble_combine, output_format, *settings]
+    return ResumableOutput(output, identity)
 
 
 def print_notes(translator, notes, text_format: str, beam: int) -> None:
@@ -140,8 +164,10 @@ def print_notes(translator, notes, text_format: str, beam: int) -> None:
                       "(--split-sentences translates such lines sentence by sentence)", highlight=False,
                       soft_wrap=True)
 
+
 def check_document_options(text_format: str, *, nbest: int, as_json: bool, print_alignment: bool,
-                           attention_plot: Path | None, prefix_file: Path | None, constraints: Path | None) -> None:
+                           attention_plot: Path | None, prefix_file: Path | None, constraints: Path | None,
+                           resume: bool = False) -> None:
     """--format html writes one document: the options that shape line output or need a line each do not apply."""
     if text_format not in ("text", "html"):
         raise NmtError(f"--format must be text or html, got {text_format!r}")
@@ -151,7 +177,8 @@ def check_document_options(text_format: str, *, nbest: int, as_json: bool, print
                                           ("--print-alignment", print_alignment),
                                           ("--attention-plot", attention_plot is not None),
                                           ("--prefix-file", prefix_file is not None),
-                                          ("--constraints", constraints is not None)) if was_given]
+                                          ("--constraints", constraints is not None), ("--resume", resume))
+             if was_given]
     if given:
         raise NmtError(f"{given[0]}: not with --format html, which writes the translated document as it came "
                        "(terminology: --glossary works)")
