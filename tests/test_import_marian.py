@@ -116,7 +116,7 @@ def test_import_translate_and_the_models_own_search_settings(marian, tmp_path):
     assert len(same) >= 10 and all(same)
     # Without --beam, the model's own generation settings decide (beam 4, |Y|^1.0) and the user is told so
     result = run_nmt("translate", "--checkpoint", str(checkpoint), input="A dog runs.\n")
-    assert "imported model's generation settings: beam 4, lenpen 1.0 (length)" in result.stderr
+    assert "imported model's generation settings: beam 4, lenpen 1.0, the length style" in result.stderr
 
 
 def test_a_multilingual_model_needs_its_target_language(marian):

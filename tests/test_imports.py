@@ -13,7 +13,7 @@ LEVELS = [
     {"errors"},
     {"ranges"},
     {"config", "atomic"},
-    {"vocab", "device", "metrics_log"},
+    {"vocab", "device", "metrics_log", "resumable"},
     {"data", "model", "plot"},
     {"search", "checkpoint", "terminology"},
     {"export", "pretrained"},

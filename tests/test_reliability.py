@@ -281,12 +281,12 @@ def test_a_source_longer_than_learned_positions_is_cut_in_both_engines(learned_p
     prefixes.write_text(f"{long_line}\n\n")  # a forced prefix longer than the table, too
     result = run_nmt("translate", "--checkpoint", str(learned_positions_checkpoint), "--prefix-file", str(prefixes),
                      input=f"{long_line}\na cat\n")
-    assert result.stdout.count("\n") == 2 and "longer than 24 pieces" in result.stderr
+    assert result.stdout.count("\n") == 2 and "line 1: longer than the model takes (24 pieces)" in result.stderr
     pytest.importorskip("ctranslate2")
     run_nmt("export", "ctranslate2", str(learned_positions_checkpoint), str(tmp_path / "ct2"))
     result = run_nmt("translate", "--engine", "ctranslate2", "--checkpoint", str(tmp_path / "ct2"), "--lenpen-style",
                      "length", input=f"{long_line}\na cat\n")
-    assert result.stdout.count("\n") == 2 and "longer than 24 pieces" in result.stderr
+    assert result.stdout.count("\n") == 2 and "line 1: longer than the model takes (24 pieces)" in result.stderr
 
 
 @pytest.mark.parametrize("damage, needle", [
@@ -596,3 +596,18 @@ def test_a_stopped_translation_with_resume_goes_on_where_it_stopped(trained_chec
     run_nmt(*resumable, cwd=tmp_path)
     assert (tmp_path / "out.txt").read_bytes() == (tmp_path / "whole.txt").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt", "whole.txt"]
+
+
+def test_a_folder_given_for_a_checkpoint_is_named_by_what_it_holds(trained_checkpoint, tmp_path):
+    """export and tune, given a run's folder or a CTranslate2 export, say what to give instead (tune has no
+    --engine to suggest)."""
+    run = trained_checkpoint.parent
+    one_line_error(run_nmt("export", "ctranslate2", str(run), str(tmp_path / "ct2"), check=False),
+                   "is a folder, not a checkpoint file", "checkpoint_last.pt")
+    one_line_error(run_nmt("export", "huggingface", str(run), str(tmp_path / "hf"), check=False),
+                   "is a folder, not a checkpoint file")
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "model.bin").write_bytes(b"")
+    result = run_nmt("tune", str(tmp_path / "exported"), str(tmp_path), check=False)
+    one_line_error(result, "is a CTranslate2 model folder", "give the checkpoint it was exported from")
+    assert "--engine" not in result.stderr

@@ -30,8 +30,11 @@ LT_BASE = {"q": "red dog", "source": "src", "target": "tgt", "api_key": KEY}
 
 @pytest.fixture(scope="module")
 def walk_server(trained_checkpoint):
-    running = ServerProcess(trained_checkpoint, "--max-beam", "4", "--max-sentences", "50", "--timeout", "20",
-                            env={"NMT_API_KEY": KEY}, threads=2)
+    # --max-characters 1,000: every value either refused or decoded in well under --timeout on a loaded machine (a
+    # 5,000-character text of one digit repeated decodes for tens of seconds on a busy CI worker: a 504, which the
+    # walk would count)
+    running = ServerProcess(trained_checkpoint, "--max-beam", "4", "--max-sentences", "50", "--timeout", "30",
+                            "--max-characters", "1000", env={"NMT_API_KEY": KEY}, threads=2)
     yield running
     running.stop()
 

@@ -58,6 +58,9 @@ def test_a_worker_killed_is_replaced_and_counted(trained_checkpoint):
         assert answers[-1].status_code == 200, answers[-1].text
         assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
         assert server.metric("nmt_worker_restarts_total") == 1
+        deadline = time.monotonic() + 20  # the broken pool's other process is ended in the background
+        while len(worker_pids(server.process.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(worker_pids(server.process.pid)) == 2
     finally:
         assert server.stop() == 0, server.log

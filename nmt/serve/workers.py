@@ -102,6 +102,11 @@ class ProcessWorkers:
         with self.restarting:
             if self.pool is not broken:  # another batch replaced it already
                 return
+            # The executor ends a broken pool's other processes with SIGTERM, which workers ignore (they finish
+            # their batch when the server drains): they would live on, and the interpreter's exit would wait for
+            # them forever. Kill them.
+            for process in list(getattr(broken, "_processes", {}).values()):
+                process.kill()
             broken.shutdown(wait=False, cancel_futures=True)
             self.pool = self._started()
             if self.on_restart is not None:
