@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import time
@@ -53,11 +54,17 @@ def test_a_worker_killed_is_replaced_and_counted(trained_checkpoint):
         workers = worker_pids(server.process.pid)
         assert len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
-        answers = [translate(server) for _ in range(6)]
+        first = concurrent.futures.ThreadPoolExecutor(1).submit(translate, server)  # finds the worker dead
+        health = []
+        while not first.done():  # the new processes load their model meanwhile: nothing can decode
+            health.append(httpx.get(server.url + "/health", timeout=10).json()["status"])
+            time.sleep(0.05)
+        answers = [first.result()] + [translate(server) for _ in range(5)]
         assert all(a.status_code in (200, 503) for a in answers), [(a.status_code, a.text) for a in answers]
         assert answers[-1].status_code == 200, answers[-1].text
         assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
         assert server.metric("nmt_worker_restarts_total") == 1
+        assert "restarting workers" in health and httpx.get(server.url + "/health", timeout=10).json()["status"] == "ok"
         deadline = time.monotonic() + 20  # the broken pool's other process is ended in the background
         while len(worker_pids(server.process.pid)) != 2 and time.monotonic() < deadline:
             time.sleep(0.1)

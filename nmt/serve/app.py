@@ -55,9 +55,9 @@ def create_app(translator: Engine, config: ServeConfig, engine: str = "torch", m
     translated_files = files.TranslatedFiles()
 
     async def health(request: Request) -> Response:
-        status = "draining" if service.draining else "ok"
+        status = "draining" if service.draining else "ok" if service.can_decode() else "restarting workers"
         return JSONResponse({"status": status, "engine": engine, "source": service.source_language,
-                             "target": service.target_language}, status_code=503 if service.draining else 200)
+                             "target": service.target_language}, status_code=200 if status == "ok" else 503)
 
     @handle_errors
     async def metrics_route(request: Request) -> Response:

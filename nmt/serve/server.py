@@ -64,6 +64,7 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
     service = application.state.service
     if processes is not None:
         processes.on_restart = service.metrics.worker_restarts.inc
+        service.can_decode = lambda: not processes.replacing
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set "
                     "--api-key or NMT_API_KEY", config.host)

@@ -42,6 +42,7 @@ class Service:
         self.source_language = translator.src_lang
         self.target_language = translator.tgt_lang
         self.draining = False
+        self.can_decode = lambda: True  # False while worker processes are replaced (/health answers 503 then)
         vocab = translator.vocab
         self.check_constraints = translator.constraint_pieces
         self.glossary = Glossary.load(config.glossary) if config.glossary is not None else None

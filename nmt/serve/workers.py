@@ -74,6 +74,7 @@ class ProcessWorkers:
         self.spec, self.count, self.threads_each = spec, count, threads_each
         self.on_restart = on_restart  # called once per replacement of the processes (a metric)
         self.restarting = threading.Lock()
+        self.replacing = False  # while new processes load their model after one died: nothing can decode
         self.pool = self._started()
 
     def _started(self) -> ProcessPoolExecutor:
@@ -108,7 +109,11 @@ class ProcessWorkers:
             for process in list(getattr(broken, "_processes", {}).values()):
                 process.kill()
             broken.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._started()
+            self.replacing = True
+            try:
+                self.pool = self._started()
+            finally:
+                self.replacing = False
             if self.on_restart is not None:
                 self.on_restart()
 
