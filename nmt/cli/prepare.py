@@ -15,8 +15,7 @@ from nmt.cli.app import command, console, dry_run
 from nmt.cli.options import config_number
 from nmt.cli.progress import ProgressBars
 from nmt.config import DATA_ROOT, replace_fields
-from nmt.data.prepare_options import PrepareOptions
-from nmt.data.text import CleaningOptions
+from nmt.data.prepare_options import CleaningOptions, PrepareOptions
 from nmt.errors import NmtError
 
 

@@ -1,5 +1,5 @@
-"""What `nmt prepare` is asked to do beyond the recipe: vocabulary size, sampling, workers, cleaning (stdlib only:
-the command line reads the ranges declared here before anything heavy is imported)."""
+"""What `nmt prepare` is asked to do beyond the recipe: vocabulary size, sampling, workers, cleaning. Nothing but the
+standard library and nmt.ranges: the command line reads the ranges declared here when it starts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,24 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from nmt.data.text import CleaningOptions
 from nmt.errors import ConfigError
 from nmt.ranges import SEED, check_ranges, flag_name, within
 
 if TYPE_CHECKING:
     from nmt.vocab import Vocab
+
+
+@dataclass
+class CleaningOptions:
+    max_chars: int = 1024  # per side, after normalization (a cheap bound before tokenization)
+    # per side, in SentencePiece pieces (fairseq's WMT recipe uses 250)
+    max_tokens: int = field(default=250, metadata=within(1, 1_000_000))
+    # longer side / shorter side, in pieces (as in fairseq's clean-corpus-n with ratio 1.5)
+    max_ratio: float = field(default=1.5, metadata=within(1, 1e6))
+    ratio_min_tokens: int = 10  # the ratio applies only when the longer side has more pieces than this
+    # A training line that is not UTF-8: "error" stops with file:line (your own corpus: fix it), "drop" drops the
+    # pair and counts it (downloaded web-crawled corpora, where one bad byte must not stop a 4.5M-pair run).
+    invalid_utf8: str = "error"
 
 
 @dataclass

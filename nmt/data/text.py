@@ -8,12 +8,11 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from nmt.data.prepare_options import CleaningOptions  # noqa: F401 (read from here by the data steps)
 from nmt.errors import NmtError
-from nmt.ranges import within
 
 
 def check_input_file(path: Path | str, option: str = "") -> Path:
@@ -103,19 +102,6 @@ def _control_characters() -> re.Pattern:
             else:
                 ranges.append([code_point, code_point])
     return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges) + "]")
-
-
-@dataclass
-class CleaningOptions:
-    max_chars: int = 1024  # per side, after normalization (a cheap bound before tokenization)
-    # per side, in SentencePiece pieces (fairseq's WMT recipe uses 250)
-    max_tokens: int = field(default=250, metadata=within(1, 1_000_000))
-    # longer side / shorter side, in pieces (as in fairseq's clean-corpus-n with ratio 1.5)
-    max_ratio: float = field(default=1.5, metadata=within(1, 1e6))
-    ratio_min_tokens: int = 10  # the ratio applies only when the longer side has more pieces than this
-    # A training line that is not UTF-8: "error" stops with file:line (your own corpus: fix it), "drop" drops the
-    # pair and counts it (downloaded web-crawled corpora, where one bad byte must not stop a 4.5M-pair run).
-    invalid_utf8: str = "error"
 
 
 class CleaningReport:
