@@ -10,10 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.cli.app import command, console, dry_run, line_numbers, set_threads, stdin
-from nmt.cli.options import Checkpoint, DecodingPrecision, Device, Output, Threads, number
+from nmt.cli.options import TOKENS_PER_BATCH, Checkpoint, DecodingPrecision, Device, Output, Threads, number
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
-from nmt.ranges import Range
 
 
 @command("logprob")
@@ -28,7 +27,7 @@ def logprob_command(
         "--word-scores", help="Also each target piece's log-probability, end-of-sentence last.")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per pair: logprob, per_token, pieces (and word_scores).")] = False,
-    max_tokens: Annotated[int, number("Tokens per batch (the longer side, padding counted).", Range(1, 10**7))]
+    max_tokens: Annotated[int, number("Tokens per batch (the longer side, padding counted).", TOKENS_PER_BATCH)]
     = 6000,
     precision: DecodingPrecision = "fp32", device: Device = None, threads: Threads = None,
 ) -> None:

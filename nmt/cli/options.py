@@ -49,7 +49,8 @@ Quantize = Annotated[str, typer.Option(help="int8: dynamic int8 linear layers on
 DecodingPrecision = Annotated[str, typer.Option(
     "--precision", help="fp32, bf16 or fp16: the matrix products' precision (autocast; log-probabilities stay fp32). "
                         "Half precision is for GPUs; on most CPUs fp32 or --quantize int8 is faster.")]
-SourceTokensPerBatch = Annotated[int, number("Source tokens per batch.", Range(1, 10**7), "--max-tokens")]
+TOKENS_PER_BATCH = Range(1, 10**7)  # --max-tokens of every command that decodes or scores
+SourceTokensPerBatch = Annotated[int, number("Source tokens per batch.", TOKENS_PER_BATCH, "--max-tokens")]
 Glossary = Annotated[Optional[Path], typer.Option(
     help="A TSV of `source term<TAB>target term`: where a text holds a source term (on word boundaries, case as "
          "given), its target term becomes a constraint of that text. See docs/translation.md.")]
