@@ -90,14 +90,17 @@ class TargetLanguage:
 class EncodedLines:
     """A call's lines as both engines take them: `results` holds an empty Translation for every line (the empty
     lines keep theirs), `todo` the positions of the non-empty ones, `ids` their source ids (without eos), each cut to
-    leave room for eos within `max_source_tokens`; `truncated` how many were cut."""
+    leave room for eos within `max_source_tokens`; `cut_lines` which were cut."""
 
     results: list[list[Translation]]
     texts: list[str]  # every line, normalized
     todo: list[int]
     ids: list[list[int]]
-    truncated: int
     cut_lines: list[int] = field(default_factory=list)  # positions in `texts` of the lines cut
+
+    @property
+    def truncated(self) -> int:
+        return len(self.cut_lines)
 
     def mark_truncated(self, results: list[list[Translation]]) -> list[list[Translation]]:
         """RESULTS with the translations of the lines that were cut marked as such."""
@@ -113,11 +116,11 @@ def encode_lines(lines: list[str], vocab: Vocab, language: TargetLanguage, max_s
     texts = [normalize(line) for line in lines]
     todo = [i for i, text in enumerate(texts) if text]
     if not todo:
-        return EncodedLines(results, texts, todo, [], 0)
+        return EncodedLines(results, texts, todo, [])
     ids, cut_lines = [], []
     for position, line_ids in zip(todo, vocab.encode_source(language.mark([texts[i] for i in todo]))):
         if len(line_ids) >= max_source_tokens:  # room for the eos after it
             line_ids = line_ids[: max_source_tokens - 1]
             cut_lines.append(position)
         ids.append(line_ids)
-    return EncodedLines(results, texts, todo, ids, len(cut_lines), cut_lines)
+    return EncodedLines(results, texts, todo, ids, cut_lines)
