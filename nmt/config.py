@@ -109,6 +109,12 @@ class TrainConfig:
     # exponential moving average of the weights, checkpointed and validated (0: off)
     ema_decay: float = field(default=0.0, metadata=within(0, 1, high_open=True))
     tensorboard: str = ""  # a folder for TensorBoard event files of the metrics.jsonl scalars ("": none)
+    # A dataset of several pairs: each epoch draws pair p's sentences with probability proportional to n_p^(1/T)
+    # (1: as the data has them; larger: flatter, the small pairs drawn more often). 5: Arivazhagan et al. (2019).
+    sampling_temperature: float = field(default=5.0, metadata=within(1, 1000))
+    # Subword regularization: each batch segmented anew with SentencePiece's sampling (BPE: each merge dropped with
+    # this probability, BPE-dropout; unigram: the smoothing alpha). 0: off (nmt.train.subword).
+    subword_alpha: float = field(default=0.0, metadata=within(0, 1))
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag of the first field out of range."""

@@ -25,6 +25,7 @@ from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize, read_lines, read_text_lines
 from nmt.device import PRECISIONS, attention_kernels, autocast, pick_device
 from nmt.errors import NmtError
+from nmt.vocab import TargetLanguage
 
 
 @dataclass
@@ -43,13 +44,14 @@ class ForcedScorer:
     """A loaded model that scores given translations; `score(sources, targets)` keeps the input order."""
 
     def __init__(self, checkpoint: Path, device: str | None = None, max_tokens: int = 6000,
-                 max_source_tokens: int = 1024, precision: str = "fp32"):
+                 max_source_tokens: int = 1024, precision: str = "fp32", target_language: str | None = None):
         if precision not in PRECISIONS:
             raise NmtError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
         if max_tokens < 1:
             raise NmtError("--max-tokens must be at least 1")
         self.device = pick_device(device)
         self.model, self.vocab, _ = load_model(checkpoint, self.device)
+        self.language = TargetLanguage(self.vocab.language_tokens, target_language)  # a multilingual model's
         config = self.model.config
         self.pad, self.bos, self.eos = config.pad_id, config.bos_id, config.eos_id
         self.max_tokens = max_tokens
@@ -65,7 +67,7 @@ class ForcedScorer:
         """Scores of each pair, in order. `first_line` numbers the pairs in error messages."""
         if len(sources) != len(targets):
             raise NmtError(f"{len(sources)} sources but {len(targets)} targets")
-        source_ids = self.vocab.encode_source([normalize(line) for line in sources])
+        source_ids = self.vocab.encode_source(self.language.mark([normalize(line) for line in sources]))
         target_texts = [normalize(line) for line in targets]
         target_ids = self.vocab.encode_target(target_texts)
         for offset, (source, target, ids) in enumerate(zip(sources, target_texts, target_ids)):

@@ -28,7 +28,8 @@ class MetricsLog:
 
 
 def parse_record(line: str) -> dict | None:
-    """The record a line holds, or None where it holds none. Values that are not finite numbers are dropped."""
+    """The record a line holds, or None where it holds none. Values that are not finite numbers are dropped (but
+    for `pairs`, the numbers of each pair)."""
     try:
         value = json.loads(line)
     except ValueError:
@@ -38,13 +39,18 @@ def parse_record(line: str) -> dict | None:
     update = value.get("update")
     if isinstance(update, bool) or not isinstance(update, int) or update < 0:
         return None
-    record = {"update": update}
-    for key, item in value.items():
-        if key == "update" or isinstance(item, bool) or not isinstance(item, (int, float)):
-            continue
-        if math.isfinite(item):
-            record[key] = item
+    record = _numbers(value)
+    record["update"] = update
+    if isinstance(value.get("pairs"), dict):  # a multilingual run's validation: each pair's figures
+        record["pairs"] = {str(name): _numbers(figures) for name, figures in value["pairs"].items()
+                           if isinstance(figures, dict)}
     return record
+
+
+def _numbers(value: dict) -> dict:
+    """The entries of `value` that are finite numbers."""
+    return {key: item for key, item in value.items()
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)}
 
 
 def read_metrics(path: Path) -> MetricsLog:

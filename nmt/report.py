@@ -35,9 +35,21 @@ class Run:
     score: dict | None
     notes: list[str] = field(default_factory=list)  # what could not be read, said in the report
 
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        points = [(r["update"], r[key]) for r in self.records if r.get(key) is not None and "update" in r]
+    def series(self, key: str, pair: str | None = None) -> tuple[list[int], list[float]]:
+        """(updates, values) of `key`, or of one pair's `key` in a multilingual run's records."""
+        records = self.records if pair is None else [{"update": r.get("update"), **r["pairs"].get(pair, {})}
+                                                     for r in self.records if isinstance(r.get("pairs"), dict)]
+        points = [(r["update"], r[key]) for r in records if r.get(key) is not None and r.get("update") is not None]
         return [u for u, _ in points], [v for _, v in points]
+
+    @property
+    def pairs(self) -> list[str]:
+        """The pairs a multilingual run validated on its own, in their order."""
+        names: dict[str, None] = {}
+        for record in self.records:
+            if isinstance(record.get("pairs"), dict):
+                names.update(dict.fromkeys(record["pairs"]))
+        return list(names)
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -86,6 +98,9 @@ def plot_run(run: Run, out_dir: Path) -> list[tuple[str, str]]:
     written = []
     for name, title, ylabel, curves in PLOTS:
         series = [(label, *run.series(key)) for key, label in curves]
+        if name in ("loss.png", "bleu.png"):  # a multilingual run: each pair's own curve beside the mean
+            key = "valid_loss" if name == "loss.png" else "valid_bleu"
+            series += [(f"{pair}", *run.series(key, pair)) for pair in run.pairs]
         series = [(label, xs, ys) for label, xs, ys in series if xs]
         if not series:
             continue
@@ -138,6 +153,17 @@ def render(run: Run, plots: list[tuple[str, str]]) -> str:
             top = max(bleu, key=lambda r: r["valid_bleu"])
             summary.append(("best validation BLEU", f"{top['valid_bleu']:.2f} (update {top['update']})"))
     lines += ["## Summary", ""] + _table(summary or [("records", "none yet")]) + [""]
+    if run.pairs and valid:
+        best = min(valid, key=lambda r: r["valid_loss"])
+        lines += ["## Pairs", "", f"Each pair validated on its own rows; the figures above are their mean. At the "
+                  f"best validation (update {best['update']}) and the last:", "",
+                  "| pair | valid loss | valid BLEU | last valid loss | last valid BLEU |", "|---|---|---|---|---|"]
+        for pair in run.pairs:
+            at_best, last = best.get("pairs", {}).get(pair, {}), valid[-1].get("pairs", {}).get(pair, {})
+            cells = [f"{figures[key]:.{digits}f}" if _is_number(figures.get(key)) else "-"
+                     for figures in (at_best, last) for key, digits in (("valid_loss", 4), ("valid_bleu", 2))]
+            lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+        lines.append("")
     if run.score:
         lines += ["## Final score", "", "From `score.json` (`nmt score --json`):", "",
                   "| metric | score | sacreBLEU signature |", "|---|---|---|"]

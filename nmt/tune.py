@@ -35,8 +35,9 @@ class TrialResult:
     brevity_penalty: float
 
 
-def valid_split(data_dir: Path) -> tuple[list[str], list[str]]:
-    """The valid split's source lines and references, as `nmt prepare` kept them."""
+def valid_split(data_dir: Path) -> tuple[list[str], list[str], list[tuple[int, int]]]:
+    """The valid split's source lines and references, as `nmt prepare` kept them, and the rows of each pair (one
+    range for a dataset of one pair); a multilingual dataset's sources start with their pair's language token."""
     manifest = load_manifest(data_dir)
     text = manifest["splits"].get("valid", {}).get("text") if isinstance(manifest["splits"], dict) else None
     if not isinstance(text, dict) or "src" not in text or "tgt" not in text:
@@ -45,13 +46,24 @@ def valid_split(data_dir: Path) -> tuple[list[str], list[str]]:
     references = list(read_lines(Path(data_dir) / text["tgt"]))
     if not sources or len(sources) != len(references):
         raise NmtError(f"{data_dir}: the valid split's text is empty or its sides differ in length")
-    return sources, references
+    groups = [(0, len(sources))]
+    if manifest.get("pairs"):
+        groups = [tuple(pair["rows"]["valid"]) for pair in manifest["pairs"]]
+        for pair, (start, end) in zip(manifest["pairs"], groups):
+            sources[start:end] = [f"{pair['token']} {line}" for line in sources[start:end]]
+    return sources, references, groups
+
+
+def mean_bleu(hypotheses: list[str], references: list[str], groups: list[tuple[int, int]]) -> tuple[float, float]:
+    """sacreBLEU and its brevity penalty, over each group of rows (pair) on its own, then their mean."""
+    scores = [sacrebleu.corpus_bleu(hypotheses[start:end], [references[start:end]]) for start, end in groups]
+    return sum(s.score for s in scores) / len(scores), sum(s.bp for s in scores) / len(scores)
 
 
 def tune(checkpoint: Path, data_dir: Path, lenpens: list[float], beams: list[int], max_tokens: int = 6000,
          device: str | None = None, progress=lambda result: None) -> list[TrialResult]:
     """Decode the valid split with every (beam, alpha, style) of the grid; the results in grid order."""
-    sources, references = valid_split(data_dir)
+    sources, references, groups = valid_split(data_dir)
     translator = Translator(checkpoint, device=device, max_tokens=max_tokens)
     results = []
     for beam in beams:
@@ -60,8 +72,8 @@ def tune(checkpoint: Path, data_dir: Path, lenpens: list[float], beams: list[int
                 translator.search = replace(SearchConfig(), beam=beam, lenpen=lenpen, lenpen_style=style)
                 translator.search.validate()
                 hypotheses = [hyps[0].text for hyps in translator.translate(sources)]
-                bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-                results.append(TrialResult(beam, lenpen, style, round(bleu.score, 2), round(bleu.bp, 3)))
+                bleu, brevity = mean_bleu(hypotheses, references, groups)  # of the pairs, each counted alike
+                results.append(TrialResult(beam, lenpen, style, round(bleu, 2), round(brevity, 3)))
                 progress(results[-1])
     return results
 

@@ -23,11 +23,13 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3  # the special ids of the SentencePi
 
 
 def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, max_sentences: int,
-                        seed_sentencepiece_size: int = 1_000_000, threads: int = 2) -> Path:
+                        seed_sentencepiece_size: int = 1_000_000, threads: int = 2,
+                        symbols: tuple[str, ...] = ()) -> Path:
     """Train one BPE model on `text_path` (source and target lines together); returns the .model path.
 
     `vocab_size` is an upper bound: a corpus too small to yield that many pieces gets fewer.
     SentencePiece samples at most `max_sentences` lines, which bounds its memory on large corpora.
+    `symbols`: pieces of their own (a multilingual corpus's language tokens), ids right after the specials.
     """
     spm.SentencePieceTrainer.train(
         input=str(text_path),
@@ -43,8 +45,21 @@ def train_sentencepiece(text_path: Path, model_prefix: Path, vocab_size: int, ma
         seed_sentencepiece_size=seed_sentencepiece_size,
         num_threads=threads,
         minloglevel=2,
+        **({"user_defined_symbols": list(symbols)} if symbols else {}),
     )
     return model_prefix.with_suffix(".model")
+
+
+def is_language_token(piece: str) -> bool:
+    """`>>CODE<<` with a code of letters, digits, `_` or `-` (`>>de<<`, `>>deu<<`, `>>zh_Hant<<`)."""
+    code = piece[2:-2]
+    return piece.startswith(">>") and piece.endswith("<<") and 0 < len(code) <= 16 and \
+        code.replace("_", "").replace("-", "").isalnum() and code.isascii()
+
+
+def language_token(code: str) -> str:
+    """The source-side token that asks a multilingual model for language CODE."""
+    return f">>{code}<<"
 
 
 def fingerprint(model_proto: bytes, target_proto: bytes | None, pieces: dict | None) -> str:
@@ -74,6 +89,16 @@ class Side:
 
     def __post_init__(self) -> None:
         self.index = {piece: i for i, piece in enumerate(self.pieces)} if self.pieces is not None else None
+        self._languages: dict[str, int] | None = None
+
+    @property
+    def language_ids(self) -> dict[str, int]:
+        """Its language tokens (`>>de<<`, `>>deu<<`: whole pieces of the form >>CODE<<) and their ids."""
+        if self._languages is None:
+            pieces = self.pieces if self.pieces is not None else [
+                self.processor.id_to_piece(i) for i in range(self.processor.get_piece_size())]
+            self._languages = {p: i for i, p in enumerate(pieces) if is_language_token(p)}
+        return self._languages
 
     def __len__(self) -> int:
         return len(self.pieces) if self.pieces is not None else self.processor.get_piece_size()
@@ -84,6 +109,17 @@ class Side:
         unk, index = self.unk_id, self.index
         return [[index.get(piece, unk) for piece in pieces]
                 for pieces in self.processor.encode(lines, out_type=str, num_threads=1)]
+
+    def encode_sampled(self, lines: list[str], alpha: float) -> list[list[int]]:
+        """One of the segmentations SentencePiece samples (subword regularization): for a BPE model each merge
+        dropped with probability `alpha` (BPE-dropout), for a unigram model sampled with smoothing `alpha`. Seeded
+        by spm.set_random_generator_seed."""
+        if self.index is None:
+            return self.processor.encode(lines, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1,
+                                         num_threads=1)
+        unk, index = self.unk_id, self.index
+        return [[index.get(piece, unk) for piece in pieces] for pieces in self.processor.encode(
+            lines, out_type=str, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)]
 
     def piece(self, token: int) -> str:
         return self.pieces[token] if self.pieces is not None else self.processor.id_to_piece(token)
@@ -160,15 +196,16 @@ class Vocab:
     def encode_source(self, lines: list[str]) -> list[list[int]]:
         """Token ids of each line, without end-of-sentence (the dataset adds it). A leading language token
         (`>>deu<<`, multilingual MarianMT models) is one piece of its own where the table has it."""
-        if self.source.index is None or not any(line.startswith(">>") for line in lines):
+        if not any(line.startswith(">>") for line in lines) or not self.source.language_ids:
             return self.source.encode(lines)
         return [self._encode_with_language_token(line) for line in lines]
 
     def _encode_with_language_token(self, line: str) -> list[int]:
         end = line.find("<<") if line.startswith(">>") else -1
-        if end == -1 or line[:end + 2] not in self.source.index:
+        token = line[:end + 2] if end != -1 else None
+        if token not in self.source.language_ids:
             return self.source.encode([line])[0]
-        return [self.source.index[line[:end + 2]]] + self.source.encode([line[end + 2:]])[0]
+        return [self.source.language_ids[token]] + self.source.encode([line[end + 2:]])[0]
 
     def encode_target(self, lines: list[str]) -> list[list[int]]:
         return self.target.encode(lines)
@@ -179,10 +216,9 @@ class Vocab:
 
     @property
     def language_tokens(self) -> list[str]:
-        """The target-language tokens a multilingual model's source starts with (`>>deu<<`), in id order."""
-        if self.source.pieces is None:
-            return []
-        return [p for p in self.source.pieces if p.startswith(">>") and p.endswith("<<") and len(p) > 4]
+        """The target-language tokens a multilingual model's source starts with (`>>de<<` as `nmt prepare` adds
+        them, `>>deu<<` in OPUS-MT's models), in id order."""
+        return list(self.source.language_ids)
 
     # --- as a checkpoint carries it, and as a prepared data folder holds it -------------------------------------
 
@@ -231,3 +267,32 @@ class Vocab:
         except ValueError:
             raise NmtError(f"{Path(folder) / manifest['vocab_pieces']}: not a table of pieces (damaged?)") from None
         return cls(read("spm_model"), read("target_spm_model"), table)
+
+
+class TargetLanguage:
+    """The target-language token a multilingual model's source starts with (`>>deu<<`, OPUS-MT's multilingual
+    models): added to every line for `--target-language deu`; without it, each line must start with one."""
+
+    def __init__(self, tokens: list[str], language: str | None):
+        self.tokens = set(tokens)
+        self.token = None
+        if language:
+            token = language if language.startswith(">>") else f">>{language}<<"
+            if token not in self.tokens:
+                known = ", ".join(sorted(t[2:-2] for t in tokens)[:12]) or "none: the model is not multilingual"
+                raise NmtError(f"--target-language {language}: not a language of this model (it has {known}"
+                               + (", ..." if len(tokens) > 12 else "") + ")")
+            self.token = token
+
+    def mark(self, texts: list[str]) -> list[str]:
+        if self.token is not None:
+            return [f"{self.token} {text}" for text in texts]
+        if self.tokens:
+            for text in texts:
+                if not (text.startswith(">>") and text[:text.find("<<") + 2] in self.tokens):
+                    codes = ", ".join(sorted(t[2:-2] for t in self.tokens)[:6])
+                    raise NmtError(f"this model is multilingual: start each text with its output language's "
+                                   f"token, e.g. >>{sorted(self.tokens)[0][2:-2]}<< (one of {codes}"
+                                   f"{', ...' if len(self.tokens) > 6 else ''}), or give one language for all "
+                                   "(--target-language of nmt translate and nmt serve)")
+        return texts

@@ -15,7 +15,7 @@ def recording_batcher(share: int = 4):
     release = threading.Event()
     decoding = threading.Event()
 
-    def translate(texts, prefixes=None, search=None, record_attention=None, constraints=None):
+    def translate(texts, prefixes=None, search=None, record_attention=None, constraints=None, abandoned=None):
         decoding.set()
         release.wait(10)  # the first batch waits until every request is queued
         batches.append(list(texts))

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from nmt.engines.base import TargetLanguage, encode_lines
+from nmt.engines.base import encode_lines
+from nmt.vocab import TargetLanguage
 from nmt.engines.spec import check_engine_options, resolve_search
 from nmt.errors import NmtError
 from nmt.tune import store_settings

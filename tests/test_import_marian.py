@@ -148,11 +148,19 @@ def test_a_multilingual_model_is_served_with_a_message_a_client_can_act_on(maria
     try:
         refused = httpx.post(server.url + "/v1/translate", json={"text": "A dog runs."}, timeout=60)
         marked = httpx.post(server.url + "/v1/translate", json={"text": ">>fra<< A dog runs."}, timeout=60)
+        asked = httpx.post(server.url + "/v1/translate", json={"text": "A dog runs.", "target": "fra"}, timeout=60)
+        libre = httpx.post(server.url + "/translate", json={"q": "A dog runs.", "source": "en", "target": "fra"},
+                           timeout=60)
+        languages = httpx.get(server.url + "/languages", timeout=60).json()
     finally:
         server.stop()
     assert refused.status_code == 400 and "start each text with" in refused.json()["error"]
     assert ">>deu<<" in refused.json()["error"]
     assert marked.status_code == 200
+    # Its tokens are its languages: a client names the target, as LibreTranslate's clients do.
+    french = marked.json()["translations"][0]["text"]
+    assert asked.json()["translations"][0]["text"] == french and libre.json()["translatedText"] == french
+    assert languages[0]["code"] == "auto" and languages[0]["targets"] == ["deu", "fra"]
     french = ServerProcess(checkpoint, "--beam", "1", "--target-language", "fra")
     try:
         answer = httpx.post(french.url + "/v1/translate", json={"text": "A dog runs."}, timeout=60)

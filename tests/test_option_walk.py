@@ -14,7 +14,6 @@ given to the real command by the tests of each (`test_option_walk_real_runs`).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal

@@ -127,3 +127,36 @@ def test_stopping_a_settled_sentence_early_returns_what_waiting_for_the_whole_be
     assert steps[True] <= steps[False]
     if (lenpen, style, nbest) == (0.6, "gnmt", 1):  # the paper's setting: settled sentences do stop early here
         assert steps[True] < steps[False]
+
+
+@pytest.mark.parametrize("search", ["beam", "sample", "constrained"])
+def test_an_abandoned_sentence_leaves_the_batch_and_the_others_decode_as_before(model, search):
+    """What a server's timed-out request asks of the search: sentence 1 is given up after three steps; it ends
+    with no hypothesis, and the steps after go on without its rows; the others' results do not change."""
+    from nmt.search.lexical import constrained_beam_search
+    from nmt.search.sampling import sample
+
+    src = sources(model.config, [5, 9, 3, 7])
+    config = SearchConfig(beam=3, nbest=2, max_len_b=12, min_len=10)  # long enough to be stopped midway
+    rows_seen: list[int] = []
+
+    def decode(abandoned=None):
+        if search == "beam":
+            return beam_search(model, src, config, abandoned=abandoned)
+        if search == "sample":
+            return sample(model, src, SearchConfig(sampling=True, nbest=2, max_len_b=12, min_len=10),
+                          torch.Generator().manual_seed(0), abandoned=abandoned)
+        return constrained_beam_search(model, src, config, [[[7, 8]]] * 4, abandoned=abandoned)
+
+    def after_three_steps():
+        rows_seen.append(1)
+        return {1} if len(rows_seen) > 3 else set()
+
+    whole, stopped = decode(), decode(after_three_steps)
+    assert whole[1] and stopped[1] == []
+    for kept in (0, 2, 3):
+        if search == "sample":  # fewer rows draw differently from the shared generator: only the counts hold
+            assert len(stopped[kept]) == 2 and all(len(h.tokens) >= 9 for h in stopped[kept])
+        else:
+            assert [h.tokens for h in stopped[kept]] == [h.tokens for h in whole[kept]]
+    assert len(rows_seen) >= 10  # asked at every step, and the others went on to their end

@@ -248,7 +248,7 @@ def test_libretranslate_errors(server):
     def lt(**fields):
         return httpx.post(server.url + "/translate", json={"api_key": KEY, **fields}, timeout=60)
     pair = lt(q="red", source="en", target="fr")
-    assert pair.status_code == 400 and "this model translates src to tgt" in pair.json()["error"]
+    assert pair.status_code == 400 and pair.json()["error"] == "en->fr is not served: this server translates src->tgt"
     assert lt(source="src", target="tgt").json() == {"error": "Invalid request: missing q parameter"}
     assert lt(q="red", source="src", target="tgt", format="pdf").json() == {
         "error": "Invalid request: format must be text or html, not 'pdf'"}
@@ -328,14 +328,14 @@ def test_full_queue_deadline_and_disconnect(trained_checkpoint):
             with pytest.raises(httpx.TimeoutException):
                 leaver.result()
             assert blocker.result().status_code == 504  # past --timeout 2
-            assert queued.result().status_code == 504  # its deadline passed while it waited
+            # The long sentence left its batch when its request timed out (nothing decodes what nobody waits for),
+            # so the queued one, 0.7 s from its own deadline then, is decoded: in time, or given up in turn.
+            queued_status = queued.result().status_code
+            assert queued_status in (200, 504)
         assert slow.metric("nmt_dropped_sentences_total", reason="disconnect") == 1  # the leaver's sentence
-        assert slow.metric("nmt_dropped_sentences_total", reason="deadline") == 1  # the queued one's
-        deadline = time.monotonic() + 60
-        while True:  # once the worker is past the long sentence, the server answers as before
-            answer = httpx.post(slow.url + "/v1/translate", json={"text": "green ball"}, timeout=60)
-            if answer.status_code != 504 or time.monotonic() > deadline:
-                break
+        assert slow.metric("nmt_dropped_sentences_total", reason="deadline") == 1 + (queued_status == 504)
+        # And the next request is served at once, not after the seconds the long sentence would still have taken.
+        answer = httpx.post(slow.url + "/v1/translate", json={"text": "green ball"}, timeout=60)
         assert answer.status_code == 200, (answer.text, slow.log)
         # As decoded alone. (Not "starts with green ball": forced to 750 pieces, the beam may prefer a worse start
         # for a better continuation, and which it prefers depends on the weights, which differ from CPU to CPU.)

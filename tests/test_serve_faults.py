@@ -116,3 +116,32 @@ def test_sigterm_while_a_body_is_half_sent_answers_503_and_exits_at_once(trained
     assert answer.startswith("HTTP/1.1 503"), answer
     assert server.stop() == 0 and time.monotonic() - started < 10
     assert "Traceback" not in server.log, server.log
+
+
+def test_a_request_that_times_out_stops_its_decoding_in_the_worker_processes(trained_checkpoint):
+    """Two long sentences (--min-len 750 at beam 32: about 10 s each) occupy both worker processes and time out
+    after 2 s; their decoding stops there, so a short request sent next is served as fast as it was alone, not after
+    the seconds they would still have taken (it would be a 504)."""
+    server = ServerProcess(trained_checkpoint, "--timeout", "2", "--max-beam", "32", "--min-len", "750", threads=2)
+    try:
+        assert len(worker_pids(server.process.pid)) == 2
+
+        def short() -> tuple[httpx.Response, float]:
+            start = time.monotonic()
+            answer = httpx.post(server.url + "/v1/translate", json={"text": "green ball"}, timeout=60)
+            return answer, time.monotonic() - start
+
+        alone, alone_seconds = short()
+        assert alone.status_code == 200, alone.text
+        long_text = " ".join(["red dog runs near the big water"] * 110)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            blockers = [pool.submit(httpx.post, server.url + "/v1/translate", json={"text": long_text, "beam": 32},
+                                    timeout=60) for _ in range(2)]
+            assert [b.result().status_code for b in blockers] == [504, 504]
+        after, after_seconds = short()
+        assert after.status_code == 200, (after.text, server.log)
+        assert after.json() == alone.json()
+        assert after_seconds < alone_seconds + 1.5, (alone_seconds, after_seconds)
+        assert server.metric("nmt_dropped_sentences_total", reason="deadline") == 2
+    finally:
+        assert server.stop() == 0, server.log

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.cli.app import command, console, dry_run, line_numbers, set_threads, stdin
-from nmt.cli.options import TOKENS_PER_BATCH, Checkpoint, DecodingPrecision, Device, Output, Threads, number
+from nmt.cli.options import (TOKENS_PER_BATCH, Checkpoint, DecodingPrecision, Device, Output, TargetLanguage,
+                             Threads, number)
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
 
@@ -30,6 +31,7 @@ def logprob_command(
     max_tokens: Annotated[int, number("Tokens per batch (the longer side, padding counted).", TOKENS_PER_BATCH)]
     = 6000,
     precision: DecodingPrecision = "fp32", device: Device = None, threads: Threads = None,
+    target_language: TargetLanguage = None,
 ) -> None:
     """Score given translations: the model's log-probability of each target given its source (teacher-forced, as
     fairseq's --score-reference and marian-scorer), for reranking n-best lists, filtering noisy corpora or a model's
@@ -50,7 +52,8 @@ def logprob_command(
     if output is not None:
         check_output_file(output)
     pairs = read_file_pairs(source, target) if source is not None else None  # line counts checked here, first
-    scorer = ForcedScorer(checkpoint or default_checkpoint(), device, max_tokens, precision=precision)
+    scorer = ForcedScorer(checkpoint or default_checkpoint(), device, max_tokens, precision=precision,
+                          target_language=target_language)
     with contextlib.ExitStack() as files:
         sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
         for result in scorer.score_stream(pairs if pairs is not None else read_tsv_pairs(stdin())):

@@ -43,6 +43,10 @@ Checkpoints = Annotated[Optional[list[Path]], typer.Option(
     "--checkpoint", help="Model checkpoint; several (`--checkpoint a.pt b.pt` or repeated) decode as an ensemble. "
                          "With --engine ctranslate2, the folder `nmt export ctranslate2` wrote. Default: "
                          "checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt.")]
+ServedCheckpoints = Annotated[Optional[list[Path]], typer.Option(
+    "--checkpoint", help="A model to serve; several (repeated) are served side by side, each for its language pairs "
+                         "(the first named serves a pair two serve). With --engine ctranslate2, a folder `nmt export "
+                         "ctranslate2` wrote. Default: checkpoints/averaged.pt, else checkpoints/checkpoint_best.pt.")]
 Engine = Annotated[str, typer.Option(
     help="torch (this package's decoder) or ctranslate2 (an exported model; needs nmt[ctranslate2]).")]
 Quantize = Annotated[str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")]
@@ -70,8 +74,9 @@ NoRepeatNgramSize = Annotated[int, config_number(
     SearchConfig, "no_repeat_ngram_size", "Never repeat an n-gram of this many pieces within an output (0: off).")]
 
 TargetLanguage = Annotated[Optional[str], typer.Option(
-    help="For a multilingual model (imported OPUS-MT ones with >>xx<< tokens): the output language, e.g. deu; its "
-         "token starts every source text (without it, each text must start with one).")]
+    help="For a multilingual model (one trained on several pairs, or an OPUS-MT one with >>xx<< tokens): the "
+         "output language, e.g. fr (OPUS-MT: fra); its token starts every source text (without it, each text must "
+         "start with one).")]
 
 # --- files -----------------------------------------------------------------------------------------------------------
 Output = Annotated[Optional[Path], typer.Option(help="Write the results here instead of stdout.")]

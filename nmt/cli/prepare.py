@@ -21,8 +21,10 @@ from nmt.errors import NmtError
 
 @command("prepare")
 def prepare(
-    corpus: Annotated[Optional[str], typer.Argument(
-        help="A recipe (see --list), or 'custom' for your own files (--src, --tgt, --train, --valid).")] = None,
+    corpora: Annotated[Optional[list[str]], typer.Argument(
+        help="A recipe (see --list), several recipes for one multilingual dataset (multi30k-en-de multi30k-en-fr), "
+             "or 'custom' for your own files (--src, --tgt or --pairs, --train, --valid).", show_default=False,
+        metavar="CORPUS...")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output DATA_DIR. Default: data/CORPUS.")] = None,
     mirror: Annotated[Optional[str], typer.Option(
         help="A folder or http(s) URL holding the recipe's files under their upstream names, used instead of "
@@ -46,6 +48,9 @@ def prepare(
         "--no-verify", help="Skip checksum verification (for a mirror of repackaged files).")] = False,
     src: Annotated[Optional[str], typer.Option(help="custom: source language code (file suffix).")] = None,
     tgt: Annotated[Optional[str], typer.Option(help="custom: target language code (file suffix).")] = None,
+    pairs: Annotated[Optional[str], typer.Option(
+        help="custom, several pairs in one dataset: SRC-TGT,SRC-TGT (en-de,en-fr), each read from "
+             "PREFIX.SRC-TGT.SRC and PREFIX.SRC-TGT.TGT (or .gz), as fairseq names them.")] = None,
     train: Annotated[Optional[str], typer.Option(
         help="custom: training prefix; PREFIX.SRC and PREFIX.TGT (or .gz) are read.")] = None,
     valid: Annotated[Optional[str], typer.Option(help="custom: validation prefix.")] = None,
@@ -58,29 +63,28 @@ def prepare(
                                   "separate embeddings, instead of one joint model shared by both.")] = False,
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
 ) -> None:
-    """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR."""
-    from nmt.data.prepare import find_side, prepare_corpus, prepare_recipe
-    from nmt.data.recipes import RECIPES
+    """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR.
+    Several recipes (or --pairs) make one dataset for a multilingual model: each source starts with its target
+    language's token (>>de<<), the vocabulary is learned on a sample balanced by language."""
+    from nmt.data.prepare import custom_pairs, find_side, prepare_corpus, prepare_recipe
+    from nmt.data.recipes import RECIPES, combine
 
-    if list_recipes or corpus is None:
+    if list_recipes or not corpora:
         _list_recipes(RECIPES)
         return
-    out = out or DATA_ROOT / corpus
-    if corpus == "custom":
-        for flag, value in (("--src", src), ("--tgt", tgt), ("--train", train), ("--valid", valid)):
-            if not value:
-                raise NmtError(f"prepare custom needs {flag}")
-        cleaning = CleaningOptions()
-    elif corpus in RECIPES:
-        cleaning = RECIPES[corpus].cleaning
-    else:
-        raise NmtError(f"unknown corpus {corpus!r}; `nmt prepare --list` shows the recipes")
+    recipe = _recipe(corpora, RECIPES, combine, pairs, {"--src": src or pairs, "--tgt": tgt or pairs,
+                                                        "--train": train, "--valid": valid})
+    if pairs and (src or tgt):
+        raise NmtError("--pairs names every pair's languages: give it without --src and --tgt")
+    corpus = "+".join(corpora)
+    out = out or DATA_ROOT / (corpus if len(corpora) == 1 else "-".join(corpora))
+    cleaning = recipe.cleaning if recipe is not None else CleaningOptions()
     if separate_vocabs and vocab is not None:
         raise NmtError("--separate-vocabs learns two vocabularies, --vocab uses a given one: choose one")
     options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample, separate_vocabs=separate_vocabs,
                              workers=workers or min(os.cpu_count() or 1, 8),
                              cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
-    recipe_vocab = RECIPES[corpus].vocab_size if corpus in RECIPES else 8000
+    recipe_vocab = recipe.vocab_size if recipe is not None else 8000
     options.resolved(recipe_vocab, options.cleaning)  # option values first, before any file is read
     if dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses",
                            "vocabulary": vocab or "learned"}):
@@ -95,16 +99,25 @@ def prepare(
         console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
     try:
         with ProgressBars() as hook:
-            if corpus == "custom":
+            prefixes = {"train": train, "valid": valid, "test": test}
+            if corpus == "custom" and pairs:
+                prepared = custom_pairs(out, pairs, prefixes, options, log, hook)
+            elif corpus == "custom":
                 splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
-                          for name, prefix in (("train", train), ("valid", valid), ("test", test)) if prefix}
+                          for name, prefix in prefixes.items() if prefix}
                 prepared = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
             else:
-                prepared = prepare_recipe(RECIPES[corpus], out, options, mirror, not no_verify, hook, log)
+                prepared = prepare_recipe(recipe, out, options, mirror, not no_verify, hook, log)
     except KeyboardInterrupt:
         console.print(f"[bold red]interrupted:[/] {out} is incomplete (no manifest.json); run the same command "
                       "again to go on from where it stopped", soft_wrap=True)
         raise typer.Exit(130) from None
+    _print_prepared(out, prepared)
+
+
+def _print_prepared(out: Path, prepared) -> None:
+    """What a prepared DATA_DIR holds: each split's pairs, the vocabulary, what cleaning dropped, and each pair of
+    a multilingual dataset."""
     manifest = prepared.manifest
     if all(step["status"] == "skipped" for step in prepared.steps.values()):
         console.print(f"[green]up to date[/] {out}: every step was done already with these options")
@@ -113,6 +126,28 @@ def prepare(
         f"{name} {split['sentences']:,} pairs" for name, split in manifest["splits"].items())
         + f"; vocabulary {manifest['vocab_size']}; training pairs kept {report['kept']:,}, dropped "
         + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
+    for pair in manifest.get("pairs", []):
+        rows = pair["rows"]
+        console.print(f"  {pair['src']}->{pair['tgt']} ({pair['token']}): " + ", ".join(
+            f"{split} {end - start:,}" for split, (start, end) in rows.items()))
+
+
+def _recipe(corpora: list[str], recipes: dict, combine, pairs: str | None, custom_needs: dict):
+    """The recipe the corpora name (several: one multilingual recipe), or None for `custom`, whose options are
+    checked here."""
+    for name in corpora:
+        if name not in recipes and name != "custom":
+            raise NmtError(f"unknown corpus {name!r}; `nmt prepare --list` shows the recipes")
+    if "custom" in corpora and len(corpora) > 1:
+        raise NmtError("custom takes its files from --train/--valid: name it alone (several pairs: --pairs)")
+    if corpora != ["custom"]:
+        if pairs:
+            raise NmtError("--pairs is for custom corpora; name several recipes instead")
+        return combine([recipes[name] for name in corpora])
+    for flag, value in custom_needs.items():
+        if not value:
+            raise NmtError(f"prepare custom needs {flag}" + (" (or --pairs)" if flag in ("--src", "--tgt") else ""))
+    return None
 
 
 def _list_recipes(recipes) -> None:

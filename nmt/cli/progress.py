@@ -54,7 +54,12 @@ class RichTrainReporter:
     def record(self, record):
         if "valid_loss" in record:
             bleu = f", BLEU {record['valid_bleu']:.2f}" if "valid_bleu" in record else ""
-            self.progress.console.print(f"update {record['update']}: valid loss {record['valid_loss']:.3f}{bleu}")
+            pairs = "".join(f"; {name} {figures['valid_loss']:.3f}"
+                            + (f" / {figures['valid_bleu']:.2f}" if "valid_bleu" in figures else "")
+                            for name, figures in record.get("pairs", {}).items())
+            mean = " (mean of the pairs)" if pairs else ""
+            self.progress.console.print(f"update {record['update']}: valid loss {record['valid_loss']:.3f}{bleu}"
+                                        f"{mean}{pairs}", highlight=False, soft_wrap=True)
         else:
             self.progress.update(self.task, status=f"loss {record['loss']:.3f}  lr {record['lr']:.2e}  "
                                                    f"{record['tgt_tokens_per_s']:,.0f} tgt tok/s")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from nmt.cli.app import command, dry_run, print_search_notes, set_threads
-from nmt.cli.options import (Beam, Checkpoints, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
+from nmt.cli.options import (Beam, DecodingPrecision, Device, Engine, Glossary, Lenpen, LenpenStyle,
                              MaxLenA, MaxLenB, MinLen, NoRepeatNgramSize, Quantize, SourceTokensPerBatch,
-                             TargetLanguage, Threads, config_number)
+                             ServedCheckpoints, TargetLanguage, Threads, config_number)
 from nmt.config import default_checkpoint
 from nmt.errors import NmtError
 from nmt.serve.config import ServeConfig
@@ -18,7 +19,11 @@ from nmt.serve.config import ServeConfig
 
 @command("serve")
 def serve_command(
-    checkpoint: Checkpoints = None, engine: Engine = "torch",
+    checkpoint: ServedCheckpoints = None,
+    model_dir: Annotated[Optional[Path], typer.Option(
+        help="Serve every model in this folder (checkpoints, or with --engine ctranslate2 export folders), in name "
+             "order, after those of --checkpoint.")] = None,
+    engine: Engine = "torch",
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface (set a key).")]
     = "127.0.0.1",
     port: Annotated[int, config_number(ServeConfig, "port", "Port to listen on.")] = 8000,
@@ -64,9 +69,10 @@ def serve_command(
     quantize: Quantize = "none", precision: DecodingPrecision = "fp32", device: Device = None,
     threads: Threads = None, glossary: Glossary = None, target_language: TargetLanguage = None,
 ) -> None:
-    """Serve a model over HTTP: a page to try it at /, the JSON API at /v1/translate, LibreTranslate's API at
-    /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches.
-    SIGTERM finishes the requests in flight, then exits 0. See docs/serving.md."""
+    """Serve models over HTTP: a page to try them at /, the JSON API at /v1/translate, LibreTranslate's API at
+    /translate and /languages, /health and Prometheus /metrics. Concurrent requests are decoded in shared batches;
+    several models each serve their language pairs, and a pair none serves but English links is pivoted. SIGTERM
+    finishes the requests in flight, then exits 0. See docs/serving.md."""
     if api_key is None and "NMT_API_KEY" in os.environ:  # click reads an empty variable as no key at all
         raise NmtError("NMT_API_KEY is set but empty: set a key, or unset the variable to serve without one")
     try:
@@ -79,9 +85,14 @@ def serve_command(
 
     set_threads(threads)
     workers = choose_workers(workers, device)
-    checkpoints = checkpoint or []
-    resolved = resolve_search(checkpoints, engine, beam, lenpen, lenpen_style, max_len_a=max_len_a,
-                              max_len_b=max_len_b, min_len=min_len, no_repeat_ngram_size=no_repeat_ngram_size)
+    checkpoints = list(checkpoint or []) + (models_in(model_dir, engine) if model_dir is not None else [])
+    if target_language is not None and len(checkpoints) > 1:
+        raise NmtError("--target-language gives one model one output language: serve several models without it "
+                       "(each multilingual one serves all its pairs)")
+    searches = [resolve_search([path], engine, beam, lenpen, lenpen_style, max_len_a=max_len_a, max_len_b=max_len_b,
+                               min_len=min_len, no_repeat_ngram_size=no_repeat_ngram_size)
+                for path in checkpoints or [None]]
+    resolved = searches[0]
     search = resolved.search
     config = ServeConfig(host=host, port=port, api_key=api_key, max_beam=max_beam, max_nbest=max_nbest,
                          max_sentences=max_sentences, max_characters=max_characters,
@@ -95,11 +106,33 @@ def serve_command(
             raise NmtError("--glossary: not with --engine ctranslate2 (CTranslate2 has no constrained search)")
         from nmt.terminology import Glossary as GlossaryFile
         GlossaryFile.load(glossary)  # a bad file ends here, in one line, before the model loads
-    if search.beam > max_beam:
-        raise NmtError(f"the default beam {search.beam} is above --max-beam {max_beam}")
+    for each in searches:
+        if each.search.beam > max_beam:
+            raise NmtError(f"the default beam {each.search.beam} is above --max-beam {max_beam}")
     if dry_run("serve", {"checkpoints": [str(c) for c in checkpoints] or "the default", "search": search,
                          "host": host, "port": port}):
         return
-    print_search_notes(resolved, "serving", " unless a request says otherwise")
-    serve(EngineSpec(engine, checkpoints or [default_checkpoint()], search, device, max_tokens, quantize, threads,
-                     precision, target_language), config)
+    for each in searches:
+        print_search_notes(each, "serving", " unless a request says otherwise")
+    serve([EngineSpec(engine, [path], each.search, device, max_tokens, quantize, threads, precision, target_language)
+           for path, each in zip(checkpoints or [default_checkpoint()], searches)], config)
+
+
+def models_in(folder: Path, engine: str) -> list[Path]:
+    """The models of --model-dir, in name order: its checkpoints (torch) or export folders (ctranslate2); anything
+    else in it is named, in one line, before a model loads."""
+    if not folder.is_dir():
+        raise NmtError(f"--model-dir {folder}: " + ("not a folder" if folder.exists() else "no such folder"))
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if engine == "ctranslate2":
+        models = [p for p in entries if p.is_dir() and (p / "model.bin").is_file()]
+    else:
+        models = [p for p in entries if p.is_file() and p.suffix == ".pt"]
+    others = [p.name for p in entries if p not in models]
+    if others:
+        what = "export folders (a model.bin in each)" if engine == "ctranslate2" else "checkpoints (.pt files)"
+        raise NmtError(f"--model-dir {folder}: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''} "
+                       f"{'is' if len(others) == 1 else 'are'} not {what}; keep only the models to serve there")
+    if not models:
+        raise NmtError(f"--model-dir {folder}: holds no model to serve")
+    return models

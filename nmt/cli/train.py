@@ -86,6 +86,14 @@ InitFrom = _option(Path, "Start from this checkpoint's weights (fine-tuning); op
 EmaDecay = _number(TrainConfig, "ema_decay",
                    "Keep an exponential moving average of the weights with this decay (e.g. 0.999, warmed up as "
                    "min(D, (1+t)/(10+t))): validation and the checkpoints' model use it (0: off).")
+SamplingTemperature = _number(TrainConfig, "sampling_temperature",
+                              "A dataset of several pairs: draw each pair's sentences with probability proportional "
+                              "to its size^(1/T) (1: the data's proportions; larger: flatter, small pairs more "
+                              "often).")
+SubwordAlpha = _number(TrainConfig, "subword_alpha",
+                       "Subword regularization: segment each training batch anew with SentencePiece's sampling (BPE: "
+                       "each merge dropped with this probability, as BPE-dropout's 0.1; unigram: the smoothing). 0: "
+                       "the data's own segmentation.")
 Tensorboard = _option(Path, "Also write metrics.jsonl's scalars as TensorBoard events into this folder (needs "
                             "nmt[tensorboard]).")
 
@@ -113,7 +121,8 @@ def train_command(
     valid_bleu: ValidBleu = None, precision: Precision = None, lr_schedule: LrSchedule = None,
     valid_beam: ValidBeam = None, patience: Patience = None, early_stop_metric: EarlyStopMetric = None,
     max_nonfinite: MaxNonfinite = None, compile: Compile = None, init_from: InitFrom = None,
-    ema_decay: EmaDecay = None, tensorboard: Tensorboard = None,
+    ema_decay: EmaDecay = None, tensorboard: Tensorboard = None, sampling_temperature: SamplingTemperature = None,
+    subword_alpha: SubwordAlpha = None,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the resolved model and training settings (preset, checkpoint and options "
                                "applied) as JSON and exit; nothing is read but a checkpoint named.")] = False,

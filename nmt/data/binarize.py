@@ -42,6 +42,7 @@ class ShardTask:
     vocab_files: tuple[tuple[str, str], ...]  # (manifest key, file name) of each: spm_model, and where it has them
     dtype: str
     cleaning: CleaningOptions
+    tag: str = ""  # the token each source line starts with (`>>de<<`: a multilingual dataset's target language)
 
     def done(self) -> dict | None:
         try:
@@ -109,7 +110,7 @@ def binarize_shard(task: ShardTask) -> dict:
             raise NmtError(f"{bad}:{number}: not valid UTF-8") from None
         pair = clean_text_pair(src_line, tgt_line, cleaning, report)
         if pair:
-            pairs.append(pair)
+            pairs.append((f"{task.tag} {pair[0]}", pair[1]) if task.tag else pair)
     del src_raw, tgt_raw
 
     vocab = _vocab(task.vocab_dir, task.vocab_files)

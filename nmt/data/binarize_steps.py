@@ -28,11 +28,14 @@ class BinarizeOptions(Protocol):
 
 
 def binarize_train(runner: StepRunner, index: TrainIndex, spm: VocabularyFiles, vocab_files: dict,
-                   options: BinarizeOptions, src: str, tgt: str, dtype: str) -> dict:
+                   options: BinarizeOptions, src: str, tgt: str, dtype: str, tags: list[str] | None = None) -> dict:
     """Clean, encode and filter the training pairs shard by shard in --workers processes, then merge the shards into
-    DATA_DIR/train.{SRC,TGT}.{bin,idx}. Returns the split's manifest entry, with the cleaning report."""
+    DATA_DIR/train.{SRC,TGT}.{bin,idx}. Returns the split's manifest entry, with the cleaning report and the pairs
+    kept of each corpus (`corpus_sentences`). `tags`: the token each corpus's source lines start with ("" none)."""
+    tags = tags or [""] * len(index.corpora)
     params = {"index": index.digest, "spm": spm.sha256, "cleaning": asdict(options.cleaning),
-              **({"vocab_files": spm.files_sha256} if spm.files_sha256 else {})}
+              **({"vocab_files": spm.files_sha256} if spm.files_sha256 else {}),
+              **({"tags": tags} if any(tags) else {})}
     outputs = [runner.out_dir / f"train.{lang}.{ext}" for lang in (src, tgt) for ext in ("bin", "idx")]
     shard_dir = runner.work / f"shards-{digest(params)}"
 
@@ -51,10 +54,12 @@ def binarize_train(runner: StepRunner, index: TrainIndex, spm: VocabularyFiles, 
                     tgt_offset=tgt_offset, first_line=first + 1,
                     lines=min(corpus_steps.SHARD_LINES, corpus.lines - first),
                     vocab_dir=str(runner.out_dir), vocab_files=tuple(sorted(vocab_files.items())), dtype=dtype,
-                    cleaning=options.cleaning))
+                    cleaning=options.cleaning, tag=tags[corpus_number]))
         results = run_shards(runner, tasks, options.workers, index.pairs)
         report = {"kept": 0, "dropped": {}}
-        for result in results:
+        corpus_sentences = [0] * len(index.corpora)
+        for task, result in zip(tasks, results):
+            corpus_sentences[int(Path(task.prefix).name.split("-")[0])] += result["kept"]
             report["kept"] += result["kept"]
             for reason, count in result["dropped"].items():
                 report["dropped"][reason] = report["dropped"].get(reason, 0) + count
@@ -63,6 +68,7 @@ def binarize_train(runner: StepRunner, index: TrainIndex, spm: VocabularyFiles, 
         tgt_entry = merge_shards(prefixes, "tgt", runner.out_dir / f"train.{tgt}", dtype)
         shutil.rmtree(shard_dir)
         entry = {"sentences": src_entry["sentences"], "src": src_entry, "tgt": tgt_entry, "report": report,
+                 "corpus_sentences": corpus_sentences,
                  "workers_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in results), default=0)}
         return outputs, entry
 
@@ -94,10 +100,14 @@ def run_shards(runner: StepRunner, tasks: list[ShardTask], workers: int, pairs: 
 
 
 def binarize_reference(runner: StepRunner, split: str, reference: ReferenceFiles, spm: VocabularyFiles,
-                       vocab: Vocab, src: str, tgt: str, dtype: str) -> dict:
-    """A valid or test split encoded line for line into DATA_DIR/SPLIT.{SRC,TGT}.{bin,idx}: its manifest entry."""
+                       vocab: Vocab, src: str, tgt: str, dtype: str, tags: list[str] | None = None) -> dict:
+    """A valid or test split encoded line for line into DATA_DIR/SPLIT.{SRC,TGT}.{bin,idx}: its manifest entry.
+    `tags`: the token each corpus's source lines start with, as in training."""
+    line_tags = [tag for tag, lines in zip(tags or [], reference.corpus_lines) for _ in range(lines)] \
+        if tags and any(tags) else None
     params = {"spm": spm.sha256, "references": reference.fingerprints,
-              **({"vocab_files": spm.files_sha256} if spm.files_sha256 else {})}
+              **({"vocab_files": spm.files_sha256} if spm.files_sha256 else {}),
+              **({"tags": tags} if line_tags else {})}
     outputs = [runner.out_dir / f"{split}.{lang}.{ext}" for lang in (src, tgt) for ext in ("bin", "idx")]
 
     def run() -> tuple[list[Path], dict]:
@@ -108,8 +118,10 @@ def binarize_reference(runner: StepRunner, split: str, reference: ReferenceFiles
             writer = TokenArrayWriter(runner.out_dir / f"{split}.{lang}", dtype, vocab.eos_id)
             try:
                 batch = []
-                for line in read_text(path):
-                    batch.append(normalize(line))
+                for number, line in enumerate(read_text(path)):
+                    text = normalize(line)
+                    batch.append(f"{line_tags[number]} {text}" if line_tags and lang == src and
+                                 encode == vocab.encode_source else text)
                     if len(batch) == ENCODE_BATCH:
                         writer.add_many(encode(batch))
                         batch = []

@@ -38,6 +38,7 @@ class ReferenceFiles:
     paths: list[Path]  # DATA_DIR/SPLIT.SRC, DATA_DIR/SPLIT.TGT
     fingerprints: list[str]
     lines: int
+    corpus_lines: list[int]  # of each corpus, in order
 
 
 def extract_texts(runner: StepRunner, splits: dict[str, list[Corpus]], files: dict[str, tuple[Path, str]]) -> dict:
@@ -91,18 +92,32 @@ def index_training(runner: StepRunner, corpora: list[Corpus], texts: dict) -> Tr
 
 def copy_references(runner: StepRunner, split: str, corpora: list[Corpus], texts: dict, src: str,
                     tgt: str) -> ReferenceFiles:
-    """Valid/test lines exactly as they were (checked UTF-8), concatenated over the split's corpora."""
+    """Valid/test lines exactly as they were (checked UTF-8), concatenated over the split's corpora; in a dataset of
+    several pairs also each pair's own (SPLIT.en-de.en, SPLIT.en-de.de: fairseq's names), to translate and score."""
     outputs = [runner.out_dir / f"{split}.{src}", runner.out_dir / f"{split}.{tgt}"]
-    params = {"inputs": [[texts[c.src][1], texts[c.tgt][1]] for c in corpora], "outputs": [p.name for p in outputs]}
+    pairs = list(dict.fromkeys(corpus.pair for corpus in corpora if corpus.pair))
+    pair_files = {pair: [runner.out_dir / f"{split}.{pair[0]}-{pair[1]}.{lang}" for lang in pair] for pair in pairs}
+    params = {"inputs": [[texts[c.src][1], texts[c.tgt][1]] for c in corpora], "outputs": [p.name for p in outputs],
+              **({"pairs": [f"{a}-{b}" for a, b in pairs]} if pairs else {})}
 
     def run() -> tuple[list[Path], dict]:
-        lines = 0
+        corpus_lines = []
         with atomic_write(outputs[0], newline="") as src_out, atomic_write(outputs[1], newline="") as tgt_out:
             for corpus in corpora:
+                lines = 0
                 for src_line, tgt_line in read_parallel(texts[corpus.src][0], texts[corpus.tgt][0]):
                     src_out.write(src_line + "\n")
                     tgt_out.write(tgt_line + "\n")
                     lines += 1
+                corpus_lines.append(lines)
+        lines = sum(corpus_lines)
+        for pair, (src_path, tgt_path) in pair_files.items():
+            with atomic_write(src_path, newline="") as src_out, atomic_write(tgt_path, newline="") as tgt_out:
+                for corpus in corpora:
+                    if corpus.pair == pair:
+                        for src_line, tgt_line in read_parallel(texts[corpus.src][0], texts[corpus.tgt][0]):
+                            src_out.write(src_line + "\n")
+                            tgt_out.write(tgt_line + "\n")
         if lines == 0:
             for path in outputs:
                 path.unlink(missing_ok=True)
@@ -110,10 +125,12 @@ def copy_references(runner: StepRunner, split: str, corpora: list[Corpus], texts
             raise NmtError(f"the {split} split is empty ({files}): "
                            + ("nmt train validates on it; give at least one pair" if split == "valid"
                               else "give a prefix with at least one pair, or none"))
-        return outputs, {"lines": lines}
+        return outputs + [path for paths in pair_files.values() for path in paths], {
+            "lines": lines, "corpus_lines": corpus_lines}
 
     result = runner.step(f"references/{split}", params, run)
-    return ReferenceFiles(outputs, [file_fingerprint(p) for p in outputs], result["lines"])
+    return ReferenceFiles(outputs, [file_fingerprint(p) for p in outputs], result["lines"],
+                          result.get("corpus_lines", [result["lines"]]))
 
 def shard_offsets(path: Path) -> tuple[list[int], int]:
     """Byte offsets of lines 0, SHARD_LINES, 2 * SHARD_LINES, ... and the number of lines ('\\n' ends a line)."""

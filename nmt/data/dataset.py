@@ -76,15 +76,19 @@ class ParallelDataset:
         return self.tgt.lengths
 
     def collate(self, indices: np.ndarray) -> Batch:
-        src = [self.src[i] for i in indices]
-        tgt = [self.tgt[i] for i in indices]
-        target = pad_sequences(tgt, self.pad_id)
-        prev = pad_sequences([np.concatenate(([self.bos_id], seq[:-1])) for seq in tgt], self.pad_id)
-        return Batch(
-            src_tokens=torch.from_numpy(pad_sequences(src, self.pad_id)),
-            prev_tokens=torch.from_numpy(prev),
-            target=torch.from_numpy(target),
-            src_count=int(sum(len(seq) for seq in src)),
-            tgt_count=int(sum(len(seq) for seq in tgt)),
-            indices=np.asarray(indices),
-        )
+        return collate_ids([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices, self.pad_id,
+                           self.bos_id)
+
+
+def collate_ids(src: list[np.ndarray], tgt: list[np.ndarray], indices: np.ndarray, pad_id: int, bos_id: int) -> Batch:
+    """A batch of sentences given as ids (each ending in eos): padded, and the decoder's input shifted right."""
+    target = pad_sequences(tgt, pad_id)
+    prev = pad_sequences([np.concatenate(([bos_id], seq[:-1])) for seq in tgt], pad_id)
+    return Batch(
+        src_tokens=torch.from_numpy(pad_sequences(src, pad_id)),
+        prev_tokens=torch.from_numpy(prev),
+        target=torch.from_numpy(target),
+        src_count=int(sum(len(seq) for seq in src)),
+        tgt_count=int(sum(len(seq) for seq in tgt)),
+        indices=np.asarray(indices),
+    )

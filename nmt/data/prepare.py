@@ -26,7 +26,7 @@ from pathlib import Path
 from nmt.atomic import write_json
 from nmt.data.binarize_steps import binarize_reference, binarize_train
 from nmt.data.binary import MANIFEST_FORMAT, MANIFEST_VERSION, token_dtype
-from nmt.data.corpus_steps import copy_references, extract_texts, index_training
+from nmt.data.corpus_steps import ReferenceFiles, copy_references, extract_texts, index_training
 from nmt.data.download import fetch_verified
 from nmt.data.recipes import Corpus, Recipe
 from nmt.data.sources import Progress, Source
@@ -34,7 +34,7 @@ from nmt.data.stamps import file_fingerprint
 from nmt.data.step_runner import Log, StepRunner
 from nmt.data.prepare_options import PrepareOptions
 from nmt.data.text import CleaningOptions, check_input_file
-from nmt.data.vocabulary_steps import vocabulary_step
+from nmt.data.vocabulary_steps import check_language_tokens, vocabulary_step
 from nmt.errors import NmtError
 from nmt.vocab import Vocab
 
@@ -90,6 +90,81 @@ def prepare_corpus(out_dir: Path, src: str, tgt: str, split_paths: dict[str, tup
     return _run(StepRunner(Path(out_dir), log, progress), src, tgt, splits, files, options, provenance)
 
 
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """`en-de,en-fr` as [("en", "de"), ("en", "fr")]: language codes of letters, digits and `_`, each pair once."""
+    pairs = []
+    for item in text.split(","):
+        src, _, tgt = item.strip().partition("-")
+        if not (src and tgt and all(code.replace("_", "").isalnum() and code.isascii() for code in (src, tgt))):
+            raise NmtError(f"--pairs: {item.strip()!r} is not SRC-TGT (language codes of letters and digits, e.g. "
+                           "en-de)")
+        if src == tgt:
+            raise NmtError(f"--pairs: {item.strip()} translates a language into itself")
+        if (src, tgt) in pairs:
+            raise NmtError(f"--pairs: {src}-{tgt} is named twice")
+        pairs.append((src, tgt))
+    return pairs
+
+
+def custom_pairs(out_dir: Path, pairs_text: str, prefixes: dict[str, str | None], options: PrepareOptions,
+                 log: Log = lambda message: None, progress: Progress | None = None) -> Prepared:
+    """Your own files of several pairs as one multilingual dataset: PREFIX.SRC-TGT.SRC and .TGT per pair and split."""
+    from nmt.vocab import language_token
+
+    pairs = parse_pairs(pairs_text)
+    options = options.resolved(8000, CleaningOptions())
+    splits: dict[str, list[Corpus]] = {}
+    files = {}
+    for split, prefix in prefixes.items():
+        if not prefix:
+            continue
+        for src, tgt in pairs:
+            paths = [find_side(f"{prefix}.{src}-{tgt}", lang) for lang in (src, tgt)]
+            for path in paths:
+                check_input_file(path)
+                files[str(path.resolve())] = (path.resolve(), file_fingerprint(path))
+            splits.setdefault(split, []).append(Corpus(
+                f"{src}-{tgt}/{split}", Source(str(paths[0].resolve())), Source(str(paths[1].resolve())), (src, tgt),
+                language_token(tgt)))
+    sources, targets = {src for src, _ in pairs}, {tgt for _, tgt in pairs}
+    provenance = {"recipe": "custom", "inputs": files_by_split(splits)}
+    return _run(StepRunner(Path(out_dir), log, progress), sources.pop() if len(sources) == 1 else "mul",
+                targets.pop() if len(targets) == 1 else "mul", splits, files, options, provenance)
+
+
+def files_by_split(splits: dict[str, list[Corpus]]) -> dict[str, list[str]]:
+    return {split: [path for corpus in corpora for path in (corpus.src.file, corpus.tgt.file)]
+            for split, corpora in splits.items()}
+
+
+def pair_entries(splits: dict[str, list[Corpus]], train_sentences: list[int],
+                 references: dict[str, ReferenceFiles]) -> list[dict]:
+    """The manifest's `pairs` of a multilingual dataset: each pair's languages, the token its sources start with,
+    the rows of each split that are its (the corpora of a pair follow one another), and its raw valid/test files."""
+    counts = {"train": train_sentences, **{split: ref.corpus_lines for split, ref in references.items()}}
+    entries: dict[tuple[str, str], dict] = {}
+    for split, corpora in splits.items():
+        row = 0
+        for corpus, count in zip(corpora, counts[split]):
+            entry = entries.setdefault(corpus.pair, {"src": corpus.pair[0], "tgt": corpus.pair[1], "token": corpus.tag,
+                                                     "rows": {}, "text": {}})
+            start, end = entry["rows"].get(split, [row, row])
+            if end != row:
+                raise NmtError(f"{corpus.pair[0]}-{corpus.pair[1]}: its {split} corpora must follow one another")
+            entry["rows"][split] = [start, row + count]
+            row += count
+            if split != "train":
+                name = f"{split}.{corpus.pair[0]}-{corpus.pair[1]}"
+                entry["text"][split] = {"src": f"{name}.{corpus.pair[0]}", "tgt": f"{name}.{corpus.pair[1]}"}
+    for entry in entries.values():
+        for split in ("train", "valid"):
+            if entry["rows"].get(split, [0, 0])[1] == entry["rows"].get(split, [0, 0])[0]:
+                raise NmtError(f"{entry['src']}-{entry['tgt']}: no {split} pairs"
+                               + (" left after cleaning" if split == "train" else "")
+                               + "; every pair of a multilingual dataset needs training and validation data")
+    return list(entries.values())
+
+
 def find_side(prefix: str, lang: str) -> Path:
     """PREFIX.lang or PREFIX.lang.gz, whichever exists."""
     for candidate in (Path(f"{prefix}.{lang}"), Path(f"{prefix}.{lang}.gz")):
@@ -101,23 +176,31 @@ def find_side(prefix: str, lang: str) -> Path:
 def _run(runner: StepRunner, src: str, tgt: str, splits: dict[str, list[Corpus]],
          files: dict[str, tuple[Path, str]], options: PrepareOptions, provenance: dict) -> Prepared:
     """The steps after the download, in order, then the manifest (written last: a DATA_DIR with one is complete)."""
-    if src == tgt:
+    multilingual = any(corpus.pair for corpora in splits.values() for corpus in corpora)
+    if src == tgt and not multilingual:
         raise NmtError(f"--src and --tgt are both {src!r}")
     for split in ("train", "valid"):
         if not splits.get(split):
             raise NmtError(f"a {split} split is required")
+    stems = (src, tgt) if src != tgt else ("src", "tgt")  # file names: both sides of a many-to-many set are `mul`
+    tags = {split: [corpus.tag for corpus in corpora] for split, corpora in splits.items()}
+    check_language_tokens(options, tuple(sorted(set(tags["train"]) - {""})))
     texts = extract_texts(runner, splits, files)  # Source -> (plain text path, fingerprint)
     index = index_training(runner, splits["train"], texts)
-    references = {split: copy_references(runner, split, corpora, texts, src, tgt)
+    references = {split: copy_references(runner, split, corpora, texts, *stems)
                   for split, corpora in splits.items() if split != "train"}
-    spm = vocabulary_step(runner, index, options)
+    spm = vocabulary_step(runner, index, options, [corpus.pair for corpus in splits["train"]] if multilingual else None,
+                          tuple(sorted(set(tags["train"]) - {""})))
     vocab_files = spm.files or {"spm_model": "spm.model"}
     vocab = Vocab.from_folder(runner.out_dir, vocab_files)
     dtype = token_dtype(max(len(vocab), vocab.target_size)).name
-    entries = {"train": binarize_train(runner, index, spm, vocab_files, options, src, tgt, dtype)}
+    entries = {"train": binarize_train(runner, index, spm, vocab_files, options, *stems, dtype, tags["train"])}
     for split, reference in references.items():
-        entries[split] = binarize_reference(runner, split, reference, spm, vocab, src, tgt, dtype)
+        entries[split] = binarize_reference(runner, split, reference, spm, vocab, *stems, dtype, tags[split])
     train_report = entries["train"].pop("report")
+    corpus_sentences = entries["train"].pop("corpus_sentences", None)
+    if multilingual:
+        provenance = {**provenance, "pairs": pair_entries(splits, corpus_sentences, references)}
     if entries["train"]["sentences"] == 0:
         raise NmtError(f"no training pairs left after cleaning ({train_report})")
     manifest = {

@@ -7,14 +7,18 @@ from dataclasses import dataclass, field
 from nmt.data.download import RemoteFile
 from nmt.data.sources import Source
 from nmt.data.text import CleaningOptions
+from nmt.errors import NmtError
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """One parallel corpus of a split: its name and where each side's lines come from."""
+    """One parallel corpus of a split: its name and where each side's lines come from. In a dataset of several
+    language pairs, its `pair` (source, target) and the token its source lines start with (`tag`, `>>de<<`)."""
     name: str
     src: Source
     tgt: Source
+    pair: tuple[str, str] | None = None
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,3 +157,38 @@ RECIPES: dict[str, Recipe] = {
     for pair in pairs
     for recipe in (make(*pair), make(*reversed(pair)))
 }
+
+
+def combine(recipes: list[Recipe]) -> Recipe:
+    """Several recipes as one multilingual recipe: each pair's corpora in every split, their source lines starting
+    with the target language's token (`>>de<<`, as OPUS-MT's multilingual models), the files of all. The source
+    (target) language is the one all pairs share, else `mul` (ISO 639-2: several languages)."""
+    from nmt.vocab import language_token
+
+    if len(recipes) == 1:
+        return recipes[0]
+    pairs = [(recipe.src, recipe.tgt) for recipe in recipes]
+    for pair in pairs:
+        if pairs.count(pair) > 1:
+            raise NmtError(f"{pair[0]}-{pair[1]} is named twice: each pair once")
+    files: dict[str, RemoteFile] = {}
+    for recipe in recipes:
+        for name, remote in recipe.files.items():
+            if files.setdefault(name, remote) != remote:
+                raise NmtError(f"{name}: two recipes name different files by this name")
+    if any(recipe.cleaning != recipes[0].cleaning for recipe in recipes):
+        raise NmtError("the recipes clean their corpora differently (" + ", ".join(r.name for r in recipes)
+                       + "): prepare recipes of one family together")
+    splits: dict[str, list[Corpus]] = {}
+    for recipe in recipes:
+        for split, corpora in recipe.splits.items():
+            splits.setdefault(split, []).extend(
+                Corpus(f"{recipe.src}-{recipe.tgt}/{corpus.name}", corpus.src, corpus.tgt, (recipe.src, recipe.tgt),
+                       language_token(recipe.tgt)) for corpus in corpora)
+    sources, targets = {src for src, _ in pairs}, {tgt for _, tgt in pairs}
+    return Recipe(
+        name="+".join(recipe.name for recipe in recipes),
+        src=sources.pop() if len(sources) == 1 else "mul", tgt=targets.pop() if len(targets) == 1 else "mul",
+        description="; ".join(recipe.description for recipe in recipes),
+        files=files, splits=splits, vocab_size=max(recipe.vocab_size for recipe in recipes),
+        cleaning=recipes[0].cleaning)

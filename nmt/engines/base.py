@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -10,8 +11,7 @@ import numpy as np
 
 from nmt.config import SearchConfig
 from nmt.data.text import normalize
-from nmt.errors import NmtError
-from nmt.vocab import Vocab
+from nmt.vocab import TargetLanguage, Vocab
 
 @dataclass
 class Translation:
@@ -37,8 +37,10 @@ class Engine(Protocol):
 
     search: SearchConfig  # the default search; a call may pass its own
     vocab: Vocab
-    src_lang: str | None  # the language pair, where the model records it
+    src_lang: str | None  # the language pair, where the model records it (`mul`: several)
     tgt_lang: str | None
+    pairs: list[tuple[str, str]]  # a multilingual model's pairs as trained ([] for one pair, or not recorded)
+    language: TargetLanguage  # its language tokens, and the one every text gets (--target-language)
     max_source_tokens: int  # longer inputs are cut to this many pieces ...
     truncated: int  # ... and counted here
     grown_beam: int  # the widest beam constrained lines needed beyond the search's (0: none did)
@@ -46,44 +48,18 @@ class Engine(Protocol):
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
                   record_attention: bool | None = None,
-                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
+                  constraints: list[list[str]] | None = None,
+                  abandoned: Callable[[], set[int]] | None = None) -> list[list[Translation]]:
         """The n-best translations of each line, in order (one empty Translation for an empty line); a stream goes
-        through nmt.translate.translate_stream, window by window."""
+        through nmt.translate.translate_stream, window by window. `abandoned()`: the lines (positions) nobody waits
+        for any more, asked as decoding goes (a server's timed-out requests): their work stops, and they keep an
+        empty Translation."""
         ...
 
     def constraint_pieces(self, phrases: list[str], search: SearchConfig, prefix_length: int = 0,
                           index: int = 0) -> list[list[int]]:
         """A line's constraint phrases as target ids, checked (NmtError where they cannot be honoured)."""
         ...
-
-
-class TargetLanguage:
-    """The target-language token a multilingual model's source starts with (`>>deu<<`, OPUS-MT's multilingual
-    models): added to every line for `--target-language deu`; without it, each line must start with one."""
-
-    def __init__(self, tokens: list[str], language: str | None):
-        self.tokens = set(tokens)
-        self.token = None
-        if language:
-            token = language if language.startswith(">>") else f">>{language}<<"
-            if token not in self.tokens:
-                known = ", ".join(sorted(t[2:-2] for t in tokens)[:12]) or "none: the model is not multilingual"
-                raise NmtError(f"--target-language {language}: not a language of this model (it has {known}"
-                               + (", ..." if len(tokens) > 12 else "") + ")")
-            self.token = token
-
-    def mark(self, texts: list[str]) -> list[str]:
-        if self.token is not None:
-            return [f"{self.token} {text}" for text in texts]
-        if self.tokens:
-            for text in texts:
-                if not (text.startswith(">>") and text[:text.find("<<") + 2] in self.tokens):
-                    codes = ", ".join(sorted(t[2:-2] for t in self.tokens)[:6])
-                    raise NmtError(f"this model is multilingual: start each text with its output language's "
-                                   f"token, e.g. >>{sorted(self.tokens)[0][2:-2]}<< (one of {codes}"
-                                   f"{', ...' if len(self.tokens) > 6 else ''}), or give one language for all "
-                                   "(--target-language of nmt translate and nmt serve)")
-        return texts
 
 
 @dataclass

@@ -9,13 +9,14 @@ constrained search or attention output: those options are refused before a model
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from nmt.config import SearchConfig
-from nmt.engines.base import TargetLanguage, Translation, encode_lines
+from nmt.engines.base import Translation, encode_lines
 from nmt.errors import NmtError
 from nmt.export.ctranslate2 import import_ctranslate2, position_rows, read_marker
-from nmt.vocab import Vocab
+from nmt.vocab import TargetLanguage, Vocab
 
 
 class CTranslate2Translator:
@@ -38,6 +39,7 @@ class CTranslate2Translator:
             raise NmtError("CTranslate2 normalizes scores by |Y|^alpha only: add --lenpen-style length")
         marker = read_marker(model_dir)
         self.src_lang, self.tgt_lang = marker.get("src"), marker.get("tgt")  # the language pair, as exported
+        self.pairs = [tuple(pair) for pair in marker.get("pairs") or []]  # a multilingual model's, as trained
         files = marker.get("vocab_files")
         self.vocab = Vocab.from_folder(model_dir, files if isinstance(files, dict) else {"spm_model": "spm.model"})
         self.language = TargetLanguage(self.vocab.language_tokens, target_language)
@@ -59,8 +61,10 @@ class CTranslate2Translator:
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
                   record_attention: bool | None = None,
-                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
-        """As nmt.engines.base.Engine.translate; prefixes, constraints and attention are refused."""
+                  constraints: list[list[str]] | None = None,
+                  abandoned: Callable[[], set[int]] | None = None) -> list[list[Translation]]:
+        """As nmt.engines.base.Engine.translate; prefixes, constraints and attention are refused. CTranslate2
+        decodes a call in one piece: lines `abandoned` before it starts are left out, later ones run to the end."""
         if prefixes is not None:
             raise NmtError("--prefix-file is not supported with --engine ctranslate2")
         if constraints is not None and any(constraints):
@@ -68,11 +72,13 @@ class CTranslate2Translator:
         if record_attention:
             raise NmtError("the encoder-decoder attention is not available with --engine ctranslate2")
         encoded = encode_lines(lines, self.vocab, self.language, self.max_source_tokens)
-        results, todo = encoded.results, encoded.todo
+        results, todo, ids = encoded.results, encoded.todo, encoded.ids
+        if abandoned is not None and (gone := abandoned()):
+            todo, ids = [i for i in todo if i not in gone], [line for i, line in zip(todo, ids) if i not in gone]
         if not todo:
             return results
         piece = self.vocab.source.piece
-        sources = [[piece(token) for token in ids] for ids in encoded.ids]  # CTranslate2 appends the eos itself
+        sources = [[piece(token) for token in line] for line in ids]  # CTranslate2 appends the eos itself
         self.truncated += encoded.truncated
         search = search or self.search
         longest = max(len(s) for s in sources) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize
 from nmt.device import PRECISIONS, attention_kernels, autocast, pick_device
-from nmt.engines.base import TargetLanguage, Translation, encode_lines
+from nmt.engines.base import Translation, encode_lines
 from nmt.engines.threads import SmallBatchThreads, cpu_threads
 from nmt.errors import NmtError
 from nmt.model.packed import pack_for_cpu_inference, pack_output_projection
@@ -24,6 +25,7 @@ from nmt.search.ensemble import Ensemble
 from nmt.search.lexical import constrained_beam_search
 from nmt.search.sampling import sample
 from nmt.terminology import ConstraintError, repeated_ngram
+from nmt.vocab import TargetLanguage
 
 BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")  # SentencePiece's byte fallback
 MAX_CONSTRAINT_PIECES = 128  # a line's constraint pieces; each widens the beam by one
@@ -99,6 +101,7 @@ class Translator:
         model, vocab, payload = load_model(path, self.device)
         if first:
             self.vocab, self.src_lang, self.tgt_lang = vocab, payload.get("src"), payload.get("tgt")
+            self.pairs = [tuple(pair) for pair in payload.get("pairs") or []]  # a multilingual model's, as trained
         elif vocab.fingerprint != self.vocab.fingerprint:
             raise NmtError(f"{path}: a different vocabulary from {first_path}; an ensemble needs one")
         if quantize == "int8":
@@ -115,12 +118,14 @@ class Translator:
 
     def translate(self, lines: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
                   record_attention: bool | None = None,
-                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
+                  constraints: list[list[str]] | None = None,
+                  abandoned: Callable[[], set[int]] | None = None) -> list[list[Translation]]:
         """The n-best translations of each line (a list with one empty Translation for an empty line). `prefixes`:
         for each line, text its translation must start with ("" for none). `constraints`: for each line, target
         phrases its translation must contain ([] for none; see nmt.search.lexical). `search` and
         `record_attention`, where given, replace the translator's own for this call (a server's per-request
-        options)."""
+        options). `abandoned`: asked as decoding goes which lines (positions) nobody waits for any more; their
+        decoding stops and they keep an empty Translation."""
         search = search or self.search
         record_attention = self.record_attention if record_attention is None else record_attention
         encoded = encode_lines(lines, self.vocab, self.language, self.max_source_tokens)
@@ -152,27 +157,33 @@ class Translator:
             plan = make_batches(lengths, lengths, self.max_tokens, shuffle=False)
             for batch in plan.batches:
                 batch_indices = [positions[i] for i in batch]
+                rows_abandoned = _rows_abandoned(abandoned, [todo[p] for p in batch_indices])
+                if rows_abandoned is not None and len(rows_abandoned()) == len(batch_indices):
+                    continue
                 src_tokens = torch.from_numpy(pad_sequences([sources[i] for i in batch_indices],
                                                             self.vocab.pad_id)).to(self.device)
                 batch_prefixes = [forced[i] for i in batch_indices] if forced is not None else None
                 constrained = ([phrases[i] for i in batch_indices], [beams[i] for i in batch_indices]) \
                     if beams[batch_indices[0]] else None
-                hypotheses = self._search(src_tokens, search, batch_prefixes, constrained, record_attention)
+                hypotheses = self._search(src_tokens, search, batch_prefixes, constrained, record_attention,
+                                          rows_abandoned)
                 for position, hyps in zip(batch_indices, hypotheses):
                     source_ids = sources[position][:-1].tolist()
-                    results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
+                    if hyps:  # none: abandoned
+                        results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
         return encoded.mark_truncated(results)
 
-    def _search(self, src_tokens, search: SearchConfig, prefixes, constrained, record_attention: bool):
+    def _search(self, src_tokens, search: SearchConfig, prefixes, constrained, record_attention: bool, abandoned):
         with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
                 cpu_threads(self.threads.for_batch(src_tokens.shape[0])):
             if constrained is not None:
                 phrases, beams = constrained
                 return constrained_beam_search(self.model, src_tokens, search, phrases, prefixes, record_attention,
-                                               beams, self.word_continuations)
+                                               beams, self.word_continuations, abandoned)
             if search.sampling:
-                return sample(self.model, src_tokens, search, self.generator, prefixes, record_attention)
-            return beam_search(self.model, src_tokens, search, prefixes=prefixes, record_attention=record_attention)
+                return sample(self.model, src_tokens, search, self.generator, prefixes, record_attention, abandoned)
+            return beam_search(self.model, src_tokens, search, prefixes=prefixes, record_attention=record_attention,
+                               abandoned=abandoned)
 
     @functools.cached_property
     def word_continuations(self) -> torch.Tensor:
@@ -227,6 +238,13 @@ class Translator:
             translation.attention = attention
             translation.alignment = hard_alignment(attention, len(source_ids), len(hypothesis.tokens))
         return translation
+
+
+def _rows_abandoned(abandoned: Callable[[], set[int]] | None, lines: list[int]) -> Callable[[], set[int]] | None:
+    """A batch's view of which of a call's lines are abandoned: the batch rows (indices) of those among `lines`."""
+    if abandoned is None:
+        return None
+    return lambda: {row for row, line in enumerate(lines) if line in gone} if (gone := abandoned()) else set()
 
 
 # What decoding one more batch costs, in hypothesis rows: each step streams the model's weights whatever the rows

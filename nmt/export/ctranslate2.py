@@ -138,6 +138,7 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
         write_export_marker(partial, "ctranslate2", checkpoint, {
             "vocab_files": {key: name for key, (name, _) in files.items()},
             "src": payload.get("src"), "tgt": payload.get("tgt"), "model_config": payload["model_config"],
+            **({"pairs": payload["pairs"]} if payload.get("pairs") else {}),
             "quantization": quantization or "float32", "search": payload.get("search")})
     return out_dir
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from nmt.config import SearchConfig
 from nmt.search.protocol import DecodingModel
-from nmt.search.state import Hypothesis, SearchState, length_penalty
+from nmt.search.state import Abandoned, Hypothesis, SearchState, length_penalty
 
 __all__ = ["Hypothesis", "beam_search", "expand_beams", "length_penalty"]
 
@@ -31,8 +31,9 @@ def expand_beams(batch_size: int, beam: int, device) -> Tensor:
 
 @torch.no_grad()
 def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, use_cache: bool = True,
-                prefixes: list[list[int]] | None = None, record_attention: bool = False) -> list[list[Hypothesis]]:
-    """The best `config.nbest` hypotheses of each source row, best first.
+                prefixes: list[list[int]] | None = None, record_attention: bool = False,
+                abandoned: Abandoned | None = None) -> list[list[Hypothesis]]:
+    """The best `config.nbest` hypotheses of each source row, best first (none for a row `abandoned` names).
 
     src_tokens (B, S): padded with the model's pad id, each row ending in eos.
     prefixes: for each row, target tokens the output must start with (forced decoding; [] for none).
@@ -40,7 +41,7 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
     With use_cache=False every step re-decodes the whole prefix (the reference the cache is tested against).
     """
     beam, eos = config.beam, model.config.eos_id
-    search = SearchState(src_tokens, model.config, config, beam, prefixes)
+    search = SearchState(src_tokens, model.config, config, beam, prefixes, abandoned=abandoned)
     encoder_out = model.encode(src_tokens)  # (B, S, d)
     state = None
     if use_cache:  # the state keeps each sentence's encoder keys/values once, for its `beam` rows
@@ -73,6 +74,7 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
         scores, chosen = continuing.topk(beam, dim=1)  # (n, k)
         if EARLY_STOP:
             done = done | search.settled(scores[:, 0])
+        done = done | search.given_up()
         rows = torch.arange(active, device=src_tokens.device)[:, None] * beam + cand_beams.gather(1, chosen)  # (n, k)
         next_tokens = cand_tokens.gather(1, chosen)  # (n, k)
 

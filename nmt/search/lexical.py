@@ -30,7 +30,7 @@ from torch import Tensor
 
 from nmt.config import SearchConfig
 from nmt.search.protocol import DecodingModel
-from nmt.search.state import Hypothesis, SearchState
+from nmt.search.state import Abandoned, Hypothesis, SearchState
 
 NO_PIECE = -1  # padding in the phrase table; never a vocabulary id
 
@@ -231,7 +231,8 @@ def ending_candidates(scores: Tensor, banks: Tensor, totals: Tensor, own_slot: T
 def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig,
                             phrases: list[list[list[int]]], prefixes: list[list[int]] | None = None,
                             record_attention: bool = False, beams: list[int] | None = None,
-                            word_continuations: Tensor | None = None) -> list[list[Hypothesis]]:
+                            word_continuations: Tensor | None = None,
+                            abandoned: Abandoned | None = None) -> list[list[Hypothesis]]:
     """As `nmt.search.beam.beam_search`, each output holding every phrase of its row in `phrases` (target ids, at
     least one piece each).
 
@@ -248,7 +249,8 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
     finish_after = config.beam  # finished hypotheses a sentence collects: the beam asked for, not the grown one
     config = dataclasses.replace(config, beam=beam)
     bank_count = int(constraints.totals.max()) + 1  # banks 0..the largest full bank, for the whole search
-    search = SearchState(src_tokens, model.config, config, beam, prefixes, reserve=constraints.totals)
+    search = SearchState(src_tokens, model.config, config, beam, prefixes, reserve=constraints.totals,
+                         abandoned=abandoned)
     state = model.init_state(model.encode(src_tokens), beam)
     state.record_attention = record_attention
     slots = torch.arange(beam, device=device)
@@ -277,7 +279,7 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         continuing = cand_tokens.eq(search.eos).to(torch.uint8).argsort(dim=1, stable=True)[:, :beam]  # (n, K)
         search.scores = cand_scores.gather(1, continuing).masked_fill(~own_slot, float("-inf"))
         picked = order.gather(1, continuing)  # (n, K) positions in (beam, candidate) of each group
-        done = done | search.settled(search.scores.max(dim=1).values)
+        done = done | search.settled(search.scores.max(dim=1).values) | search.given_up()
         groups = torch.arange(active, device=device)[:, None]
         flat = (groups * (beam * width) + picked).view(-1)  # into (R*C)
         rows = groups * beam + (order // width).gather(1, continuing)  # (n, K)

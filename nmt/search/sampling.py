@@ -13,7 +13,7 @@ from torch import Tensor
 from nmt.config import SearchConfig
 from nmt.search.beam import expand_beams
 from nmt.search.protocol import DecodingModel
-from nmt.search.state import Hypothesis, SearchState
+from nmt.search.state import Abandoned, Hypothesis, SearchState
 
 
 def filter_distribution(logprobs: Tensor, temperature: float, topk: int, topp: float) -> Tensor:
@@ -35,14 +35,15 @@ def filter_distribution(logprobs: Tensor, temperature: float, topk: int, topp: f
 
 @torch.no_grad()
 def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, generator: torch.Generator,
-           prefixes: list[list[int]] | None = None, record_attention: bool = False) -> list[list[Hypothesis]]:
+           prefixes: list[list[int]] | None = None, record_attention: bool = False,
+           abandoned: Abandoned | None = None) -> list[list[Hypothesis]]:
     """`config.nbest` samples of each source row, best score first. Each sample is a group of one row
     (nmt.search.state.SearchState), `nbest` groups per sentence."""
     batch_size, eos = src_tokens.shape[0], model.config.eos_id
     rows_of = expand_beams(batch_size, config.nbest, src_tokens.device)  # the sentence of each sample
     row_prefixes = [prefixes[row] for row in rows_of.tolist()] if prefixes else None
     search = SearchState(src_tokens.index_select(0, rows_of), model.config, config, 1, row_prefixes,
-                         sentence_ids=rows_of.clone(), sentences=batch_size)
+                         sentence_ids=rows_of.clone(), sentences=batch_size, abandoned=abandoned)
     state = model.init_state(model.encode(src_tokens).select(rows_of))
     state.record_attention = record_attention
     while search.groups > 0:
@@ -57,10 +58,12 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
         search.scores = search.scores + logprobs.gather(1, chosen)
         search.add_attention(state.attention[:, None] if record_attention else None)
         ended = chosen[:, 0].eq(eos) | dead | at_limit
-        if not ended.any():
+        gone = search.given_up()
+        if not (ended | gone).any():
             search.extend(None, chosen)
             continue
-        search.end_rows(ended)
+        search.end_rows(ended & ~gone)
+        ended = ended | gone
         going_on = search.keep(~ended)
         state.select_memory(going_on)
         state.reorder(going_on)

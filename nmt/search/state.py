@@ -8,6 +8,7 @@ same `rows` and `kept` indices this state returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,10 @@ from torch import Tensor
 
 from nmt.config import ModelConfig, SearchConfig
 from nmt.search import step_rules
+
+
+# Which sentences of a search (their indices) nobody waits for any more; asked once a step.
+Abandoned = Callable[[], "set[int]"]
 
 
 @dataclass
@@ -55,11 +60,13 @@ class SearchState:
 
     def __init__(self, src_tokens: Tensor, model_config: ModelConfig, config: SearchConfig, beam: int,
                  prefixes: list[list[int]] | None = None, reserve: Tensor | None = None,
-                 sentence_ids: Tensor | None = None, sentences: int | None = None):
+                 sentence_ids: Tensor | None = None, sentences: int | None = None,
+                 abandoned: Abandoned | None = None):
         """src_tokens (n, S) one row per group; prefixes: each group's forced target tokens ([] for none); reserve
         (n,): pieces each output must hold besides its prefix and eos (constraints), which grow its length limit;
-        sentence_ids: the sentence of each group (default: one group per sentence, in order) of `sentences`."""
-        self.config, self.beam = config, beam
+        sentence_ids: the sentence of each group (default: one group per sentence, in order) of `sentences`;
+        abandoned: asked at every step which sentences nobody waits for any more (`given_up`)."""
+        self.config, self.beam, self.abandoned = config, beam, abandoned
         self.pad, self.bos, self.eos = model_config.pad_id, model_config.bos_id, model_config.eos_id
         device = src_tokens.device
         groups = src_tokens.shape[0]
@@ -177,6 +184,15 @@ class SearchState:
         """(n,) groups whose result going on cannot change (`cannot_be_beaten`)."""
         return cannot_be_beaten(self.nth_best[self.sentence_ids], best_continuing, self.max_lengths, self.length,
                                 self.config)
+
+    def given_up(self) -> Tensor:
+        """(n,) groups whose sentence nobody waits for any more (a server's request that timed out or whose client
+        left): they leave the batch like finished ones, with no hypothesis, so that abandoned work stops within a
+        step instead of decoding to its end."""
+        gone = self.abandoned() if self.abandoned is not None else None
+        if not gone:
+            return torch.zeros(self.groups, dtype=torch.bool, device=self.sentence_ids.device)
+        return torch.tensor([s in gone for s in self.sentence_ids.tolist()], device=self.sentence_ids.device)
 
     def keep(self, keep: Tensor) -> Tensor:
         """Only the groups in the mask `keep` (n,) go on (their rows are chosen by the next `extend`); returns their

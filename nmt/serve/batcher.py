@@ -11,7 +11,9 @@ search options together (the Translator sorts them by length and splits them by 
 each answer back to its future. A sentence's translation does not depend on the batch it was in (the search masks
 padding, and every sentence ends on its own), so batching changes nothing beyond floating-point rounding.
 
-A sentence whose request gave up (deadline, client gone) is cancelled where it waits: the worker skips it.
+A sentence whose request gave up (deadline, client gone) is cancelled where it waits: the worker skips it; one
+already being decoded leaves its batch at the search's next step (nmt.serve.abandoned), so that work nobody waits
+for does not hold up the requests behind it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from nmt.config import SearchConfig
+from nmt.serve.abandoned import Abandoned, give_up, next_serial
 
 
 class Overloaded(Exception):
@@ -37,9 +40,10 @@ class Options:
 
     search: SearchConfig
     attention: bool = False
+    language: str | None = None  # the token each text starts with: a multilingual model's target language (>>de<<)
 
     def key(self) -> tuple:
-        return (tuple(sorted(vars(self.search).items())), self.attention)
+        return (tuple(sorted(vars(self.search).items())), self.attention, self.language)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Job:
     constraints: list[str] = field(default_factory=list)  # target phrases the translation must contain
     future: Future = field(default_factory=Future)
     counted: bool = True  # still counted against the queue's limit (until taken or cancelled)
+    serial: int = field(default_factory=next_serial)  # names it to the search while it decodes (abandoned.py)
 
 
 # What the worker reports after each batch: sentences, target pieces.
@@ -125,8 +130,8 @@ class Batcher:
         return jobs
 
     def cancel(self, jobs: list[Job]) -> int:
-        """Drop the jobs still waiting (their place in the queue is free at once); how many were dropped. A job
-        already being decoded runs to its end."""
+        """Give up on the jobs not yet answered: those still waiting leave the queue at once (their places are free),
+        those being decoded leave their batch at its next step; how many were given up."""
         dropped = 0
         with self._lock:
             for job in jobs:
@@ -135,6 +140,9 @@ class Batcher:
                     if job.counted:
                         job.counted = False
                         self._waiting -= 1
+                elif not job.future.done():
+                    give_up(job.serial)
+                    dropped += 1
         return dropped
 
     def close(self, timeout: float | None = None) -> None:
@@ -228,14 +236,16 @@ class Batcher:
         prefixes = [job.prefix for job in jobs]
         constraints = [job.constraints for job in jobs]
         try:
-            results = self.translate([job.text for job in jobs], prefixes if any(prefixes) else None,
+            texts = [f"{options.language} {job.text}" if options.language else job.text for job in jobs]
+            results = self.translate(texts, prefixes if any(prefixes) else None,
                                      search=options.search, record_attention=options.attention,
-                                     constraints=constraints if any(constraints) else None)
+                                     constraints=constraints if any(constraints) else None,
+                                     abandoned=Abandoned(tuple(job.serial for job in jobs)))
         except Exception as error:  # noqa: BLE001 - the requests hear of it; the worker goes on
             for job in jobs:
                 job.future.set_exception(error)
             return
         if self.on_batch is not None:
-            self.on_batch(len(jobs), sum(len(results_[0].tokens) for results_ in results))
+            self.on_batch(len(jobs), sum(len(results_[0].tokens) for results_ in results if results_))
         for job, translations in zip(jobs, results):
             job.future.set_result(translations)

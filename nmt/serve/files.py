@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nmt.serve.libretranslate import check_key, checked_pair
-from nmt.serve.service import RequestError, Service
+from nmt.serve.routing import Router, translate_routed
+from nmt.serve.service import RequestError
 
 FORMATS = {".txt": ("text", "text/plain; charset=utf-8"), ".html": ("html", "text/html; charset=utf-8"),
            ".htm": ("html", "text/html; charset=utf-8")}
@@ -73,8 +74,9 @@ class TranslatedFiles:
             self._bytes -= len(oldest.content)
 
 
-def translate_file_route(service: Service, store: TranslatedFiles):
+def translate_file_route(router: Router, store: TranslatedFiles):
     """LibreTranslate's `POST /translate_file`."""
+    service = router.first
 
     async def translate_file(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -90,7 +92,7 @@ def translate_file_route(service: Service, store: TranslatedFiles):
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise RequestError(400, "Invalid request: missing file parameter")
-        checked_pair(service, parameters)
+        route, _ = checked_pair(router, parameters)
         name = PurePosixPath((upload.filename or "file").replace("\\", "/")).name or "file"
         suffix = PurePosixPath(name).suffix.lower()
         if suffix not in FORMATS:
@@ -102,8 +104,7 @@ def translate_file_route(service: Service, store: TranslatedFiles):
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as error:
             raise RequestError(400, f"Invalid request: {name} is not UTF-8 text (byte {error.start})") from None
-        options = service.options(None, None, None, False)
-        translation = (await service.translate_texts(request, [text], text_format, True, options))[0][0]
+        translation = (await translate_routed(request, route, [text], text_format, True))[0][0]
         stem = PurePosixPath(name).stem
         target = parameters["target"]
         translated_name = f"{stem}_{target}{suffix}"

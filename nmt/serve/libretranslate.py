@@ -20,6 +20,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from nmt.serve.routing import ANY, Route, Router, translate_routed
 from nmt.serve.service import RequestError, Service
 
 # Names for the codes /languages lists (LibreTranslate gives each a name); any other code is listed as itself.
@@ -86,6 +87,7 @@ class TranslateAnswer(BaseModel):
     translated_text: str | list[str] = Field(serialization_alias="translatedText")
     alternatives: list[str] | list[list[str]] | None = None
     detected_language: Detection | list[Detection] | None = Field(None, serialization_alias="detectedLanguage")
+    pivot: str | None = None  # nmt's: the language in between, where two models translated through it
 
 
 class Language(BaseModel):
@@ -94,6 +96,7 @@ class Language(BaseModel):
     code: str
     name: str
     targets: list[str]
+    served_by: dict[str, str] = {}  # nmt's: target -> the model serving it (or "A + B (through en)")
 
 
 async def read_parameters(request: Request, max_fields: int) -> dict:
@@ -161,60 +164,62 @@ def _form_fields(pairs) -> dict:
     return fields
 
 
-def translate_route(service: Service):
+def translate_route(router: Router):
     """LibreTranslate's `POST /translate`."""
+    service = router.first
 
     async def translate(request: Request) -> Response:
         parameters = await read_parameters(request, max_form_fields(service))
         texts, batch = checked_texts(service, parameters)
-        source, detected = checked_pair(service, parameters)
+        route, detected = checked_pair(router, parameters)
         text_format = parameters.get("format", "text")
         alternatives = int(parameters.get("alternatives", 0))
         if not 0 <= alternatives < service.config.max_nbest:
             raise RequestError(400, f"Invalid request: alternatives must be between 0 and "
                                f"{service.config.max_nbest - 1}")
         nbest = alternatives + 1
-        options = service.options(max(service.search.beam, nbest) if nbest > 1 else None, nbest, None, False)
+        beam = max(route.legs[-1].service.search.beam, nbest) if nbest > 1 else None
         # Texts are split into sentences, as LibreTranslate does: a paragraph is translated sentence by sentence.
-        results = await service.translate_texts(request, texts, text_format, True, options)
+        results = await translate_routed(request, route, texts, text_format, True, beam, nbest)
         translated = [translations[0].text for translations in results]
         answer = TranslateAnswer(translated_text=translated if batch else translated[0])
         if alternatives:
             others = [[t.text for t in translations[1:]] for translations in results]
             answer.alternatives = others if batch else others[0]
         if detected:
-            language = Detection(confidence=100.0, language=source)
+            language = Detection(confidence=100.0, language=route.source if route.source != ANY else "auto")
             answer.detected_language = [language] * len(texts) if batch else language
+        if route.pivot:
+            answer.pivot = route.pivot
         return JSONResponse(answer.model_dump(exclude_unset=True, by_alias=True))
     return translate
 
 
-def checked_pair(service: Service, parameters: dict) -> tuple[str, bool]:
-    """`source` and `target` as LibreTranslate takes them (`source` may be `auto`), checked against the model's
-    pair: the source language, and whether it was detected."""
+def checked_pair(router: Router, parameters: dict) -> tuple[Route, bool]:
+    """`source` and `target` as LibreTranslate takes them (`source` may be `auto`): the route of the pair, and
+    whether its source was chosen here."""
     source, target = parameters.get("source"), parameters.get("target")
     for name, value in (("source", source), ("target", target)):
         if not value:
             raise RequestError(400, f"Invalid request: missing {name} parameter")
         if not isinstance(value, str):
             raise RequestError(400, f"Invalid request: {name} must be a language code")
-    served_source, served_target = service.source_language, service.target_language
-    detected = source == "auto"
-    if detected:
-        source = served_source or "auto"
-    if (served_source and source != served_source) or (served_target and target != served_target):
-        raise RequestError(400, f"{parameters['source']}->{target} is not served: this model translates "
-                           f"{served_source or 'its source language'} to {served_target or 'its target'}")
-    return source, detected
+    return router.route(source, target)
 
 
-def detect_route(service: Service):
-    """LibreTranslate's `POST /detect`. The model serves one source language, so every text is detected as that (a
-    client that asks first and translates after gets the pair the model serves)."""
+def detect_route(router: Router):
+    """LibreTranslate's `POST /detect`. No language is detected: where the server translates from one language,
+    every text is that one (a client that asks first and translates after gets a pair that is served); where it
+    translates from several, a client must name the source."""
+    service = router.first
 
     async def detect(request: Request) -> Response:
         texts, batch = checked_texts(service, await read_parameters(request, max_form_fields(service)))
-        detected = Detection(confidence=100.0, language=service.source_language or "auto").model_dump()
+        sources = sorted(router.languages())
+        if len(sources) > 1:
+            raise RequestError(400, f"this server does not detect languages; it translates from {', '.join(sources)}:"
+                               " name the source")
+        detected = Detection(confidence=100.0, language=sources[0] if sources else "auto").model_dump()
         return JSONResponse([[detected] for _ in texts] if batch else [detected])
     return detect
 
@@ -248,14 +253,14 @@ def checked_texts(service: Service, parameters: dict) -> tuple[list[str], bool]:
     return texts, batch
 
 
-def languages_route(service: Service):
-    """LibreTranslate's `GET /languages`: the model's pair."""
+def languages_route(router: Router):
+    """LibreTranslate's `GET /languages`: every language of a pair served, with the targets it translates into
+    (directly or through English), and nmt's `served_by`: which model (or models) serve each target."""
 
     async def languages(request: Request) -> Response:
-        source = service.source_language or "auto"
-        target = service.target_language or "auto"
-        listed = [Language(code=source, name=LANGUAGE_NAMES.get(source, source), targets=[target])]
-        if target != source:
-            listed.append(Language(code=target, name=LANGUAGE_NAMES.get(target, target), targets=[]))
+        served = router.languages()
+        codes = list(served) + sorted({t for targets in served.values() for t in targets} - set(served))
+        listed = [Language(code=code, name=LANGUAGE_NAMES.get(code, code), targets=sorted(served.get(code, {})),
+                           served_by=served.get(code, {})) for code in codes]
         return JSONResponse([language.model_dump() for language in listed])
     return languages

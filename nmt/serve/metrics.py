@@ -19,15 +19,20 @@ class Metrics:
         self.sentences = Counter("nmt_translated_sentences", "Sentences translated.", registry=self.registry)
         self.tokens = Counter("nmt_translated_tokens", "Target pieces produced (best hypotheses).",
                               registry=self.registry)
-        self.dropped = Counter("nmt_dropped_sentences", "Queued sentences dropped before decoding, by reason "
+        self.dropped = Counter("nmt_dropped_sentences", "Sentences given up while queued or decoding, by reason "
                                "(disconnect: the client left; deadline: the request timed out).", ["reason"],
                                registry=self.registry)
         self.worker_restarts = Counter("nmt_worker_restarts", "Times the model worker processes were replaced "
                                        "after one died (the OOM killer, a crash).", registry=self.registry)
+        self.model_sentences = Counter("nmt_model_translated_sentences", "Sentences translated, by model (a server "
+                                       "of several).", ["model"], registry=self.registry)
+        self.pivoted = Counter("nmt_pivoted_requests", "Requests for a pair no model serves, translated through a "
+                               "pivot language by two models.", ["source", "target", "pivot"], registry=self.registry)
         for reason in ("disconnect", "deadline"):
             self.dropped.labels(reason)
 
-    def observe_batch(self, sentences: int, tokens: int) -> None:
+    def observe_batch(self, sentences: int, tokens: int, model: str = "model") -> None:
         self.batch_sentences.observe(sentences)
         self.sentences.inc(sentences)
         self.tokens.inc(tokens)
+        self.model_sentences.labels(model).inc(sentences)

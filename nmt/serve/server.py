@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 from nmt.serve.app import create_app
 from nmt.serve.config import ServeConfig
@@ -39,18 +40,23 @@ def check_port_free(host: str, port: int) -> None:
                        "what uses it)") from None
 
 
-def serve(spec: EngineSpec, config: ServeConfig) -> None:
-    """Load the engine `spec` names (and, with worker processes, one copy in each), then serve until SIGTERM."""
+def serve(specs: list[EngineSpec], config: ServeConfig) -> None:
+    """Load the engines `specs` name (each, with worker processes, one copy in each), then serve until SIGTERM.
+    Several: each serves its language pairs (nmt.serve.routing), the first named where two serve one."""
     import torch
     import uvicorn
 
-    check_port_free(config.host, config.port)  # before the model loads: minutes, on a large one
-    translator: Engine = load_engine(spec)
-    engine = spec.engine
-    processes = None
-    if config.worker_processes and config.workers > 1:
-        from nmt.serve.workers import ProcessWorkers
-        processes = ProcessWorkers(spec, config.workers, torch.get_num_threads())
+    check_port_free(config.host, config.port)  # before the models load: minutes, on a large one
+    engine = specs[0].engine
+    models, workers = [], []
+    for spec in specs:
+        translator: Engine = load_engine(spec)
+        processes = None
+        if config.worker_processes and config.workers > 1:
+            from nmt.serve.workers import ProcessWorkers
+            processes = ProcessWorkers(spec, config.workers, torch.get_num_threads())
+            workers.append(processes)
+        models.append((model_name(spec, specs), translator, processes.translate if processes is not None else None))
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -59,12 +65,16 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
 
-    application = create_app(translator, config, engine,
-                             translate=processes.translate if processes is not None else None)
-    service = application.state.service
-    if processes is not None:
+    application = create_app(models, config, engine)
+    service, router = application.state.service, application.state.router
+    services = [served for _, served in router.models]
+    for processes, served in zip(workers, services):
         processes.on_restart = service.metrics.worker_restarts.inc
-        service.can_decode = lambda: not processes.replacing
+        served.can_decode = lambda processes=processes: not processes.replacing
+    if len(specs) > 1:
+        for source, targets in router.languages().items():
+            for target, served_by in targets.items():
+                log.info("%s->%s: %s", source, target, served_by)
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set "
                     "--api-key or NMT_API_KEY", config.host)
@@ -77,7 +87,8 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
                     if signum == signal.SIGINT:
                         self.force_exit = True  # a second Ctrl-C: stop now
                     return
-                service.draining = True
+                for served in services:
+                    served.draining = True
                 threading.Thread(target=stop_when_idle, name="nmt-serve-drain", daemon=True).start()
 
             def stop_when_idle():
@@ -86,7 +97,7 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
                 connections on which a client may just have sent a request, which would go unanswered."""
                 deadline = time.monotonic() + config.graceful_shutdown_s
                 time.sleep(DRAIN_NOTICE_S)
-                while service.batcher.busy() and time.monotonic() < deadline:
+                while any(served.batcher.busy() for served in services) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 self.should_exit = True
             previous = {sig: signal.signal(sig, drain) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -104,8 +115,16 @@ def serve(spec: EngineSpec, config: ServeConfig) -> None:
     try:
         server.run()
     finally:
-        service.draining = True
-        service.batcher.close(timeout=config.graceful_shutdown_s)
-        if processes is not None:
+        for served in services:
+            served.draining = True
+            served.batcher.close(timeout=config.graceful_shutdown_s)
+        for processes in workers:
             processes.close()
     log.info("stopped")
+
+
+def model_name(spec: EngineSpec, specs: list[EngineSpec]) -> str:
+    """How logs, /languages and /metrics name a model: its checkpoint's file name, or its path where two share it."""
+    names = [Path(s.checkpoints[0]).name for s in specs]
+    name = Path(spec.checkpoints[0]).name
+    return name if names.count(name) == 1 else str(spec.checkpoints[0])

@@ -34,8 +34,9 @@ class RequestError(Exception):
 class Service:
     """What the routes share: the translator's facts, the batcher, the limits and the metrics."""
 
-    def __init__(self, translator: Engine, config: ServeConfig, engine: str, metrics: Metrics, translate=None):
-        self.config = config
+    def __init__(self, translator: Engine, config: ServeConfig, engine: str, metrics: Metrics, translate=None,
+                 name: str = "model"):
+        self.config, self.translator, self.name = config, translator, name
         self.engine = engine
         self.metrics = metrics
         self.search: SearchConfig = translator.search
@@ -50,7 +51,8 @@ class Service:
         self.count_source, self.source_limit = piece_counter(translator), source_limit(translator)
         self.batcher = Batcher(translate or translator.translate, lambda text: len(vocab.encode_source([text])[0]) + 1,
                                config.max_tokens, config.batch_wait_ms / 1000, config.max_queue,
-                               on_batch=metrics.observe_batch, workers=config.workers)
+                               on_batch=lambda sentences, tokens: metrics.observe_batch(sentences, tokens, name),
+                               workers=config.workers)
 
     # --- checks shared by both APIs ----------------------------------------------------------------------------
 
@@ -132,15 +134,17 @@ class Service:
 
     async def translate_texts(self, request: Request, texts: list[str], text_format: str, split: bool,
                               options: Options, prefixes: list[str] | None = None,
-                              constraints: list[str] | list[list[str]] | None = None) -> list[list[Translation]]:
+                              constraints: list[str] | list[list[str]] | None = None,
+                              language: str | None = None) -> list[list[Translation]]:
         """Texts of any length (paragraphs, line breaks; HTML for text_format "html") through the sentence queue:
-        each text split into sentences (unless `split` is off for plain text), the sentences queued like any
-        others (so that one long text is spread over batches, between other clients' sentences), and each text put
-        back together with its spacing and markup."""
+        each text split into sentences (unless `split` is off for plain text; by the rules of `language`, default
+        the model's source language), the sentences queued like any others (so that one long text is spread over
+        batches, between other clients' sentences), and each text put back together with its spacing and
+        markup."""
         if len(texts) > self.config.max_sentences:
             raise RequestError(400, f"{len(texts):,} texts in one request; the limit is {self.config.max_sentences}")
         try:
-            documents = documents_of(texts, text_format, self.source_language, split)
+            documents = documents_of(texts, text_format, language or self.source_language, split)
         except Exception as error:  # noqa: BLE001 - the parser's complaint about the text is the client's to read
             raise RequestError(400, f"the text cannot be read as {text_format}: {error}") from None
         for index, document in enumerate(documents):

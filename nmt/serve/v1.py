@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nmt.engines.base import Translation
-from nmt.serve.service import RequestError, Service
+from nmt.serve.routing import Router, translate_routed
+from nmt.serve.service import RequestError
 
 
 class TranslateBody(BaseModel):
@@ -27,13 +28,17 @@ class TranslateBody(BaseModel):
     attention: bool = False
     format: Literal["text", "html"] = "text"  # html: markup kept, its text translated (docs/serving.md)
     split: bool = True  # each text's sentences translated one by one (false: each line of it whole)
+    # the language pair, where the server serves several (a multilingual model, or several models)
+    source: str | None = None
+    target: str | None = None
 
 
 # What a field holds, for a message about a value of the wrong type (pydantic names each branch of a union).
 EXPECTED = {"text": "a string or a list of strings", "prefix": "a string or a list of strings",
             "constraints": "a list of strings (for one text) or a list of lists of strings (one per text)",
             "beam": "a whole number", "nbest": "a whole number", "lenpen": "a number", "attention": "true or false",
-            "format": "text or html", "split": "true or false"}
+            "format": "text or html", "split": "true or false", "source": "a language code",
+            "target": "a language code"}
 
 
 def validation_message(error: ValidationError) -> str:
@@ -90,6 +95,9 @@ class TranslationAnswer(BaseModel):
 
 class TranslateAnswer(BaseModel):
     translations: list[TranslationAnswer]
+    source: str | None = None  # the pair translated, where the server serves several
+    target: str | None = None
+    pivot: str | None = None  # the language in between, where two models translated through it
 
 
 def score_json(score: float) -> float | None:
@@ -124,8 +132,9 @@ def answer_json(answer: BaseModel) -> JSONResponse:
     return JSONResponse(answer.model_dump(exclude_unset=True))
 
 
-def translate_route(service: Service):
+def translate_route(router: Router):
     """`POST /v1/translate`."""
+    service = router.first
 
     async def v1_translate(request: Request) -> Response:
         service.check_header_key(request)
@@ -139,9 +148,15 @@ def translate_route(service: Service):
             raise RequestError(400, f"prefix has {len(prefixes)} entries for {len(texts)} texts")
         if body.prefix and service.engine != "torch":
             raise RequestError(400, "prefix is not available with the ctranslate2 engine")
-        options = service.options(body.beam, body.nbest, body.lenpen, body.attention)
-        results = await service.translate_texts(request, texts, body.format, body.split, options, prefixes,
-                                                body.constraints)
-        return answer_json(TranslateAnswer(translations=[
-            translation_answer(translations, body.attention, options.search.nbest) for translations in results]))
+        route, _ = router.route(body.source, body.target)
+        results = await translate_routed(request, route, texts, body.format, body.split, body.beam, body.nbest,
+                                         body.lenpen, body.attention, prefixes, body.constraints)
+        nbest = max((len(translations) for translations in results), default=1)
+        answer = TranslateAnswer(translations=[translation_answer(translations, body.attention, nbest)
+                                               for translations in results])
+        if body.source or body.target:
+            answer.source, answer.target = route.source, route.target
+        if route.pivot:
+            answer.pivot = route.pivot
+        return answer_json(answer)
     return v1_translate

@@ -24,6 +24,7 @@ from nmt.config import SearchConfig
 from nmt.engines.base import Translation
 from nmt.engines.spec import EngineSpec, load_engine
 from nmt.errors import NmtError
+from nmt.serve.abandoned import Abandoned, attach, shared_ring
 
 _engine = None  # in a worker process: its translator
 # Worker processes run at a lower priority than the server's own, so that taking requests in and answering them is
@@ -44,11 +45,12 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _start(spec: EngineSpec, threads: int, parent: int) -> None:
+def _start(spec: EngineSpec, threads: int, parent: int, abandoned_ring) -> None:
     global _engine
     import torch
 
     _die_with(parent)
+    attach(abandoned_ring)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if WORKER_NICENESS and hasattr(os, "nice"):
@@ -58,9 +60,10 @@ def _start(spec: EngineSpec, threads: int, parent: int) -> None:
 
 
 def _translate(texts: list[str], prefixes: list[str] | None, search: SearchConfig | None,
-               record_attention: bool | None, constraints: list[list[str]] | None) -> list[list[Translation]]:
+               record_attention: bool | None, constraints: list[list[str]] | None,
+               given_up: Abandoned | None) -> list[list[Translation]]:
     return _engine.translate(texts, prefixes, search=search, record_attention=record_attention,
-                             constraints=constraints)
+                             constraints=constraints, abandoned=given_up)
 
 
 def _ready(seconds: float) -> None:
@@ -80,7 +83,7 @@ class ProcessWorkers:
     def _started(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked child of a process whose OpenMP threads have started can hang
         pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                                   initargs=(self.spec, self.threads_each, os.getpid()))
+                                   initargs=(self.spec, self.threads_each, os.getpid(), shared_ring()))
         # Start every process now, so that the first requests do not wait for a model to load: `count` tasks
         # that overlap need `count` processes.
         for future in [pool.submit(_ready, 0.5) for _ in range(self.count)]:
@@ -89,11 +92,13 @@ class ProcessWorkers:
 
     def translate(self, texts: list[str], prefixes: list[str] | None = None, search: SearchConfig | None = None,
                   record_attention: bool | None = None,
-                  constraints: list[list[str]] | None = None) -> list[list[Translation]]:
+                  constraints: list[list[str]] | None = None,
+                  abandoned: Abandoned | None = None) -> list[list[Translation]]:
         for attempt in range(2):
             pool = self.pool
             try:
-                return pool.submit(_translate, texts, prefixes, search, record_attention, constraints).result()
+                return pool.submit(_translate, texts, prefixes, search, record_attention, constraints,
+                                   abandoned).result()
             except BrokenProcessPool:
                 self._replace(pool)
         raise WorkerLost("a model worker died while decoding this request and again after its restart")

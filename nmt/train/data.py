@@ -4,14 +4,17 @@ and the raw valid references for BLEU."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from nmt.config import ModelConfig
+from nmt.config import ModelConfig, TrainConfig
+from nmt.data.batching import BatchPlan, make_batches
 from nmt.data.binary import load_manifest
 from nmt.data.dataset import ParallelDataset
 from nmt.errors import NmtError
+from nmt.train.pairs import Pair, epoch_sentences, pairs_of
 from nmt.vocab import Vocab
 
 
@@ -23,6 +26,20 @@ class TrainingData:
     train: ParallelDataset
     valid: ParallelDataset
     valid_references: list[str]
+    pairs: list[Pair] = field(default_factory=list)  # a multilingual dataset's pairs (nmt.train.pairs); [] for one
+
+
+def epoch_plan(data: TrainingData, config: TrainConfig, epoch: int, rank: int = 0, world_size: int = 1) -> BatchPlan:
+    """The batches of an epoch: every training sentence once, or, with several pairs, the epoch's draw by
+    --sampling-temperature (nmt.train.pairs)."""
+    rows = epoch_sentences(data.pairs, config.sampling_temperature, config.seed, epoch)
+    src, tgt = data.train.src_lengths, data.train.tgt_lengths
+    if rows is None:
+        return make_batches(src, tgt, config.max_tokens, seed=config.seed, epoch=epoch, rank=rank,
+                            world_size=world_size)
+    plan = make_batches(src[rows], tgt[rows], config.max_tokens, seed=config.seed, epoch=epoch, rank=rank,
+                        world_size=world_size)
+    return dataclasses.replace(plan, batches=[rows[batch] for batch in plan.batches])
 
 
 def load_training_data(data_dir: Path) -> TrainingData:
@@ -35,7 +52,14 @@ def load_training_data(data_dir: Path) -> TrainingData:
     for dataset in (train, valid):
         dataset.check_ids(len(vocab), vocab.target_size)
     references = (data_dir / manifest["splits"]["valid"]["text"]["tgt"]).read_text(encoding="utf-8").split("\n")
-    return TrainingData(data_dir, manifest, vocab, train, valid, references[: len(valid)])
+    pairs = pairs_of(manifest)
+    for pair in pairs:
+        for split, dataset in (("train", train), ("valid", valid)):
+            start, end = pair.rows.get(split, (0, 0))
+            if not 0 <= start < end <= len(dataset):
+                raise NmtError(f"{data_dir}/manifest.json: the {split} rows of {pair.name} ({start}-{end}) are not "
+                               f"within its {len(dataset):,} sentences (prepare the data again)")
+    return TrainingData(data_dir, manifest, vocab, train, valid, references[: len(valid)], pairs)
 
 
 def _load_vocab(data_dir: Path, manifest: dict) -> Vocab:

@@ -26,6 +26,9 @@ class TensorBoardScalars:
                 continue
             name = f"valid/{key.removeprefix('valid_')}" if validation else f"train/{key}"
             self.writer.add_scalar(name, value, record["update"])
+        for pair, figures in record.get("pairs", {}).items():  # a multilingual run's figures of each pair
+            for key, value in figures.items():
+                self.writer.add_scalar(f"valid/{pair}/{key.removeprefix('valid_')}", value, record["update"])
         self.writer.flush()
 
     def close(self) -> None:

@@ -24,14 +24,13 @@ import torch
 from nmt.atomic import write_json
 from nmt.checkpoint import link_checkpoint, make_payload, prune_checkpoints, save_checkpoint
 from nmt.config import ModelConfig, TrainConfig, from_dict, replace_fields
-from nmt.data.batching import make_batches
 from nmt.device import attention_kernels, autocast
 from nmt.errors import NmtError
 from nmt.metrics_log import append_record, keep_records_up_to
 from nmt.model.size import check_fits
 from nmt.model.transformer import build_model, count_parameters
 from nmt.train import distributed
-from nmt.train.data import check_positions, load_training_data, vocabulary_fields
+from nmt.train.data import check_positions, epoch_plan, load_training_data, vocabulary_fields
 from nmt.train.ema import ExponentialMovingAverage
 from nmt.train.lock import SaveDirLock
 from nmt.train.loss import label_smoothed_nll_loss
@@ -41,7 +40,8 @@ from nmt.train.stopping import StopSignals
 from nmt.train.tensorboard import TensorBoardScalars
 from nmt.train.state import (TrainProgress, init_from_weights, patience_exhausted, restore_training_state,
                              resume_payload, training_state)
-from nmt.train.validation import validate
+from nmt.train.subword import with_subword_sampling
+from nmt.train.validation import validate_pairs
 from nmt.train.window import MetricsWindow
 
 
@@ -75,7 +75,8 @@ class Trainer:
     def _setup(self, model_config: ModelConfig, resume: bool) -> None:
         config = self.config
         self.data = load_training_data(self.data_dir)
-        self.vocab, self.train_data, self.valid_data = self.data.vocab, self.data.train, self.data.valid
+        self.vocab, self.valid_data = self.data.vocab, self.data.valid
+        self.train_data = with_subword_sampling(self.data.train, self.vocab, config.subword_alpha, config.seed)
         model_config = replace_fields(model_config, vocabulary_fields(self.vocab))
         last = self.save_dir / "checkpoint_last.pt"
         if not resume and last.exists():
@@ -157,9 +158,7 @@ class Trainer:
     def _train_until_stopped(self) -> None:
         config, progress = self.config, self.progress
         while self.stop_reason is None:
-            plan = make_batches(self.train_data.src_lengths, self.train_data.tgt_lengths, config.max_tokens,
-                                seed=config.seed, epoch=progress.epoch, rank=self.ranks.rank,
-                                world_size=self.ranks.world_size)
+            plan = epoch_plan(self.data, config, progress.epoch, self.ranks.rank, self.ranks.world_size)
             if progress.batch_position == 0 and plan.oversized:
                 self.reporter.message(f"epoch {progress.epoch}: {plan.oversized} sentence pairs are longer than "
                                       f"--max-tokens {config.max_tokens}; each is trained alone in its batch")
@@ -339,9 +338,8 @@ class Trainer:
         # BLEU is left out only past the limit by half the last validation's duration (the final one starts ~then).
         end = self.started + config.max_time * 60 - progress.elapsed + 0.5 * progress.validation_seconds
         deadline = end if config.max_time else math.inf
-        return validate(self.evaluated_model, self.valid_data, self.data.valid_references, self.vocab, config,
-                        self.ranks, self.device, deadline,
-                        lambda text: self.reporter.message(f"update {progress.update}: {text}"))
+        return validate_pairs(self.evaluated_model, self.data, self.vocab, config, self.ranks, self.device, deadline,
+                              lambda text: self.reporter.message(f"update {progress.update}: {text}"))
 
     @property
     def evaluated_model(self) -> torch.nn.Module:
@@ -389,7 +387,8 @@ class Trainer:
                 training["raw_model"] = {name: value.detach().cpu() for name, value in self.model.state_dict().items()}
             manifest = self.data.manifest
             payload = make_payload(self.evaluated_model, self.vocab, self.config, manifest["src"], manifest["tgt"],
-                                   progress.update, progress.epoch, valid=valid, training=training)
+                                   progress.update, progress.epoch, valid=valid, training=training,
+                                   **({"pairs": [[p.src, p.tgt] for p in self.data.pairs]} if self.data.pairs else {}))
             path = self.save_dir / f"checkpoint_{progress.update}.pt"
             save_checkpoint(payload, path)
             link_checkpoint(path, self.save_dir / "checkpoint_last.pt")

@@ -16,6 +16,7 @@ from nmt.data.dataset import ParallelDataset
 from nmt.device import attention_kernels, autocast
 from nmt.search.beam import beam_search
 from nmt.train import distributed
+from nmt.train.pairs import PairRows
 from nmt.train.loss import label_smoothed_nll_loss
 from nmt.vocab import Vocab
 
@@ -64,3 +65,24 @@ def validate(model, data: ParallelDataset, references: list[str], vocab: Vocab, 
         ordered = [hypotheses[i] for i in range(len(data))]
         metrics["valid_bleu"] = round(sacrebleu.corpus_bleu(ordered, [references]).score, 2)
     return metrics
+
+
+def validate_pairs(model, data, vocab: Vocab, config: TrainConfig, ranks, device: torch.device,
+                   deadline: float = math.inf, message=lambda text: None) -> dict:
+    """`validate` on a TrainingData: its valid split, or with several pairs each pair's rows on their own, the
+    figures then the mean over the pairs (each pair counts alike, as the checkpoint choice should) and each pair's
+    under `pairs`."""
+    if not data.pairs:
+        return validate(model, data.valid, data.valid_references, vocab, config, ranks, device, deadline, message)
+    per_pair = {}
+    for pair in data.pairs:
+        start, end = pair.rows["valid"]
+        per_pair[pair.name] = validate(model, PairRows(data.valid, start, end), data.valid_references[start:end],
+                                       vocab, config, ranks, device, deadline, message)
+    figures = list(per_pair.values())
+    mean_nll = sum(f["valid_nll_loss"] for f in figures) / len(figures)
+    metrics = {"valid_loss": round(sum(f["valid_loss"] for f in figures) / len(figures), 4),
+               "valid_nll_loss": round(mean_nll, 4), "valid_ppl": round(math.exp(min(mean_nll, 50)), 2)}
+    if all("valid_bleu" in f for f in figures):
+        metrics["valid_bleu"] = round(sum(f["valid_bleu"] for f in figures) / len(figures), 2)
+    return {**metrics, "pairs": per_pair}

@@ -10,8 +10,38 @@ let shown = null;  // the translation (or sentence of it) whose attention is dra
 let sourceSpans = [];  // where each sentence of the last answer is in the source box: [start, end]
 
 fetch("health").then(r => r.json()).then(h => {
-  if (h.source && h.target) document.getElementById("pair").textContent = `${h.source} → ${h.target}`;
+  if (h.source && h.target && !h.models) document.getElementById("pair").textContent = `${h.source} → ${h.target}`;
 }).catch(() => {});
+
+// The pairs served (GET /languages): menus of source and target languages where there is more than one pair.
+const fromMenu = document.getElementById("from");
+const toMenu = document.getElementById("to");
+let servedBy = {};  // source -> {target: what serves it}
+fetch("languages").then(r => r.json()).then(languages => {
+  const sources = languages.filter(l => l.targets.length);
+  servedBy = Object.fromEntries(sources.map(l => [l.code, l.served_by || {}]));
+  const names = Object.fromEntries(languages.map(l => [l.code, l.name]));
+  if (sources.length + sources.reduce((n, l) => n + l.targets.length, 0) <= 2) return;  // one pair
+  fromMenu.replaceChildren(...sources.map(l => new Option(l.name, l.code)));
+  const fillTargets = () => {
+    const chosen = toMenu.value;
+    const targets = sources.find(l => l.code === fromMenu.value).targets;
+    toMenu.replaceChildren(...targets.map(code => new Option(
+      (servedBy[fromMenu.value][code] || "").includes("(through") ? `${names[code] || code} (through English)`
+        : names[code] || code, code)));
+    if (targets.includes(chosen)) toMenu.value = chosen;
+  };
+  fromMenu.addEventListener("change", fillTargets);
+  fillTargets();
+  document.getElementById("languages").hidden = false;
+}).catch(() => {});
+
+// The pair chosen in the menus ({} where there are none), and whether two models translate it through English.
+function chosenPair() {
+  if (document.getElementById("languages").hidden) return [{}, false];
+  const pivot = (servedBy[fromMenu.value][toMenu.value] || "").includes("(through");
+  return [{source: fromMenu.value, target: toMenu.value}, pivot];
+}
 
 function say(text, error) {
   statusLine.textContent = text;
@@ -32,8 +62,10 @@ form.addEventListener("submit", async event => {
   button.disabled = true;
   say("Translating…");
   try {
+    const [pair, pivot] = chosenPair();  // a pivot has no attention or constraints: its words come from English
     const response = await fetch("v1/translate", {method: "POST", headers,
-      body: JSON.stringify({text, beam, nbest, attention: true, ...(constraints.length ? {constraints} : {})})});
+      body: JSON.stringify({text, beam, nbest, attention: !pivot, ...pair,
+                            ...(constraints.length && !pivot ? {constraints} : {})})});
     const answer = await response.json();
     if (!response.ok) { say(answer.error || `error ${response.status}`, true); return; }
     last = answer.translations[0];
