@@ -3,14 +3,17 @@
     python benchmarks/multi30k_bleu.py --seeds 1 2 3 --minutes 20      # the 20-minute figure and its spread
     python benchmarks/multi30k_bleu.py --seeds 1 --minutes 90          # the long run
     python benchmarks/multi30k_bleu.py --seeds 1 2 3 --ema-decay 0.999  # with a moving average of the weights
+    python benchmarks/multi30k_bleu.py --seeds 1 2 3 --archs small_corpus transformer_small   # two presets, compared
 
 Each seed runs the example script as a user would (prepare -> train -> average the best 5 by valid loss -> tune the
-length penalty on the valid split -> translate test_2016_flickr -> sacreBLEU) in benchmarks/work/seedN (seedN_emaD
-with --ema-decay D). Each run is also scored with the paper's search settings (beam 4, GNMT length penalty 0.6) on
-the same averaged model, so the tuned penalty's gain is measured on the same weights. A longer --minutes on an
+length penalty on the valid split -> translate test_2016_flickr -> sacreBLEU) in benchmarks/work/ARCH-seedN
+(ARCH-seedN_emaD with --ema-decay D). With several --archs, seed by seed the presets alternate, so that a drift of
+the machine hits them alike. Each run is also scored with the paper's search settings (beam 4, GNMT length penalty
+0.6) on the same averaged model, so the tuned penalty's gain is measured on the same weights. A longer --minutes on an
 existing work dir resumes that run (the schedule is a function of the update number and resume restores optimizer,
 RNG and batch position, so this is the trajectory of one uninterrupted run). Figures go to
-benchmarks/results/multi30k_small_{MINUTES}min[_emaD].json.
+benchmarks/results/multi30k_{ARCH}_{MINUTES}min[_emaD].json, rewritten after each seed; seeds already in it are
+kept (and not run again), so a comparison can be continued in another session.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_seed(seed: int, minutes: float, work: Path, ema_decay: float = 0.0) -> dict:
+def run_seed(seed: int, minutes: float, work: Path, arch: str, ema_decay: float = 0.0) -> dict:
     started = time.time()
-    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work),
+    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work), "ARCH": arch,
            "TRAIN_ARGS": f"--ema-decay {ema_decay}" if ema_decay else ""}
     subprocess.run(["bash", str(REPO / "examples" / "multi30k" / "run.sh")], check=True, env=env, cwd=REPO)
     wall = time.time() - started
@@ -76,48 +79,68 @@ def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
-    parser.add_argument("--minutes", type=float, default=20.0)
-    parser.add_argument("--work-root", type=Path, default=REPO / "benchmarks" / "work")
-    parser.add_argument("--ema-decay", type=float, default=0.0, help="nmt train --ema-decay (0: off)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="Results file (default: results/multi30k_small_{MINUTES}min[_emaD].json).")
-    parser.add_argument("--summarize-only", action="store_true", help="Score existing work dirs, train nothing.")
-    parser.add_argument("--merge", type=Path, nargs="*", default=[],
-                        help="Results files whose runs (of other seeds) join these, e.g. from an earlier invocation.")
-    args = parser.parse_args()
-
-    suffix = f"_ema{args.ema_decay:g}" if args.ema_decay else ""
-    out = args.out or REPO / "benchmarks" / "results" / f"multi30k_small_{args.minutes:g}min{suffix}.json"
-    runs = {}
-    for path in args.merge:
-        for run in json.loads(path.read_text())["runs"]:
-            runs[run["seed"]] = run
-    for seed in args.seeds:
-        work = args.work_root / f"seed{seed}{suffix}"
-        result = (summarize(seed, args.minutes, work) if args.summarize_only
-                  else run_seed(seed, args.minutes, work, args.ema_decay))
-        runs[seed] = result
-        print(json.dumps(result))
+def write_summary(out: Path, arch: str, ema_decay: float, runs: dict[int, dict]) -> dict:
     results = [runs[seed] for seed in sorted(runs)]
     bleus = [r["test_bleu"] for r in results]
     summary = {
-        "benchmark": "examples/multi30k/run.sh: Multi30k en-de, transformer_small, test_2016_flickr",
+        "benchmark": f"examples/multi30k/run.sh: Multi30k en-de, {arch}, test_2016_flickr",
+        "arch": arch,
         "machine": f"{os.cpu_count()} CPU cores",
         "peak_rss_mb_children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "bleu_mean": round(statistics.mean(bleus), 2),
         "bleu_min": min(bleus),
         "bleu_max": max(bleus),
         "bleu_stdev": round(statistics.stdev(bleus), 2) if len(bleus) > 1 else 0.0,
-        "ema_decay": args.ema_decay,
+        "chrf_mean": round(statistics.mean(r["test_chrf"] for r in results), 2),
+        "chrf_stdev": round(statistics.stdev(r["test_chrf"] for r in results), 2) if len(results) > 1 else 0.0,
+        "ema_decay": ema_decay,
         "bleu_untuned_mean": round(statistics.mean(r["test_bleu_untuned"] for r in results), 2),
         "runs": results,
     }
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"BLEU {summary['bleu_mean']} (min {summary['bleu_min']}, max {summary['bleu_max']}, "
-          f"stdev {summary['bleu_stdev']}) over seeds {sorted(runs)}; written to {out}")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--archs", nargs="+", default=["small_corpus"], help="nmt train --arch of each contender")
+    parser.add_argument("--work-root", type=Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--ema-decay", type=float, default=0.0, help="nmt train --ema-decay (0: off)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Results file of one arch (default: results/multi30k_{ARCH}_{MINUTES}min[_emaD].json).")
+    parser.add_argument("--summarize-only", action="store_true", help="Score existing work dirs, train nothing.")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="Results files whose runs (of other seeds) join these, e.g. from an earlier invocation.")
+    args = parser.parse_args()
+    if args.out and len(args.archs) > 1:
+        parser.error("--out names the results of one arch")
+
+    suffix = f"_ema{args.ema_decay:g}" if args.ema_decay else ""
+    outs = {arch: args.out or REPO / "benchmarks" / "results" / f"multi30k_{arch}_{args.minutes:g}min{suffix}.json"
+            for arch in args.archs}
+    runs: dict[str, dict[int, dict]] = {arch: {} for arch in args.archs}
+    for arch, out in outs.items():
+        for path in [*args.merge, *([out] if out.exists() else [])]:
+            for run in json.loads(path.read_text())["runs"]:
+                runs[arch][run["seed"]] = run
+    for seed in args.seeds:
+        for arch in args.archs:
+            if seed in runs[arch] and not args.summarize_only:
+                continue
+            work = args.work_root / f"{arch}-seed{seed}{suffix}"
+            result = (summarize(seed, args.minutes, work) if args.summarize_only
+                      else run_seed(seed, args.minutes, work, arch, args.ema_decay))
+            runs[arch][seed] = result
+            print(json.dumps(result))
+            write_summary(outs[arch], arch, args.ema_decay, runs[arch])
+    for arch, out in outs.items():
+        if runs[arch]:
+            summary = write_summary(out, arch, args.ema_decay, runs[arch])
+            print(f"{arch}: BLEU {summary['bleu_mean']} (min {summary['bleu_min']}, max {summary['bleu_max']}, "
+                  f"stdev {summary['bleu_stdev']}), chrF {summary['chrf_mean']} over seeds {sorted(runs[arch])}; "
+                  f"written to {out}")
 
 
 if __name__ == "__main__":

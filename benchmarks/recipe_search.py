@@ -4,7 +4,7 @@ checkpoints by valid loss, beam 4, GNMT length penalty 0.6 — the tuned penalty
 compared on their weights alone), seed by seed.
 
     python benchmarks/recipe_search.py --minutes 5 --seeds 1 --settings baseline dropout_0.3 ls_0.2   # prune
-    python benchmarks/recipe_search.py --minutes 20 --seeds 1 2 3 --settings baseline subword_0.1      # verdict
+    python benchmarks/recipe_search.py --minutes 20 --seeds 1 2 3 --settings small_corpus baseline   # verdict
     python benchmarks/recipe_search.py --list
 
 Every (setting, minutes, seed) is recorded in benchmarks/results/recipe_search.json as it finishes, and skipped when
@@ -28,14 +28,16 @@ MIRROR = REPO.parent / "shared" / "data" / "multi30k"
 RESULTS = REPO / "benchmarks" / "results" / "recipe_search.json"
 WORK = REPO / "benchmarks" / "work" / "recipe-search"
 
-# name -> (options of nmt train on top of --arch transformer_small, options of nmt prepare)
+# name -> (options of nmt train on top of --arch transformer_small unless they name another, options of nmt prepare)
 SETTINGS: dict[str, tuple[list[str], list[str]]] = {
     "baseline": ([], []),
+    "small_corpus": (["--arch", "small_corpus"], []),  # the preset the search chose
     "dropout_0.2": (["--dropout", "0.2"], []),
     "dropout_0.3": (["--dropout", "0.3"], []),
     "attention_dropout_0.1": (["--attention-dropout", "0.1", "--activation-dropout", "0.1"], []),
     "ls_0.2": (["--label-smoothing", "0.2"], []),
     "lr_0.5": (["--lr", "0.5"], []),
+    "lr_0.7": (["--lr", "0.7"], []),
     "lr_0.7_warmup_800": (["--lr", "0.7", "--warmup", "800"], []),
     "tokens_4096": (["--max-tokens", "4096"], []),
     "ffn_1024": (["--d-ff", "1024"], []),
@@ -44,10 +46,24 @@ SETTINGS: dict[str, tuple[list[str], list[str]]] = {
     "enc5_dec2": (["--encoder-layers", "5", "--decoder-layers", "2"], []),
     "width_384": (["--d-model", "384", "--d-ff", "1536", "--heads", "6"], []),
     "subword_0.1": (["--subword-alpha", "0.1"], []),
+    "subword_0.05": (["--subword-alpha", "0.05"], []),
+    "bf16": (["--precision", "bf16"], []),
     "vocab_4000": ([], ["--vocab-size", "4000"]),
     "vocab_16000": ([], ["--vocab-size", "16000"]),
     "separate_vocabs": ([], ["--separate-vocabs"]),
 }
+
+
+def options_of(setting: str) -> tuple[list[str], list[str]]:
+    """A setting's options: a name above, or names joined by "+" (bf16+lr_0.5), their options together."""
+    train_options: list[str] = []
+    prepare_options: list[str] = []
+    for name in setting.split("+"):
+        if name not in SETTINGS:
+            raise SystemExit(f"unknown setting {name!r}; --list shows them")
+        train_options += SETTINGS[name][0]
+        prepare_options += SETTINGS[name][1]
+    return train_options, prepare_options
 
 
 def nmt(*args: str, capture: bool = False) -> str:
@@ -66,12 +82,13 @@ def data_for(prepare_options: list[str]) -> Path:
 
 
 def run(setting: str, minutes: float, seed: int) -> dict:
-    train_options, prepare_options = SETTINGS[setting]
+    train_options, prepare_options = options_of(setting)
     data = data_for(prepare_options)
     run_dir = WORK / f"{setting}-{minutes:g}min-seed{seed}"
     resume = ["--resume"] if (run_dir / "checkpoint_last.pt").exists() else []
     started = time.time()
-    nmt("train", str(data), "--arch", "transformer_small", "--save-dir", str(run_dir), "--max-time", str(minutes),
+    arch = [] if "--arch" in train_options else ["--arch", "transformer_small"]
+    nmt("train", str(data), *arch, "--save-dir", str(run_dir), "--max-time", str(minutes),
         "--seed", str(seed), "--valid-bleu", *train_options, *resume)
     nmt("average-checkpoints", str(run_dir), "--best", "5", "--output", str(run_dir / "averaged.pt"), "--force")
     hypotheses = run_dir / "test.hyp.de"
@@ -112,7 +129,8 @@ def table(results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", nargs="+", default=["baseline"], choices=sorted(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=["baseline"],
+                        help="names from --list, or several joined by + (bf16+lr_0.5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--list", action="store_true", help="list the settings and exit")
@@ -124,7 +142,9 @@ def main() -> None:
         return
     if not args.table:
         for setting in args.settings:
-            for seed in args.seeds:
+            options_of(setting)
+        for seed in args.seeds:  # seed by seed, the settings alternating: a drift of the machine hits them alike
+            for setting in args.settings:
                 done = load()
                 if any(r["setting"] == setting and r["minutes"] == args.minutes and r["seed"] == seed for r in done):
                     continue

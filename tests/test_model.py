@@ -38,6 +38,16 @@ def test_paper_presets_carry_table3_and_section5_values():
     assert base.train.max_updates == 100_000 and big.train.max_updates == 300_000
 
 
+def test_small_corpus_is_transformer_small_trained_as_the_recipe_search_chose():
+    """The README's job: transformer_small's model, and only the training settings the search measured changed;
+    transformer_small itself keeps its meaning."""
+    small, chosen = preset("transformer_small"), preset("small_corpus")
+    assert chosen.model == small.model
+    changed = {key: value for key, value in vars(chosen.train).items() if vars(small.train)[key] != value}
+    assert changed == {"precision": "auto", "lr": 0.5}
+    assert (small.train.precision, small.train.lr) == ("fp32", 0.35)
+
+
 def test_sinusoids_follow_the_formula():
     table = sinusoid_table(50, 8)
     pos, i = 17, 1

@@ -1,6 +1,7 @@
 """The trainer: an interrupted run resumed equals the uninterrupted one; limits stop it; checkpoints rotate."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,17 @@ def test_bf16_autocast_trains_on_the_cpu(copy_data, tmp_path):
     Trainer(copy_data, tmp_path / "bf16", model, train).run()
     recorded = losses(tmp_path / "bf16")
     assert recorded[20] < recorded[10] and all(value == value for value in recorded.values())  # falls, no NaN
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_config_json_says_which_ran(copy_data, tmp_path):
+    from nmt.device import native_bf16
+
+    model, train = tiny(max_updates=5, precision="auto", save_interval_updates=0, max_epochs=0)
+    Trainer(copy_data, tmp_path / "auto", model, train).run()
+    ran = json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["precision"]
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    assert native_bf16(torch.device("cpu")) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert ran == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
 
 
 def test_a_truncated_checkpoint_is_refused_and_the_one_before_it_used(copy_data, tmp_path):

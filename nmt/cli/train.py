@@ -73,8 +73,9 @@ SaveIntervalUpdates = _number(TrainConfig, "save_interval_updates",
                               "Validate and save checkpoint_UPDATE.pt every N updates (0: at each epoch's end).")
 KeepLast = _number(TrainConfig, "keep_last", "Interval checkpoints to keep (0: all).")
 ValidBleu = _option(bool, "Report greedy BLEU on the valid split at each validation.", "--valid-bleu/--no-valid-bleu")
-Precision = _option(str, "fp32, bf16 or fp16 (autocast; fp16 with dynamic loss scaling). On CPUs fp32 is usually "
-                         "fastest.")
+Precision = _option(str, "auto, fp32, bf16 or fp16 (autocast; fp16 with dynamic loss scaling). auto: bf16 where "
+                         "the device computes it natively (GPUs from Ampere on, CPUs with AVX512-BF16 or AMX), "
+                         "else fp32.")
 LrSchedule = _option(str, "inverse_sqrt (the paper's warmup then decay) or constant (--lr at every update).")
 ValidBeam = _number(TrainConfig, "valid_beam", "Beam size of validation BLEU (1: greedy).")
 Patience = _number(TrainConfig, "patience", "Stop after this many validations without improvement (0: never).")

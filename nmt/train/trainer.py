@@ -24,7 +24,7 @@ import torch
 from nmt.atomic import write_json
 from nmt.checkpoint import link_checkpoint, make_payload, prune_checkpoints, save_checkpoint
 from nmt.config import ModelConfig, TrainConfig, from_dict, replace_fields
-from nmt.device import attention_kernels, autocast
+from nmt.device import attention_kernels, autocast, training_precision
 from nmt.errors import NmtError
 from nmt.metrics_log import append_record, keep_records_up_to
 from nmt.model.size import check_fits
@@ -53,7 +53,8 @@ class Trainer:
         train_config.validate()
         self.ranks, self.device = distributed.setup(device)
         self.data_dir, self.save_dir = Path(data_dir), Path(save_dir)
-        self.config = train_config
+        # auto resolved here, so that config.json and the report say what ran
+        self.config = replace(train_config, precision=training_precision(train_config.precision, self.device))
         self.reporter = (reporter or NullReporter()) if self.ranks.is_main else NullReporter()
         # Held from before the resume check to the end of run(): a second run on this save dir is refused.
         self.lock = SaveDirLock(self.save_dir).acquire() if self.ranks.is_main else None
