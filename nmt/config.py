@@ -194,11 +194,11 @@ def transformer_small() -> Preset:
 def small_corpus() -> Preset:
     """transformer_small's model, trained for a small corpus in a short time (the README's job): bf16 where the
     device computes it natively (--precision auto), which on a CPU with AVX512-BF16 doubles the updates a minute, and
-    a peak learning rate of 0.5 * 256^-0.5 * 400^-0.5 = 1.6e-3. Chosen by benchmarks/recipe_search.py on Multi30k
+    a peak learning rate of 0.7 * 256^-0.5 * 400^-0.5 = 2.2e-3. Chosen by benchmarks/recipe_search.py on Multi30k
     (benchmarks/README.md, "A recipe for small data"); on a device without native bf16 it trains in fp32.
     """
     small = transformer_small()
-    return Preset(small.model, replace_fields(small.train, {"precision": "auto", "lr": 0.5}))
+    return Preset(small.model, replace_fields(small.train, {"precision": "auto", "lr": 0.7}))
 
 
 def transformer_base() -> Preset:

@@ -44,7 +44,7 @@ def test_small_corpus_is_transformer_small_trained_as_the_recipe_search_chose():
     small, chosen = preset("transformer_small"), preset("small_corpus")
     assert chosen.model == small.model
     changed = {key: value for key, value in vars(chosen.train).items() if vars(small.train)[key] != value}
-    assert changed == {"precision": "auto", "lr": 0.5}
+    assert changed == {"precision": "auto", "lr": 0.7}
     assert (small.train.precision, small.train.lr) == ("fp32", 0.35)
 
 
