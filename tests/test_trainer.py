@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_nmt
 from nmt.config import replace_fields, transformer_tiny
 from nmt.errors import NmtError
 from nmt.train.trainer import NullReporter, Trainer
@@ -99,15 +100,16 @@ def test_bf16_autocast_trains_on_the_cpu(copy_data, tmp_path):
     assert recorded[20] < recorded[10] and all(value == value for value in recorded.values())  # falls, no NaN
 
 
-def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_config_json_says_which_ran(copy_data, tmp_path):
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_the_run_says_which(copy_data, tmp_path):
     from nmt.device import native_bf16
 
-    model, train = tiny(max_updates=5, precision="auto", save_interval_updates=0, max_epochs=0)
-    Trainer(copy_data, tmp_path / "auto", model, train).run()
-    ran = json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["precision"]
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     assert native_bf16(torch.device("cpu")) == ("avx512_bf16" in flags or "amx_bf16" in flags)
-    assert ran == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    expected = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    result = run_nmt("train", str(copy_data), "--arch", "transformer_tiny", "--precision", "auto", "--save-dir",
+                     str(tmp_path / "auto"), "--max-updates", "3", "--no-valid-bleu", "--threads", "1")
+    assert f"parameters on cpu in {expected}," in result.stderr
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["precision"] == expected
 
 
 def test_a_truncated_checkpoint_is_refused_and_the_one_before_it_used(copy_data, tmp_path):

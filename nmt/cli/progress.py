@@ -40,7 +40,7 @@ class RichTrainReporter:
     progress: Progress | None = None  # from start() to stop(); messages before (resume fallbacks) print plainly
 
     def start(self, first_update, total_updates, info):
-        console.print(f"[cyan]train[/] {info['parameters']:,} parameters on {info['device']}, "
+        console.print(f"[cyan]train[/] {info['parameters']:,} parameters on {info['device']} in {info['precision']}, "
                       f"{info['train_sentences']:,} training pairs"
                       + (f", resuming at update {first_update}" if first_update else ""))
         self.progress = Progress(TextColumn("update {task.completed}"), BarColumn(), TimeElapsedColumn(),

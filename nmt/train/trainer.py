@@ -140,7 +140,7 @@ class Trainer:
         self.last_saved_update = progress.update if progress.update else -1  # resumed: that update is on disk
         self.nonfinite_in_a_row = 0
         self.reporter.start(progress.update, config.max_updates or None, {
-            "parameters": count_parameters(self.model), "device": str(self.device),
+            "parameters": count_parameters(self.model), "device": str(self.device), "precision": config.precision,
             "train_sentences": len(self.train_data), "resumed_at": progress.update,
             "world_size": self.ranks.world_size})
         self.window.reset()
