@@ -10,7 +10,6 @@ import torch
 from nmt.errors import NmtError
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # what --precision takes
-TRAINING_PRECISIONS = ("auto", *PRECISIONS)  # nmt train's: auto is bf16 where the device computes it natively
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -44,8 +43,8 @@ def native_bf16(device: torch.device) -> bool:
 
 def training_precision(precision: str, device: torch.device) -> str:
     """The precision a training run uses: `precision` itself, or for auto bf16 where the device has it natively
-    (on a CPU with AVX512-BF16, transformer_small trains 1.5x faster with the same loss per update:
-    benchmarks/README.md, "Training throughput"), else fp32."""
+    (on a CPU with AVX512-BF16, transformer_small makes twice the updates a minute with the same loss per update:
+    benchmarks/README.md, "A recipe for small data"), else fp32."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
