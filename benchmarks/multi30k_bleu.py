@@ -79,13 +79,21 @@ def summarize(seed: int, minutes: float, work: Path, wall: float | None = None) 
     }
 
 
+def machine() -> str:
+    """The CPU's name and whether it multiplies bf16 natively, since both move the figures (see --precision auto)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
+    bf16 = "with AVX512-BF16" if "avx512_bf16" in cpuinfo else "without AVX512-BF16"
+    return f"{os.cpu_count()} CPU cores, {name}, {bf16}"
+
+
 def write_summary(out: Path, arch: str, ema_decay: float, runs: dict[int, dict]) -> dict:
     results = [runs[seed] for seed in sorted(runs)]
     bleus = [r["test_bleu"] for r in results]
     summary = {
         "benchmark": f"examples/multi30k/run.sh: Multi30k en-de, {arch}, test_2016_flickr",
         "arch": arch,
-        "machine": f"{os.cpu_count()} CPU cores",
+        "machine": machine(),
         "peak_rss_mb_children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "bleu_mean": round(statistics.mean(bleus), 2),
         "bleu_min": min(bleus),

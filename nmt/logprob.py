@@ -159,3 +159,42 @@ def format_pair_score(result: PairScore, as_json: bool = False, word_scores: boo
         return json.dumps(record, ensure_ascii=False) + "\n"
     return f"{result.logprob:.6f}\t{result.per_token:.6f}" + (
         "\t" + " ".join(f"{value:.6f}" for value in result.piece_logprobs) if word_scores else "") + "\n"
+
+
+def language_suffix(path: Path) -> str:
+    """`en` of train.en or train.en.gz: the language a file's name ends with."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    return name.rpartition(".")[2] if "." in name else ""
+
+
+def keep_pairs(scorer: ForcedScorer, source: Path, target: Path, min_per_token: float, prefix: Path,
+               scores=None, window: int = 10_000) -> tuple[int, int]:
+    """Filter a corpus by the model's per-token log-probability (a teacher's translations of its training sources,
+    back-translations): the pairs scoring at least `min_per_token` go to PREFIX.SRC and PREFIX.TGT (the languages
+    the input files' names end with), in order, as `nmt prepare --synthetic PREFIX` reads them. A pair with an empty
+    side is dropped unscored. `scores`: where each pair's `LOGPROB<TAB>PER_TOKEN` line goes (-inf for those).
+    Returns (kept, total)."""
+    from nmt.atomic import atomic_write
+
+    languages = language_suffix(source), language_suffix(target)
+    if not all(languages) or languages[0] == languages[1]:
+        raise NmtError(f"--keep-prefix names its files by the languages --source and --target end with (train.en, "
+                       f"teacher.de); {source.name} and {target.name} do not say two")
+    pairs = read_file_pairs(source, target)
+    kept = total = 0
+    with atomic_write(Path(f"{prefix}.{languages[0]}"), newline="\n") as kept_source, \
+            atomic_write(Path(f"{prefix}.{languages[1]}"), newline="\n") as kept_target:
+        while window_pairs := [pair for _, pair in zip(range(window), pairs)]:
+            scorable = [n for n, (s, t) in enumerate(window_pairs) if normalize(s) and normalize(t)]
+            results = dict(zip(scorable, scorer.score([window_pairs[n][0] for n in scorable],
+                                                      [window_pairs[n][1] for n in scorable], total + 1)))
+            for n, (src_line, tgt_line) in enumerate(window_pairs):
+                result = results.get(n)
+                if scores is not None:
+                    scores.write(format_pair_score(result) if result else "-inf\t-inf\n")
+                if result is not None and result.per_token >= min_per_token:
+                    kept_source.write(src_line + "\n")
+                    kept_target.write(tgt_line + "\n")
+                    kept += 1
+            total += len(window_pairs)
+    return kept, total

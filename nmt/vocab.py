@@ -57,6 +57,29 @@ def is_language_token(piece: str) -> bool:
         code.replace("_", "").replace("-", "").isalnum() and code.isascii()
 
 
+SPECIAL_PIECES = frozenset({"<s>", "</s>", "<pad>", "<unk>"})
+
+
+def is_tag(piece: str) -> bool:
+    """`<NAME>` with a name of letters, digits, `_` or `-` (`<BT>`, `<DIST>`), not a special piece or a byte piece
+    (`<0xC3>`): the form of the tags that mark a synthetic corpus's sources (nmt.data.synthetic)."""
+    name = piece[1:-1]
+    return piece.startswith("<") and piece.endswith(">") and 0 < len(name) <= 16 and piece not in SPECIAL_PIECES \
+        and name.replace("_", "").replace("-", "").isalnum() and name.isascii() \
+        and not (len(name) == 4 and name.startswith("0x"))
+
+
+def leading_token(line: str) -> str | None:
+    """The `>>xx<<` or `<TAG>` a line starts with, or None."""
+    if line.startswith(">>"):
+        end = line.find("<<")
+        return line[:end + 2] if end != -1 else None
+    if line.startswith("<"):
+        end = line.find(">")
+        return line[:end + 1] if end != -1 else None
+    return None
+
+
 def language_token(code: str) -> str:
     """The source-side token that asks a multilingual model for language CODE."""
     return f">>{code}<<"
@@ -94,10 +117,23 @@ class Side:
     @property
     def language_ids(self) -> dict[str, int]:
         """Its language tokens (`>>de<<`, `>>deu<<`: whole pieces of the form >>CODE<<) and their ids."""
+        return {piece: i for piece, i in self.token_ids.items() if is_language_token(piece)}
+
+    @property
+    def token_ids(self) -> dict[str, int]:
+        """The pieces a source may start with that are tokens rather than text, and their ids: language tokens and
+        tags (`<BT>`). In a SentencePiece model of nmt's, a tag must be a user-defined piece (score 0, as
+        `nmt prepare` adds them), so that a piece BPE learned from text (`<br>`) is never taken for one."""
         if self._languages is None:
-            pieces = self.pieces if self.pieces is not None else [
-                self.processor.id_to_piece(i) for i in range(self.processor.get_piece_size())]
-            self._languages = {p: i for i, p in enumerate(pieces) if is_language_token(p)}
+            size = len(self.pieces) if self.pieces is not None else self.processor.get_piece_size()
+            tokens = {}
+            for i in range(size):
+                piece = self.piece(i)
+                if is_language_token(piece) or (is_tag(piece) and (self.pieces is not None or (
+                        self.processor.get_score(i) == 0 and not self.processor.is_byte(i)
+                        and not self.processor.is_control(i) and not self.processor.is_unknown(i)))):
+                    tokens[piece] = i
+            self._languages = tokens
         return self._languages
 
     def __len__(self) -> int:
@@ -194,18 +230,21 @@ class Vocab:
         return len(self.target)
 
     def encode_source(self, lines: list[str]) -> list[list[int]]:
-        """Token ids of each line, without end-of-sentence (the dataset adds it). A leading language token
-        (`>>deu<<`, multilingual MarianMT models) is one piece of its own where the table has it."""
-        if not any(line.startswith(">>") for line in lines) or not self.source.language_ids:
+        """Token ids of each line, without end-of-sentence (the dataset adds it). Leading tokens the vocabulary has
+        as pieces of their own (a language token, `>>deu<<`; a synthetic corpus's tag, `<BT>`; or both, separated by
+        a space) are each that one piece: SentencePiece alone would put a word-start piece before them."""
+        if not any(line[:1] in "<>" for line in lines) or not self.source.token_ids:
             return self.source.encode(lines)
-        return [self._encode_with_language_token(line) for line in lines]
+        return [self._encode_with_tokens(line) for line in lines]
 
-    def _encode_with_language_token(self, line: str) -> list[int]:
-        end = line.find("<<") if line.startswith(">>") else -1
-        token = line[:end + 2] if end != -1 else None
-        if token not in self.source.language_ids:
-            return self.source.encode([line])[0]
-        return [self.source.language_ids[token]] + self.source.encode([line[end + 2:]])[0]
+    def _encode_with_tokens(self, line: str) -> list[int]:
+        tokens, ids = self.source.token_ids, []
+        while (token := leading_token(line)) in tokens:
+            ids.append(tokens[token])
+            line = line[len(token):]
+            if line.startswith(" ") and leading_token(line[1:]) in tokens:
+                line = line[1:]
+        return ids + self.source.encode([line])[0]
 
     def encode_target(self, lines: list[str]) -> list[list[int]]:
         return self.target.encode(lines)
@@ -213,6 +252,11 @@ class Vocab:
     def decode(self, ids_per_line: Iterable[list[int]]) -> list[str]:
         """Target ids to text."""
         return [self.target.decode(ids) for ids in ids_per_line]
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags (`<BT>`) the source side has as pieces of their own, in id order."""
+        return [piece for piece in self.source.token_ids if is_tag(piece)]
 
     @property
     def language_tokens(self) -> list[str]:

@@ -13,7 +13,11 @@ from nmt.cli.app import command, console, dry_run, line_numbers, set_threads, st
 from nmt.cli.options import (TOKENS_PER_BATCH, Checkpoint, DecodingPrecision, Device, Output, TargetLanguage,
                              Threads, number)
 from nmt.config import default_checkpoint
+from nmt.ranges import Range
 from nmt.errors import NmtError
+
+
+MIN_PER_TOKEN = Range(-1000, 0)  # a log-probability per piece: at most 0
 
 
 @command("logprob")
@@ -32,6 +36,12 @@ def logprob_command(
     = 6000,
     precision: DecodingPrecision = "fp32", device: Device = None, threads: Threads = None,
     target_language: TargetLanguage = None,
+    keep_prefix: Annotated[Optional[Path], typer.Option(
+        help="With --source and --target: write the pairs scoring at least --min-per-token to PREFIX.SRC and "
+             "PREFIX.TGT (the languages the files' names end with), for `nmt prepare --synthetic PREFIX`; the "
+             "scores go to --output only. See docs/synthetic-data.md.")] = None,
+    min_per_token: Annotated[float, number(
+        "With --keep-prefix: the lowest per-token log-probability kept.", MIN_PER_TOKEN)] = -2.0,
 ) -> None:
     """Score given translations: the model's log-probability of each target given its source (teacher-forced, as
     fairseq's --score-reference and marian-scorer), for reranking n-best lists, filtering noisy corpora or a model's
@@ -49,11 +59,18 @@ def logprob_command(
     if dry_run("logprob", {"checkpoint": checkpoint or "the default", "pairs": f"{source} / {target}" if source
                            else "stdin (TSV)"}):
         return
+    if keep_prefix is not None and source is None:
+        raise NmtError("--keep-prefix filters the pairs of --source and --target files: give both")
     if output is not None:
         check_output_file(output)
+    if keep_prefix is not None:
+        check_output_file(keep_prefix, "--keep-prefix")
     pairs = read_file_pairs(source, target) if source is not None else None  # line counts checked here, first
     scorer = ForcedScorer(checkpoint or default_checkpoint(), device, max_tokens, precision=precision,
                           target_language=target_language)
+    if keep_prefix is not None:
+        _keep(scorer, source, target, min_per_token, keep_prefix, output)
+        return
     with contextlib.ExitStack() as files:
         sink = files.enter_context(atomic_write(output, newline="\n")) if output else sys.stdout
         for result in scorer.score_stream(pairs if pairs is not None else read_tsv_pairs(stdin())):
@@ -62,3 +79,13 @@ def logprob_command(
         console.print(f"[yellow]warning:[/] {line_numbers([n - 1 for n in scorer.truncated_lines])}: the source "
                       f"is longer than the model takes ({scorer.max_source_tokens} pieces) and was cut before "
                       "scoring", highlight=False, soft_wrap=True)
+
+
+def _keep(scorer, source: Path, target: Path, min_per_token: float, prefix: Path, output: Path | None) -> None:
+    from nmt.atomic import atomic_write
+    from nmt.logprob import keep_pairs
+
+    with atomic_write(output, newline="\n") if output else contextlib.nullcontext() as scores:
+        kept, total = keep_pairs(scorer, source, target, min_per_token, prefix, scores)
+    console.print(f"kept {kept:,} of {total:,} pairs (per-token log-probability at least {min_per_token:g}) in "
+                  f"{prefix}.*", highlight=False, soft_wrap=True)

@@ -21,8 +21,9 @@ from nmt.ranges import THREADS, Range, field_range
 def number(help: str, limits: Range, *names: str, **more):
     """A numeric option whose value must lie in LIMITS, checked as the command line is parsed."""
     def check(value):
-        if value is not None and not limits.holds(value):
-            raise typer.BadParameter(f"must be {limits.describe()}, got {value}")
+        for item in value if isinstance(value, (list, tuple)) else [value]:  # a repeated option: each value
+            if item is not None and not limits.holds(item):
+                raise typer.BadParameter(f"must be {limits.describe()}, got {item}")
         return value
     return typer.Option(*names, help=f"{help} [{limits.short()}]", callback=check, **more)
 

@@ -15,7 +15,7 @@ from nmt.cli.app import command, console, dry_run
 from nmt.cli.options import config_number
 from nmt.cli.progress import ProgressBars
 from nmt.config import DATA_ROOT, replace_fields
-from nmt.data.prepare_options import CleaningOptions, PrepareOptions
+from nmt.data.prepare_options import CleaningOptions, PrepareOptions, SyntheticCorpus
 from nmt.errors import NmtError
 
 
@@ -61,6 +61,21 @@ def prepare(
     separate_vocabs: Annotated[bool, typer.Option(
         "--separate-vocabs", help="Learn a SentencePiece model for each side (--vocab-size pieces each), with "
                                   "separate embeddings, instead of one joint model shared by both.")] = False,
+    synthetic: Annotated[Optional[list[str]], typer.Option(
+        help="A synthetic training corpus (back-translations, a teacher's translations): PREFIX.SRC and PREFIX.TGT "
+             "(or .gz), added to the training split only; repeat for several. See docs/synthetic-data.md.",
+        show_default=False)] = None,
+    synthetic_tag: Annotated[Optional[list[str]], typer.Option(
+        help="The tag each --synthetic corpus's sources start with, e.g. '<BT>' (tagged back-translation), a piece "
+             "of its own in the vocabulary: once for all, or once per corpus in order. Default: none.",
+        show_default=False)] = None,
+    synthetic_weight: Annotated[Optional[list[float]], config_number(
+        SyntheticCorpus, "weight", "How many times an epoch draws each --synthetic corpus's sentences (the parallel "
+                                   "data's: 1; 0.5: a different half each epoch): once for all, or once per corpus. "
+                                   "Default: 1.", show_default=False)] = None,
+    reserve_tag: Annotated[Optional[list[str]], typer.Option(
+        help="A tag (e.g. '<BT>') the learned vocabulary keeps as a piece of its own, for a dataset prepared later "
+             "with --vocab from this one whose --synthetic corpora carry it.", show_default=False)] = None,
     list_recipes: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
 ) -> None:
     """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR.
@@ -81,9 +96,12 @@ def prepare(
     cleaning = recipe.cleaning if recipe is not None else CleaningOptions()
     if separate_vocabs and vocab is not None:
         raise NmtError("--separate-vocabs learns two vocabularies, --vocab uses a given one: choose one")
+    synthetic_corpora = _synthetic(synthetic, synthetic_tag, synthetic_weight, reserve_tag, vocab,
+                                   (recipe.src, recipe.tgt) if recipe is not None else (src, tgt), pairs)
     options = PrepareOptions(vocab_size=vocab_size, spm_max_sentences=spm_sample, separate_vocabs=separate_vocabs,
                              workers=workers or min(os.cpu_count() or 1, 8),
-                             cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}))
+                             cleaning=replace_fields(cleaning, {"max_tokens": max_tokens, "max_ratio": max_ratio}),
+                             synthetic=tuple(synthetic_corpora), reserved_tags=tuple(reserve_tag or ()))
     recipe_vocab = recipe.vocab_size if recipe is not None else 8000
     options.resolved(recipe_vocab, options.cleaning)  # option values first, before any file is read
     if dry_run("prepare", {"corpus": corpus, "out": out, "mirror": mirror or "upstream addresses",
@@ -130,6 +148,25 @@ def _print_prepared(out: Path, prepared) -> None:
         rows = pair["rows"]
         console.print(f"  {pair['src']}->{pair['tgt']} ({pair['token']}): " + ", ".join(
             f"{split} {end - start:,}" for split, (start, end) in rows.items()))
+
+
+def _synthetic(prefixes, tags, weights, reserved_tags, vocab, languages, pairs) -> list:
+    """The --synthetic corpora, checked before anything is read: tags, weights, both files of each, and that they
+    join a dataset of one pair."""
+    from nmt.data.prepare import find_side
+    from nmt.data.synthetic import check_tag, synthetic_corpora
+
+    corpora = synthetic_corpora(prefixes or [], tags or [], weights or [])
+    for tag in reserved_tags or []:
+        check_tag(tag, "--reserve-tag")
+    if reserved_tags and vocab is not None:
+        raise NmtError("--reserve-tag adds pieces to a vocabulary being learned; --vocab's pieces are given")
+    if corpora and (pairs or "mul" in languages or len(set(languages)) < 2):
+        raise NmtError("--synthetic corpora are for a dataset of one pair; a multilingual dataset cannot take them")
+    for corpus in corpora:
+        for lang in languages:
+            find_side(corpus.prefix, lang)
+    return corpora
 
 
 def _recipe(corpora: list[str], recipes: dict, combine, pairs: str | None, custom_needs: dict):

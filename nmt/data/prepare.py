@@ -173,6 +173,48 @@ def find_side(prefix: str, lang: str) -> Path:
     raise NmtError(f"{prefix}.{lang}: file not found (nor {prefix}.{lang}.gz)")
 
 
+def add_synthetic(splits: dict[str, list[Corpus]], files: dict[str, tuple[Path, str]], options: PrepareOptions,
+                  src: str, tgt: str) -> tuple[dict, dict, tuple[str, ...]]:
+    """The training split with the --synthetic corpora after the parallel ones, their files, and the tags the
+    vocabulary must have as pieces of their own (theirs and --reserve-tag's)."""
+    from nmt.data.synthetic import check_tag, check_tags_in_vocabulary
+
+    for tag in options.reserved_tags:
+        check_tag(tag, "--reserve-tag")
+    symbols = tuple(dict.fromkeys([*options.reserved_tags, *(c.tag for c in options.synthetic if c.tag)]))
+    if options.vocab_model is not None:
+        if options.reserved_tags:
+            raise NmtError("--reserve-tag adds pieces to a vocabulary being learned; --vocab's pieces are given")
+        check_tags_in_vocabulary(options.vocab_model, list(symbols), options.vocab_source)
+    if not options.synthetic:
+        return splits, files, symbols
+    files, train = dict(files), list(splits["train"])
+    for corpus in options.synthetic:
+        paths = [find_side(corpus.prefix, lang).resolve() for lang in (src, tgt)]
+        for path in paths:
+            check_input_file(path)
+            files[str(path)] = (path, file_fingerprint(path))
+        train.append(Corpus(f"synthetic:{corpus.prefix}", Source(str(paths[0])), Source(str(paths[1])),
+                            tag=corpus.tag))
+    return {**splits, "train": train}, files, symbols
+
+
+def synthetic_entries(corpora: list[Corpus], options: PrepareOptions, sentences: list[int] | None) -> list[dict]:
+    """The manifest's `train_corpora`: rows, tag and weight of the parallel corpora and the synthetic ones."""
+    from nmt.data.synthetic import train_corpora_entries
+
+    if sentences is None or len(sentences) != len(corpora):
+        raise NmtError("the binarized training data does not say how many pairs each corpus kept: prepare the data "
+                       "again into a new folder")
+    parallel = len(corpora) - len(options.synthetic)
+    for corpus, count in zip(options.synthetic, sentences[parallel:]):
+        if count == 0:
+            raise NmtError(f"--synthetic {corpus.prefix}: no pairs left after cleaning")
+    return train_corpora_entries([corpus.name for corpus in corpora], [corpus.tag for corpus in corpora],
+                                 [1.0] * parallel + [corpus.weight for corpus in options.synthetic], sentences,
+                                 [False] * parallel + [True] * len(options.synthetic))
+
+
 def _run(runner: StepRunner, src: str, tgt: str, splits: dict[str, list[Corpus]],
          files: dict[str, tuple[Path, str]], options: PrepareOptions, provenance: dict) -> Prepared:
     """The steps after the download, in order, then the manifest (written last: a DATA_DIR with one is complete)."""
@@ -182,15 +224,19 @@ def _run(runner: StepRunner, src: str, tgt: str, splits: dict[str, list[Corpus]]
     for split in ("train", "valid"):
         if not splits.get(split):
             raise NmtError(f"a {split} split is required")
+    if options.synthetic and multilingual:
+        raise NmtError("--synthetic corpora are for a dataset of one pair; a multilingual dataset cannot take them")
+    splits, files, symbols = add_synthetic(splits, files, options, src, tgt)
     stems = (src, tgt) if src != tgt else ("src", "tgt")  # file names: both sides of a many-to-many set are `mul`
     tags = {split: [corpus.tag for corpus in corpora] for split, corpora in splits.items()}
-    check_language_tokens(options, tuple(sorted(set(tags["train"]) - {""})))
+    language_tags = tuple(sorted({corpus.tag for corpus in splits["train"] if corpus.pair} - {""}))
+    check_language_tokens(options, language_tags)
     texts = extract_texts(runner, splits, files)  # Source -> (plain text path, fingerprint)
     index = index_training(runner, splits["train"], texts)
     references = {split: copy_references(runner, split, corpora, texts, *stems)
                   for split, corpora in splits.items() if split != "train"}
     spm = vocabulary_step(runner, index, options, [corpus.pair for corpus in splits["train"]] if multilingual else None,
-                          tuple(sorted(set(tags["train"]) - {""})))
+                          language_tags, symbols)
     vocab_files = spm.files or {"spm_model": "spm.model"}
     vocab = Vocab.from_folder(runner.out_dir, vocab_files)
     dtype = token_dtype(max(len(vocab), vocab.target_size)).name
@@ -203,6 +249,8 @@ def _run(runner: StepRunner, src: str, tgt: str, splits: dict[str, list[Corpus]]
         provenance = {**provenance, "pairs": pair_entries(splits, corpus_sentences, references)}
     if entries["train"]["sentences"] == 0:
         raise NmtError(f"no training pairs left after cleaning ({train_report})")
+    if options.synthetic:
+        provenance = {**provenance, "train_corpora": synthetic_entries(splits["train"], options, corpus_sentences)}
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,

@@ -27,6 +27,16 @@ class CleaningOptions:
     invalid_utf8: str = "error"
 
 
+@dataclass(frozen=True)
+class SyntheticCorpus:
+    """A synthetic training corpus (back-translation, distillation; nmt.data.synthetic)."""
+
+    prefix: str  # PREFIX.SRC and PREFIX.TGT (or .gz)
+    tag: str = ""  # the token its sources start with ("": none)
+    # Its draws per epoch against its size (the parallel data's weight is 1)
+    weight: float = field(default=1.0, metadata=within(0, 1000, low_open=True))
+
+
 @dataclass
 class PrepareOptions:
     """How `nmt prepare` cleans, learns the vocabulary and binarizes (the recipe fills what is None)."""
@@ -43,6 +53,8 @@ class PrepareOptions:
     vocab_model: Vocab | None = None
     vocab_source: str = ""  # where vocab_model came from, for the manifest
     separate_vocabs: bool = False  # a SentencePiece model and ids of its own for each side (vocab_size each)
+    synthetic: tuple[SyntheticCorpus, ...] = ()  # training corpora besides the parallel ones
+    reserved_tags: tuple[str, ...] = ()  # tags a learned vocabulary keeps as pieces, for a later --vocab dataset
 
     def resolved(self, vocab_size: int, cleaning: CleaningOptions) -> "PrepareOptions":
         """These options with the recipe's values where they are None, validated."""

@@ -45,11 +45,12 @@ class VocabularyFiles:
 
 
 def vocabulary_step(runner: StepRunner, index: TrainIndex, options: VocabularyOptions,
-                    pairs: list[tuple[str, str]] | None = None, tags: tuple[str, ...] = ()) -> VocabularyFiles:
+                    pairs: list[tuple[str, str]] | None = None, tags: tuple[str, ...] = (),
+                    symbols: tuple[str, ...] = ()) -> VocabularyFiles:
     """The SentencePiece model(s) in DATA_DIR: learned on a sample of the training text (one joint model, or one per
     side with --separate-vocabs), or the given vocabulary's files (--vocab). A dataset of several pairs (`pairs`:
     each training corpus's languages) learns from a sample balanced by language, and `tags` (its language tokens)
-    are pieces of their own."""
+    are pieces of their own, as are `symbols` (the tags of synthetic corpora, nmt.data.synthetic)."""
     if options.vocab_model is not None:
         check_language_tokens(options, tags)
         return _given_vocabulary(runner, options.vocab_model)
@@ -64,6 +65,8 @@ def vocabulary_step(runner: StepRunner, index: TrainIndex, options: VocabularyOp
         "spm_model": ("spm.model", "src"), "target_spm_model": ("spm.target.model", "tgt")}
     if options.separate_vocabs:
         params["separate_vocabs"] = True
+    if symbols:
+        params["symbols"] = list(symbols)
 
     def run() -> tuple[list[Path], dict]:
         outputs, sentences_used, peaks = [], 0, []
@@ -80,7 +83,7 @@ def vocabulary_step(runner: StepRunner, index: TrainIndex, options: VocabularyOp
             with worker_pool(1) as pool:
                 trained, child_peak = pool.apply_async(_train_spm, (str(sample_path), str(runner.work / "spm"),
                                                        options.vocab_size, sentences, os.cpu_count() or 1,
-                                                       tags if side != "tgt" else ())).get()
+                                                       (*tags, *symbols) if side != "tgt" else ())).get()
             os.replace(trained, runner.out_dir / name)
             sample_path.unlink()
             (runner.work / "spm.vocab").unlink(missing_ok=True)  # the pieces are in the model; this copy is unused

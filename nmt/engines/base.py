@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,6 +30,14 @@ class Translation:
     source: str | None = None  # the source sentence, for each of `sentences`
     cut: int = 0  # sentences of the text too long for the model, translated in parts
     truncated: bool = False  # the source was longer than the model takes: its end was cut off, untranslated
+
+
+def sampling_seed(seed: int, lines: list[str]) -> int:
+    """The seed of one call's sampling: a function of --seed and the call's lines alone, so that a window of lines
+    gets the same samples however the run got to it (a run resumed after a stop gives the lines of an uninterrupted
+    one) and whatever was translated before it."""
+    digest = hashlib.sha256(f"{seed}\0".encode() + "\0".join(lines).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 class Engine(Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nmt.config import SearchConfig
-from nmt.engines.base import Translation, encode_lines
+from nmt.engines.base import Translation, encode_lines, sampling_seed
 from nmt.errors import NmtError
 from nmt.export.ctranslate2 import import_ctranslate2, position_rows, read_marker
 from nmt.vocab import TargetLanguage, Vocab
@@ -51,8 +51,6 @@ class CTranslate2Translator:
         except ValueError as error:  # e.g. a compute type this device does not support
             raise NmtError(f"CTranslate2 cannot load {model_dir} on {device}: {error}") from None
         self.max_tokens = max_tokens
-        if self.search.sampling:
-            ctranslate2.set_random_seed(self.search.seed)
         # The position table written at export bounds both sides: longer sources are cut (and counted), as the
         # torch engine does, and outputs end within it.
         self.positions = position_rows(model_dir)
@@ -91,6 +89,7 @@ class CTranslate2Translator:
         if search.sampling:
             options.update(beam_size=1, sampling_topk=search.topk, sampling_topp=search.topp,
                            sampling_temperature=search.temperature)
+            import_ctranslate2().set_random_seed(sampling_seed(search.seed, lines))  # as the torch engine: per call
         else:
             options.update(beam_size=search.beam)
         outputs = self.translator.translate_batch(sources, **options)

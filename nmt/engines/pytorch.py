@@ -16,7 +16,7 @@ from nmt.data.batching import make_batches
 from nmt.data.dataset import pad_sequences
 from nmt.data.text import normalize
 from nmt.device import PRECISIONS, attention_kernels, autocast, pick_device
-from nmt.engines.base import Translation, encode_lines
+from nmt.engines.base import Translation, encode_lines, sampling_seed
 from nmt.engines.threads import SmallBatchThreads, cpu_threads
 from nmt.errors import NmtError
 from nmt.model.packed import pack_for_cpu_inference, pack_output_projection
@@ -83,7 +83,6 @@ class Translator:
         self.language = TargetLanguage(self.vocab.language_tokens, target_language)
         self.max_tokens = max_tokens
         self.record_attention = record_attention
-        self.generator = torch.Generator(device=self.device).manual_seed(self.search.seed)
         # Attention memory grows with the square of the length: a pathological line is cut rather than run out
         # of memory; the number of cut lines is counted here. A model with learned positions cannot read past its
         # table at all, so its limit is the table's length.
@@ -150,6 +149,8 @@ class Translator:
         beams = [max(search.beam, sum(len(p) for p in phrases[n]) + 1) if phrases and phrases[n] else 0
                  for n in range(len(todo))]
         self.grown_beam = max([self.grown_beam] + [b for b in beams if b > search.beam])
+        generator = torch.Generator(device=self.device).manual_seed(sampling_seed(search.seed, lines)) \
+            if search.sampling else None
         for positions in [[n for n, b in enumerate(beams) if not b]] + beam_groups(beams):
             if not positions:
                 continue
@@ -166,14 +167,15 @@ class Translator:
                 constrained = ([phrases[i] for i in batch_indices], [beams[i] for i in batch_indices]) \
                     if beams[batch_indices[0]] else None
                 hypotheses = self._search(src_tokens, search, batch_prefixes, constrained, record_attention,
-                                          rows_abandoned)
+                                          rows_abandoned, generator)
                 for position, hyps in zip(batch_indices, hypotheses):
                     source_ids = sources[position][:-1].tolist()
                     if hyps:  # none: abandoned
                         results[todo[position]] = [self._translation(h, source_ids) for h in hyps]
         return encoded.mark_truncated(results)
 
-    def _search(self, src_tokens, search: SearchConfig, prefixes, constrained, record_attention: bool, abandoned):
+    def _search(self, src_tokens, search: SearchConfig, prefixes, constrained, record_attention: bool, abandoned,
+                generator: torch.Generator | None):
         with autocast(self.device, self.precision), attention_kernels(self.device, CUDNN_ATTENTION), \
                 cpu_threads(self.threads.for_batch(src_tokens.shape[0])):
             if constrained is not None:
@@ -181,7 +183,7 @@ class Translator:
                 return constrained_beam_search(self.model, src_tokens, search, phrases, prefixes, record_attention,
                                                beams, self.word_continuations, abandoned)
             if search.sampling:
-                return sample(self.model, src_tokens, search, self.generator, prefixes, record_attention, abandoned)
+                return sample(self.model, src_tokens, search, generator, prefixes, record_attention, abandoned)
             return beam_search(self.model, src_tokens, search, prefixes=prefixes, record_attention=record_attention,
                                abandoned=abandoned)
 

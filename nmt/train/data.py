@@ -14,7 +14,7 @@ from nmt.data.batching import BatchPlan, make_batches
 from nmt.data.binary import load_manifest
 from nmt.data.dataset import ParallelDataset
 from nmt.errors import NmtError
-from nmt.train.pairs import Pair, epoch_sentences, pairs_of
+from nmt.train.pairs import Pair, WeightedCorpus, epoch_sentences, pairs_of, weighted_corpora_of
 from nmt.vocab import Vocab
 
 
@@ -27,12 +27,13 @@ class TrainingData:
     valid: ParallelDataset
     valid_references: list[str]
     pairs: list[Pair] = field(default_factory=list)  # a multilingual dataset's pairs (nmt.train.pairs); [] for one
+    corpora: list[WeightedCorpus] = field(default_factory=list)  # with synthetic corpora: each training corpus
 
 
 def epoch_plan(data: TrainingData, config: TrainConfig, epoch: int, rank: int = 0, world_size: int = 1) -> BatchPlan:
     """The batches of an epoch: every training sentence once, or, with several pairs, the epoch's draw by
-    --sampling-temperature (nmt.train.pairs)."""
-    rows = epoch_sentences(data.pairs, config.sampling_temperature, config.seed, epoch)
+    --sampling-temperature, with weighted synthetic corpora by their weights (nmt.train.pairs)."""
+    rows = epoch_sentences(data.pairs, config.sampling_temperature, config.seed, epoch, data.corpora)
     src, tgt = data.train.src_lengths, data.train.tgt_lengths
     if rows is None:
         return make_batches(src, tgt, config.max_tokens, seed=config.seed, epoch=epoch, rank=rank,
@@ -59,7 +60,14 @@ def load_training_data(data_dir: Path) -> TrainingData:
             if not 0 <= start < end <= len(dataset):
                 raise NmtError(f"{data_dir}/manifest.json: the {split} rows of {pair.name} ({start}-{end}) are not "
                                f"within its {len(dataset):,} sentences (prepare the data again)")
-    return TrainingData(data_dir, manifest, vocab, train, valid, references[: len(valid)], pairs)
+    corpora = weighted_corpora_of(manifest)
+    for corpus in corpora:
+        start, end = corpus.rows
+        if not 0 <= start <= end <= len(train) or not 0 < corpus.weight < float("inf"):
+            raise NmtError(f"{data_dir}/manifest.json: the training corpus {corpus.name} has rows {start}-{end} "
+                           f"and weight {corpus.weight}, not within its {len(train):,} sentences with a weight "
+                           "above 0 (prepare the data again)")
+    return TrainingData(data_dir, manifest, vocab, train, valid, references[: len(valid)], pairs, corpora)
 
 
 def _load_vocab(data_dir: Path, manifest: dict) -> Vocab:

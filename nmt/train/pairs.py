@@ -1,5 +1,6 @@
 """The pairs of a multilingual dataset as training sees them: each pair's rows of a split, the epoch's draw of
-training sentences by temperature, and a view of one pair's rows for its own validation.
+training sentences by temperature (or, in a dataset with synthetic corpora, by each corpus's weight), and a view of
+one pair's rows for its own validation.
 
 A dataset of several pairs (`nmt prepare multi30k-en-de multi30k-en-fr ...`) keeps every pair's sentences in one
 split, each pair's rows following one another; the manifest's `pairs` says which rows are whose. Sampling by
@@ -47,20 +48,45 @@ def sampling_shares(sizes: list[int], temperature: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def epoch_sentences(pairs: list[Pair], temperature: float, seed: int, epoch: int) -> np.ndarray | None:
-    """The training rows of this epoch (with repeats where a pair is drawn more often than it has sentences), or
-    None where every row once is the draw (one pair, or T = 1)."""
-    if len(pairs) < 2 or temperature == 1:
+@dataclass(frozen=True)
+class WeightedCorpus:
+    """One corpus of the training split (the manifest's `train_corpora`, where it has synthetic corpora): its rows
+    and how many times an epoch draws its sentences."""
+
+    name: str
+    rows: tuple[int, int]
+    weight: float
+    synthetic: bool
+
+    @classmethod
+    def from_manifest(cls, entry: dict) -> "WeightedCorpus":
+        start, end = entry["rows"]
+        return cls(str(entry["name"]), (int(start), int(end)), float(entry["weight"]), bool(entry.get("synthetic")))
+
+
+def weighted_corpora_of(manifest: dict) -> list[WeightedCorpus]:
+    """The training corpora of a dataset with synthetic ones (nmt.data.synthetic); [] for any other."""
+    return [WeightedCorpus.from_manifest(entry) for entry in manifest.get("train_corpora") or []]
+
+
+def epoch_sentences(pairs: list[Pair], temperature: float, seed: int, epoch: int,
+                    corpora: list[WeightedCorpus] = ()) -> np.ndarray | None:
+    """The training rows of this epoch (with repeats where a pair or corpus is drawn more often than it has
+    sentences), or None where every row once is the draw (one pair, or T = 1; no corpus weighted other than 1)."""
+    if len(pairs) >= 2 and temperature != 1:
+        ranges = [pair.rows["train"] for pair in pairs]
+        sizes = [end - start for start, end in ranges]
+        wanted = np.round(sampling_shares(sizes, temperature) * sum(sizes)).astype(np.int64)
+    elif any(corpus.weight != 1 for corpus in corpora):
+        ranges = [corpus.rows for corpus in corpora]
+        wanted = [round(corpus.weight * (end - start)) for corpus, (start, end) in zip(corpora, ranges)]
+    else:
         return None
-    ranges = [pair.rows["train"] for pair in pairs]
-    sizes = [end - start for start, end in ranges]
-    total = sum(sizes)
-    wanted = np.round(sampling_shares(sizes, temperature) * total).astype(np.int64)
     rng = np.random.default_rng([seed, epoch, 7919])
     drawn = []
-    for (start, end), size, count in zip(ranges, sizes, wanted):
+    for (start, end), count in zip(ranges, wanted):
         rows = np.arange(start, end)
-        whole, part = divmod(int(count), size)  # every sentence `whole` times, and `part` of them once more
+        whole, part = divmod(int(count), end - start)  # every sentence `whole` times, and `part` of them once more
         drawn += [rows] * whole + [rng.choice(rows, part, replace=False)]
     return np.sort(np.concatenate(drawn))
 

@@ -26,7 +26,7 @@ class SampledSegmentation:
     def __init__(self, dataset, vocab: Vocab, alpha: float, seed: int):
         self.dataset, self.vocab, self.alpha, self.seed = dataset, vocab, alpha, seed
         self.split = dataset.split
-        self.languages = set(vocab.source.language_ids.values())
+        self.tokens = set(vocab.source.token_ids.values())  # language tokens and tags: kept whole
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -39,13 +39,20 @@ class SampledSegmentation:
         digest = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes() + str(self.seed).encode()).digest()
         spm.set_random_generator_seed(int.from_bytes(digest[:4], "little") or 1)
         sources = [dataset.src[i] for i in indices]
-        heads = [list(ids[:1]) if len(ids) > 1 and int(ids[0]) in self.languages else [] for ids in sources]
+        heads = [self._leading_tokens(ids) for ids in sources]
         src = self._resegment([ids[len(head):-1] for ids, head in zip(sources, heads)], vocab.source)
         tgt = self._resegment([dataset.tgt[i][:-1] for i in indices], vocab.target)
         eos = vocab.eos_id
         return collate_ids([np.asarray(head + ids + [eos], dtype=np.int64) for head, ids in zip(heads, src)],
                            [np.asarray(ids + [eos], dtype=np.int64) for ids in tgt], indices, dataset.pad_id,
                            dataset.bos_id)
+
+    def _leading_tokens(self, ids: np.ndarray) -> list[int]:
+        """The language token and tag a source starts with (before its text and end-of-sentence)."""
+        count = 0
+        while count < len(ids) - 1 and int(ids[count]) in self.tokens:
+            count += 1
+        return ids[:count].tolist()
 
     def _resegment(self, sentences: list[np.ndarray], side) -> list[list[int]]:
         texts = [side.decode(ids.tolist()) for ids in sentences]
