@@ -11,6 +11,7 @@ SentencePiece pieces, end-of-sentence included) of the whole set; BLEU by sacreB
 
     python benchmarks/translate_speed.py --small CHECKPOINT --base CHECKPOINT [--repeats 3]
     python benchmarks/translate_speed.py --train-minutes 20     # trains both models first (on Multi30k en-de)
+    python benchmarks/translate_speed.py --archs none --model a=A.pt --model b=B.pt --output results/x.json
     ... --before REV    # also decodes with the nmt of git revision REV: how many outputs stayed the same
 
 CTranslate2 comes from the `ctranslate2` extra (`pip install -e ".[ctranslate2]"`), which export needs anyway.
@@ -141,6 +142,11 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=20, help="For a model not given: train this long.")
     parser.add_argument("--archs", nargs="+", default=["transformer_small", "transformer_base"],
                         help="Which of the two models to measure (default both; the issue's figures need both).")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
+                        help="Another trained checkpoint to time, under NAME (repeatable); with --archs none, only "
+                             "these.")
+    parser.add_argument("--contenders", nargs="+", default=[f"{e}_{p}" for e, p in CONTENDERS],
+                        choices=[f"{e}_{p}" for e, p in CONTENDERS], help="Which engines and precisions to time.")
     parser.add_argument("--max-tokens", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=THREADS, help=argparse.SUPPRESS)
@@ -159,7 +165,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or prepare(args.work)
     given = {"transformer_small": args.small, "transformer_base": args.base}
-    models = {arch: given[arch] or train(data, args.work, arch, args.train_minutes) for arch in args.archs}
+    models = {arch: given[arch] or train(data, args.work, arch, args.train_minutes) for arch in args.archs
+              if arch != "none"}
+    for named in args.model:
+        name, _, path = named.partition("=")
+        models[name] = Path(path)
     from decode_breakdown import cpu_model
     results: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} CPUs, "
                                 f"{THREADS} threads", "test_set": "multi30k test_2016_flickr (1,000 sentences)",
@@ -171,7 +181,7 @@ def main() -> None:
         exported = args.work / f"{arch}-ct2"
         sh([sys.executable, "-m", "nmt", "export", "ctranslate2", str(checkpoint), str(exported), "--force"])
         summary: dict = {"checkpoint": str(checkpoint)}
-        for engine, precision in CONTENDERS:
+        for engine, precision in [(e, p) for e, p in CONTENDERS if f"{e}_{p}" in args.contenders]:
             model = checkpoint if engine == "torch" else exported
             name = f"{engine}_{precision}"
             summary[name] = run_contender(engine, precision, model, data, args.max_tokens, args.repeats,
@@ -181,20 +191,22 @@ def main() -> None:
                                        args.work / f"{arch}-{name}-1thread.hyp", threads=1)
             summary[name]["latency_ms_1_thread"] = one_thread["latency_ms"]
             summary[name]["latency_ms_best"] = min(one_thread["latency_ms"], summary[name]["latency_ms"])
-        summary["torch_int8_over_ctranslate2_int8"] = round(
-            summary["torch_int8"]["sentences_per_s"] / summary["ctranslate2_int8"]["sentences_per_s"], 2)
-        summary["torch_fp32_latency_over_ctranslate2_fp32"] = round(
-            summary["torch_fp32"]["latency_ms_best"] / summary["ctranslate2_fp32"]["latency_ms_best"], 2)
+        if all(name in summary for name in ("torch_int8", "ctranslate2_int8")):
+            summary["torch_int8_over_ctranslate2_int8"] = round(
+                summary["torch_int8"]["sentences_per_s"] / summary["ctranslate2_int8"]["sentences_per_s"], 2)
         if args.before:
             summary[f"before_{args.before}"] = run_contender(
                 "torch", "fp32", checkpoint, data, args.max_tokens, 1, args.work / f"{arch}-before.hyp",
                 code=checkout(args.before, args.work))
             summary["same_output_as_before"] = agreement(args.work / f"{arch}-torch_fp32.hyp",
                                                          args.work / f"{arch}-before.hyp")
-        summary["torch_fp32_over_ctranslate2_fp32"] = round(
-            summary["torch_fp32"]["sentences_per_s"] / summary["ctranslate2_fp32"]["sentences_per_s"], 2)
-        summary["same_output_torch_vs_ctranslate2_fp32"] = agreement(
-            args.work / f"{arch}-torch_fp32.hyp", args.work / f"{arch}-ctranslate2_fp32.hyp")
+        if all(name in summary for name in ("torch_fp32", "ctranslate2_fp32")):
+            summary["torch_fp32_latency_over_ctranslate2_fp32"] = round(
+                summary["torch_fp32"]["latency_ms_best"] / summary["ctranslate2_fp32"]["latency_ms_best"], 2)
+            summary["torch_fp32_over_ctranslate2_fp32"] = round(
+                summary["torch_fp32"]["sentences_per_s"] / summary["ctranslate2_fp32"]["sentences_per_s"], 2)
+            summary["same_output_torch_vs_ctranslate2_fp32"] = agreement(
+                args.work / f"{arch}-torch_fp32.hyp", args.work / f"{arch}-ctranslate2_fp32.hyp")
         results["models"][arch] = summary
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -233,7 +233,7 @@ class Vocab:
         """Token ids of each line, without end-of-sentence (the dataset adds it). Leading tokens the vocabulary has
         as pieces of their own (a language token, `>>deu<<`; a synthetic corpus's tag, `<BT>`; or both, separated by
         a space) are each that one piece: SentencePiece alone would put a word-start piece before them."""
-        if not any(line[:1] in "<>" for line in lines) or not self.source.token_ids:
+        if not any(line.startswith(("<", ">")) for line in lines) or not self.source.token_ids:
             return self.source.encode(lines)
         return [self._encode_with_tokens(line) for line in lines]
 

@@ -91,7 +91,8 @@ def test_a_weight_above_one_repeats_the_corpus_and_training_runs_on_it(corpora, 
     from nmt.train.data import epoch_plan, load_training_data
 
     data_dir = tmp_path / "data"
-    prepare(corpora, data_dir, "--synthetic", str(corpora / "made" / "bt"), "--synthetic-weight", "2.5")
+    prepared = prepare(corpora, data_dir, "--synthetic", str(corpora / "made" / "bt"), "--synthetic-weight", "2.5")
+    assert "(untagged, weight 2.5): 200 training pairs" in prepared.stdout + prepared.stderr
     data = load_training_data(data_dir)
     rows = np.concatenate(epoch_plan(data, transformer_tiny().train, 1).batches)
     counts = np.bincount(rows[rows >= 300] - 300, minlength=200)
@@ -99,6 +100,7 @@ def test_a_weight_above_one_repeats_the_corpus_and_training_runs_on_it(corpora, 
     result = run_nmt("train", str(data_dir), "--arch", "transformer_tiny", "--max-updates", "3", "--save-dir",
                      str(tmp_path / "run"))
     assert result.returncode == 0 and (tmp_path / "run" / "checkpoint_last.pt").is_file()
+    assert "500 training pairs, 200 of them synthetic" in result.stderr and "weight 2.5)" in result.stderr
 
 
 def test_a_dataset_with_the_parents_vocabulary_takes_the_tag_the_parent_reserved(corpora, tmp_path):

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nmt.cli.app import command, console, dry_run
@@ -81,7 +82,6 @@ def prepare(
     """Download (or take from --mirror), clean, learn a joint BPE vocabulary and binarize a corpus into DATA_DIR.
     Several recipes (or --pairs) make one dataset for a multilingual model: each source starts with its target
     language's token (>>de<<), the vocabulary is learned on a sample balanced by language."""
-    from nmt.data.prepare import custom_pairs, find_side, prepare_corpus, prepare_recipe
     from nmt.data.recipes import RECIPES, combine
 
     if list_recipes or not corpora:
@@ -112,25 +112,32 @@ def prepare(
 
         options = dataclasses.replace(options, vocab_model=load_vocabulary(vocab), vocab_source=str(vocab))
         options.resolved(recipe_vocab, options.cleaning)
-    log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     if no_verify and corpus != "custom":
         console.print("[yellow]warning:[/] --no-verify: sizes and checksums are not checked")
+    prepared = _run(out, recipe, options, mirror, not no_verify, src, tgt, pairs,
+                    {"train": train, "valid": valid, "test": test})
+    _print_prepared(out, prepared)
+
+
+def _run(out: Path, recipe, options: PrepareOptions, mirror: str | None, verify: bool, src: str | None,
+         tgt: str | None, pairs: str | None, prefixes: dict[str, str | None]):
+    """The preparation itself, with progress bars; a recipe, or (recipe None) your own files."""
+    from nmt.data.prepare import custom_pairs, find_side, prepare_corpus, prepare_recipe
+
+    log = lambda message: console.print(f"[cyan]prepare[/] {message}")  # noqa: E731
     try:
         with ProgressBars() as hook:
-            prefixes = {"train": train, "valid": valid, "test": test}
-            if corpus == "custom" and pairs:
-                prepared = custom_pairs(out, pairs, prefixes, options, log, hook)
-            elif corpus == "custom":
+            if recipe is None and pairs:
+                return custom_pairs(out, pairs, prefixes, options, log, hook)
+            if recipe is None:
                 splits = {name: (find_side(prefix, src), find_side(prefix, tgt))
                           for name, prefix in prefixes.items() if prefix}
-                prepared = prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
-            else:
-                prepared = prepare_recipe(recipe, out, options, mirror, not no_verify, hook, log)
+                return prepare_corpus(out, src, tgt, splits, options, {"recipe": "custom"}, log, hook)
+            return prepare_recipe(recipe, out, options, mirror, verify, hook, log)
     except KeyboardInterrupt:
         console.print(f"[bold red]interrupted:[/] {out} is incomplete (no manifest.json); run the same command "
                       "again to go on from where it stopped", soft_wrap=True)
         raise typer.Exit(130) from None
-    _print_prepared(out, prepared)
 
 
 def _print_prepared(out: Path, prepared) -> None:
@@ -144,6 +151,11 @@ def _print_prepared(out: Path, prepared) -> None:
         f"{name} {split['sentences']:,} pairs" for name, split in manifest["splits"].items())
         + f"; vocabulary {manifest['vocab_size']}; training pairs kept {report['kept']:,}, dropped "
         + (", ".join(f"{reason} {count:,}" for reason, count in report["dropped"].items()) or "none"))
+    for corpus in manifest.get("train_corpora", []):
+        start, end = corpus["rows"]
+        if corpus["synthetic"]:
+            console.print(f"  {escape(corpus['name'])} ({escape(corpus['tag']) or 'untagged'}, weight "
+                          f"{corpus['weight']:g}): {end - start:,} training pairs", soft_wrap=True)
     for pair in manifest.get("pairs", []):
         rows = pair["rows"]
         console.print(f"  {pair['src']}->{pair['tgt']} ({pair['token']}): " + ", ".join(

@@ -6,6 +6,7 @@ about Rich. Each display refreshes on its own clock and stops cleanly when the w
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nmt.cli.app import console
@@ -41,8 +42,10 @@ class RichTrainReporter:
 
     def start(self, first_update, total_updates, info):
         console.print(f"[cyan]train[/] {info['parameters']:,} parameters on {info['device']} in {info['precision']}, "
-                      f"{info['train_sentences']:,} training pairs"
-                      + (f", resuming at update {first_update}" if first_update else ""))
+                      f"{info['train_sentences']:,} training pairs" + "".join(
+                          f", {c.rows[1] - c.rows[0]:,} of them synthetic ({escape(c.name)}, weight {c.weight:g})"
+                          for c in info.get("synthetic", []))
+                      + (f", resuming at update {first_update}" if first_update else ""), soft_wrap=True)
         self.progress = Progress(TextColumn("update {task.completed}"), BarColumn(), TimeElapsedColumn(),
                                  TextColumn("{task.fields[status]}"), console=console)
         self.task = self.progress.add_task("train", total=total_updates, completed=first_update, status="")

@@ -41,8 +41,9 @@ def translate_command(
                                          "Sampling: only from the nucleus of probability P (1: all).")] = 1.0,
     temperature: Annotated[float, config_number(SearchConfig, "temperature",
                                                 "Sampling: divide log-probabilities by this.")] = 1.0,
-    seed: Annotated[int, config_number(SearchConfig, "seed",
-                                       "Sampling: random seed (same seed, same input: same output).")] = 1,
+    seed: Annotated[int, config_number(
+        SearchConfig, "seed", "Sampling: random seed. Each window of lines is sampled from it and the window's own "
+                              "lines: the same input gives the same output, a resumed run an uninterrupted one's.")] = 1,
     prefix_file: Annotated[Optional[Path], typer.Option(
         help="Forced target prefixes, a line per input line (an empty line: none).")] = None,
     constraints: Annotated[Optional[Path], typer.Option(

@@ -74,7 +74,8 @@ def beam_search(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, 
         scores, chosen = continuing.topk(beam, dim=1)  # (n, k)
         if EARLY_STOP:
             done = done | search.settled(scores[:, 0])
-        done = done | search.given_up()
+        if (gone := search.given_up()) is not None:
+            done = done | gone
         rows = torch.arange(active, device=src_tokens.device)[:, None] * beam + cand_beams.gather(1, chosen)  # (n, k)
         next_tokens = cand_tokens.gather(1, chosen)  # (n, k)
 

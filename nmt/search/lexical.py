@@ -279,7 +279,9 @@ def constrained_beam_search(model: DecodingModel, src_tokens: Tensor, config: Se
         continuing = cand_tokens.eq(search.eos).to(torch.uint8).argsort(dim=1, stable=True)[:, :beam]  # (n, K)
         search.scores = cand_scores.gather(1, continuing).masked_fill(~own_slot, float("-inf"))
         picked = order.gather(1, continuing)  # (n, K) positions in (beam, candidate) of each group
-        done = done | search.settled(search.scores.max(dim=1).values) | search.given_up()
+        done = done | search.settled(search.scores.max(dim=1).values)
+        if (gone := search.given_up()) is not None:
+            done = done | gone
         groups = torch.arange(active, device=device)[:, None]
         flat = (groups * (beam * width) + picked).view(-1)  # into (R*C)
         rows = groups * beam + (order // width).gather(1, continuing)  # (n, K)

@@ -59,11 +59,12 @@ def sample(model: DecodingModel, src_tokens: Tensor, config: SearchConfig, gener
         search.add_attention(state.attention[:, None] if record_attention else None)
         ended = chosen[:, 0].eq(eos) | dead | at_limit
         gone = search.given_up()
-        if not (ended | gone).any():
+        finished = ended if gone is None else ended | gone
+        if not finished.any():
             search.extend(None, chosen)
             continue
-        search.end_rows(ended & ~gone)
-        ended = ended | gone
+        search.end_rows(ended if gone is None else ended & ~gone)
+        ended = finished
         going_on = search.keep(~ended)
         state.select_memory(going_on)
         state.reorder(going_on)

@@ -185,13 +185,13 @@ class SearchState:
         return cannot_be_beaten(self.nth_best[self.sentence_ids], best_continuing, self.max_lengths, self.length,
                                 self.config)
 
-    def given_up(self) -> Tensor:
+    def given_up(self) -> Tensor | None:
         """(n,) groups whose sentence nobody waits for any more (a server's request that timed out or whose client
         left): they leave the batch like finished ones, with no hypothesis, so that abandoned work stops within a
-        step instead of decoding to its end."""
+        step instead of decoding to its end. None where no group is (no step pays for a mask of none)."""
         gone = self.abandoned() if self.abandoned is not None else None
         if not gone:
-            return torch.zeros(self.groups, dtype=torch.bool, device=self.sentence_ids.device)
+            return None
         return torch.tensor([s in gone for s in self.sentence_ids.tolist()], device=self.sentence_ids.device)
 
     def keep(self, keep: Tensor) -> Tensor:

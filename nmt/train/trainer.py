@@ -142,7 +142,7 @@ class Trainer:
         self.reporter.start(progress.update, config.max_updates or None, {
             "parameters": count_parameters(self.model), "device": str(self.device), "precision": config.precision,
             "train_sentences": len(self.train_data), "resumed_at": progress.update,
-            "world_size": self.ranks.world_size})
+            "world_size": self.ranks.world_size, "synthetic": [c for c in self.data.corpora if c.synthetic]})
         self.window.reset()
         try:
             with self.signals:

@@ -1,0 +1,83 @@
+"""Sequence-level distillation on Multi30k en-de: examples/distillation/run.sh as a user runs it, then the decoding
+speed of teacher and students.
+
+    python benchmarks/distillation.py --teacher runs/multi30k-en-de/checkpoints/averaged.pt --minutes 20 --seeds 1
+
+The teacher translates the training sources (beam, its tuned settings), pairs below the script's MIN_PER_TOKEN are
+dropped, and two students of the same shape (STUDENT_ARCH and STUDENT_ARGS of the script: small_corpus with a
+one-layer decoder by default) train --minutes each, on the original targets and on the teacher's. BLEU and chrF on
+test_2016_flickr (beam 4, length penalty 0.6); sentences/s of teacher and students by benchmarks/translate_speed.py
+(beam 4, 2 threads, PyTorch fp32 and CTranslate2 int8). Figures go to
+benchmarks/results/distillation_{MINUTES}min.json, rewritten after each seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from back_translation import last_training_record, machine, score
+
+REPO = Path(__file__).resolve().parents[1]
+STUDENTS = ("original", "distilled")
+
+
+def speed(models: dict[str, Path], data: Path, work: Path) -> dict:
+    """sentences/s of each model: PyTorch fp32 and CTranslate2 int8 (benchmarks/translate_speed.py)."""
+    out = work / "speed.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "translate_speed.py"), "--archs", "none", "--data",
+               str(data), "--work", str(work / "speed"), "--contenders", "torch_fp32", "ctranslate2_int8",
+               "--output", str(out), *[f"--model={name}={path}" for name, path in models.items()]]
+    subprocess.run(command, check=True, cwd=REPO / "benchmarks")
+    figures = json.loads(out.read_text())["models"]
+    return {name: {contender: {key: figures[name][contender][key] for key in ("sentences_per_s", "bleu")}
+                   for contender in ("torch_fp32", "ctranslate2_int8")} for name in models}
+
+
+def run_seed(seed: int, minutes: float, teacher: Path, work: Path) -> dict:
+    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work), "TEACHER": str(teacher)}
+    subprocess.run(["bash", str(REPO / "examples" / "distillation" / "run.sh")], check=True, env=env, cwd=REPO)
+    runs = work / f"seed{seed}"
+    kept = sum(1 for _ in (work / "text" / "distilled.de").open(encoding="utf-8"))
+    result = {"seed": seed, "minutes": minutes, "teacher": score(work, runs / "teacher.test.hyp.de"),
+              "distilled_pairs_kept": kept}
+    for student in STUDENTS:
+        result[student] = {**score(work, runs / student / "test.hyp.de"), **last_training_record(runs / student)}
+    ct2 = runs / "distilled" / "test.ct2-int8.hyp.de"
+    if ct2.is_file():
+        result["distilled"]["ctranslate2_int8"] = score(work, ct2)
+    result["speed"] = speed({"teacher": teacher, **{s: runs / s / "averaged.pt" for s in STUDENTS}},
+                            work / "full", runs)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, required=True, help="The teacher checkpoint (averaged, tuned).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--minutes", type=float, default=20.0, help="Training minutes of each student.")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "distillation")
+    args = parser.parse_args()
+    out = REPO / "benchmarks" / "results" / f"distillation_{args.minutes:g}min.json"
+    runs = {run["seed"]: run for run in json.loads(out.read_text())["runs"]} if out.exists() else {}
+    for seed in args.seeds:
+        if seed in runs:
+            continue
+        runs[seed] = run_seed(seed, args.minutes, args.teacher.resolve(), args.work)
+        results = [runs[s] for s in sorted(runs)]
+        summary = {"benchmark": "examples/distillation/run.sh: Multi30k en-de", "machine": machine(),
+                   "teacher": str(args.teacher), "minutes_per_student": args.minutes, "seeds": sorted(runs),
+                   **{f"{who}_bleu_mean": round(statistics.mean(r[who]["bleu"] for r in results), 2)
+                      for who in ("teacher", *STUDENTS)},
+                   "runs": results}
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(runs[seed]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
