@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 from conftest import REPO, SHARED_MULTI30K, requires_multi30k
 
