@@ -163,9 +163,8 @@ def _print_prepared(out: Path, prepared) -> None:
 
 
 def _synthetic(prefixes, tags, weights, reserved_tags, vocab, languages, pairs) -> list:
-    """The --synthetic corpora, checked before anything is read: tags, weights, both files of each, and that they
-    join a dataset of one pair."""
-    from nmt.data.prepare import find_side
+    """The --synthetic corpora, checked before anything is read: tags, weights, and that they join a dataset of one
+    pair."""
     from nmt.data.synthetic import check_tag, synthetic_corpora
 
     corpora = synthetic_corpora(prefixes or [], tags or [], weights or [])
@@ -175,10 +174,7 @@ def _synthetic(prefixes, tags, weights, reserved_tags, vocab, languages, pairs) 
         raise NmtError("--reserve-tag adds pieces to a vocabulary being learned; --vocab's pieces are given")
     if corpora and (pairs or "mul" in languages or len(set(languages)) < 2):
         raise NmtError("--synthetic corpora are for a dataset of one pair; a multilingual dataset cannot take them")
-    for corpus in corpora:
-        for lang in languages:
-            find_side(corpus.prefix, lang)
-    return corpora
+    return corpora  # their files are looked for when the preparation starts, as --train's are
 
 
 def _recipe(corpora: list[str], recipes: dict, combine, pairs: str | None, custom_needs: dict):
