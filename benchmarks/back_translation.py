@@ -21,14 +21,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from multi30k_bleu import machine
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("half", "tagged", "untagged")
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
-    return f"{os.cpu_count()} CPU cores, {name}, {'with' if 'avx512_bf16' in cpuinfo else 'without'} AVX512-BF16"
 
 
 def last_training_record(run: Path) -> dict:
