@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from multi30k_bleu import test_scores
+
 REPO = Path(__file__).resolve().parent.parent
 NMT = str(REPO / ".venv" / "bin" / "nmt")
 RESULTS = REPO / "benchmarks" / "results" / "checkpoint_choice.json"
@@ -26,16 +28,14 @@ def choices(records: list[dict]) -> dict[str, list[dict]]:
             "last_5": sorted(records, key=lambda r: r["update"])[-5:]}
 
 
-def test_bleu(paths: list[Path], work: Path, scratch: Path) -> float:
+def averaged_test_bleu(paths: list[Path], work: Path, scratch: Path) -> float:
     averaged, hypotheses = scratch / "averaged.pt", scratch / "test.hyp"
     subprocess.run([NMT, "average-checkpoints", *map(str, paths), "--output", str(averaged), "--force"],
                    check=True, capture_output=True)
     subprocess.run([NMT, "translate", "--checkpoint", str(averaged), "--beam", "4", "--lenpen", "0.6",
                     "--lenpen-style", "gnmt", "--input", str(work / "data" / "test.en"), "--output", str(hypotheses)],
                    check=True, capture_output=True)
-    scored = subprocess.run([NMT, "score", "--ref", str(work / "data" / "test.de"), "--hyp", str(hypotheses), "--json"],
-                            check=True, capture_output=True, text=True)
-    return json.loads(scored.stdout)["bleu"]["score"]
+    return test_scores(work, hypotheses)["bleu"]["score"]
 
 
 def main(specs: list[str]) -> None:
@@ -50,7 +50,7 @@ def main(specs: list[str]) -> None:
         run = {}
         for choice, chosen in choices(records).items():
             with tempfile.TemporaryDirectory() as scratch:
-                bleu = test_bleu([checkpoints / f"checkpoint_{r['update']}.pt" for r in chosen], work, Path(scratch))
+                bleu = averaged_test_bleu([checkpoints / f"checkpoint_{r['update']}.pt" for r in chosen], work, Path(scratch))
             run[choice] = {"updates": sorted(r["update"] for r in chosen), "test_bleu": bleu}
             print(name, choice, run[choice], flush=True)
         results[name] = run
