@@ -150,6 +150,10 @@ def test_synthetic_corpora_need_their_files_and_a_dataset_of_one_pair(corpora, t
     result = run_nmt("prepare", "multi30k-en-de", "multi30k-en-fr", "--synthetic", str(corpora / "made" / "bt"),
                      "--out", str(tmp_path / "c"), check=False)
     one_line_error(result, "for a dataset of one pair")
+    given = tmp_path / "given.model"
+    given.write_bytes(b"a vocabulary that is never read")
+    one_line_error(prepare(corpora, tmp_path / "d", "--vocab", str(given), "--reserve-tag", "<BT>", check=False),
+                   "--reserve-tag adds pieces to a vocabulary being learned")
 
 
 def wait_for_lines(record: Path, at_least: int, process, seconds: float = 120) -> int:
