@@ -114,6 +114,9 @@ def binarize_shard(task: ShardTask) -> dict:
     del src_raw, tgt_raw
 
     vocab = _vocab(task.vocab_dir, task.vocab_files)
+    # The tag (a language token, `<BT>`) is one piece each word of it, before the text: the length filters judge
+    # the pair's text, so that a tagged corpus keeps the pairs the same corpus untagged keeps.
+    tag_pieces = len(task.tag.split())
     src_writer = TokenArrayWriter(Path(task.prefix + ".src"), np.dtype(task.dtype), vocab.eos_id)
     tgt_writer = TokenArrayWriter(Path(task.prefix + ".tgt"), np.dtype(task.dtype), vocab.eos_id)
     try:
@@ -121,7 +124,7 @@ def binarize_shard(task: ShardTask) -> dict:
             batch = pairs[start:start + ENCODE_BATCH]
             src_ids = vocab.encode_source([src for src, _ in batch])
             tgt_ids = vocab.encode_target([tgt for _, tgt in batch])
-            keep = [keep_token_pair(len(s), len(t), cleaning, report) for s, t in zip(src_ids, tgt_ids)]
+            keep = [keep_token_pair(len(s) - tag_pieces, len(t), cleaning, report) for s, t in zip(src_ids, tgt_ids)]
             src_writer.add_many([ids for ids, kept in zip(src_ids, keep) if kept])
             tgt_writer.add_many([ids for ids, kept in zip(tgt_ids, keep) if kept])
     except BaseException:
