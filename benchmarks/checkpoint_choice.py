@@ -49,8 +49,9 @@ def main(specs: list[str]) -> None:
                    and (checkpoints / f"checkpoint_{r['update']}.pt").is_file()]
         run = {}
         for choice, chosen in choices(records).items():
+            paths = [checkpoints / f"checkpoint_{r['update']}.pt" for r in chosen]
             with tempfile.TemporaryDirectory() as scratch:
-                bleu = averaged_test_bleu([checkpoints / f"checkpoint_{r['update']}.pt" for r in chosen], work, Path(scratch))
+                bleu = averaged_test_bleu(paths, work, Path(scratch))
             run[choice] = {"updates": sorted(r["update"] for r in chosen), "test_bleu": bleu}
             print(name, choice, run[choice], flush=True)
         results[name] = run

@@ -126,19 +126,19 @@ def test_the_tag_does_not_decide_which_pairs_the_length_filters_keep(corpora, tm
     rng = random.Random(3)
     words = (corpora / "train.src").read_text().split()
     lengths = [(rng.randint(4, 14), rng.randint(4, 24)) for _ in range(300)]  # many near the ratio of 1.5
-    made = tmp_path / "uneven"
     for side, column in (("src", 0), ("tgt", 1)):
-        (made.parent / f"{made.name}.{side}").write_text(
+        (tmp_path / f"uneven.{side}").write_text(
             "".join(" ".join(rng.choice(words) for _ in range(pair[column])) + "\n" for pair in lengths))
     parent = tmp_path / "parent"
     prepare(corpora, parent, "--reserve-tag", "<BT>")
     kept_targets = {}
     for tag in ("<BT>", ""):
         out = tmp_path / f"tagged-{bool(tag)}"
-        prepare(corpora, out, "--vocab", str(parent / "spm.model"), "--synthetic", str(made),
+        prepare(corpora, out, "--vocab", str(parent / "spm.model"), "--synthetic", str(tmp_path / "uneven"),
                 *(("--synthetic-tag", tag) if tag else ()))
-        start, end = load_manifest(out)["train_corpora"][1]["rows"]
-        train = ParallelDataset(out, "train", load_manifest(out))
+        manifest = load_manifest(out)
+        start, end = manifest["train_corpora"][1]["rows"]
+        train = ParallelDataset(out, "train", manifest)
         kept_targets[tag] = [train.tgt[row].tolist() for row in range(start, end)]
     assert 50 < len(kept_targets[""]) < 280  # the ratio filter had pairs to drop
     assert kept_targets["<BT>"] == kept_targets[""]

@@ -114,8 +114,8 @@ def binarize_shard(task: ShardTask) -> dict:
     del src_raw, tgt_raw
 
     vocab = _vocab(task.vocab_dir, task.vocab_files)
-    # The tag (a language token, `<BT>`) is one piece each word of it, before the text: the length filters judge
-    # the pair's text, so that a tagged corpus keeps the pairs the same corpus untagged keeps.
+    # Each word of the tag (a language token, `<BT>`) is one piece before the text. The length filters judge the
+    # text alone, so that a tagged corpus keeps the pairs the same corpus untagged keeps.
     tag_pieces = len(task.tag.split())
     src_writer = TokenArrayWriter(Path(task.prefix + ".src"), np.dtype(task.dtype), vocab.eos_id)
     tgt_writer = TokenArrayWriter(Path(task.prefix + ".tgt"), np.dtype(task.dtype), vocab.eos_id)
