@@ -2,13 +2,16 @@
 speed of teacher and students.
 
     python benchmarks/distillation.py --teacher runs/multi30k-en-de/checkpoints/averaged.pt --minutes 20 --seeds 1
+    ... --student-args "--decoder-layers 1 --d-model 192 --d-ff 768" --label d192     # another student's shape
 
 The teacher translates the training sources (beam, its tuned settings), pairs below the script's MIN_PER_TOKEN are
 dropped, and two students of the same shape (STUDENT_ARCH and STUDENT_ARGS of the script: small_corpus with a
 one-layer decoder by default) train --minutes each, on the original targets and on the teacher's. BLEU and chrF on
 test_2016_flickr (beam 4, length penalty 0.6); sentences/s of teacher and students by benchmarks/translate_speed.py
-(beam 4, 2 threads, PyTorch fp32 and CTranslate2 int8). Figures go to
-benchmarks/results/distillation_{MINUTES}min.json, rewritten after each seed.
+(beam 4, 2 threads, PyTorch fp32 and CTranslate2 int8), and the aim's ratio: the distilled student's sentences/s
+in CTranslate2 int8 over the teacher's. Figures go to benchmarks/results/distillation_{MINUTES}min[_{LABEL}].json,
+rewritten after each seed; students of another --label train in their own folders and share the teacher's
+translations.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ def speed(models: dict[str, Path], data: Path, work: Path) -> dict:
                    for contender in ("torch_fp32", "ctranslate2_int8")} for name in models}
 
 
-def run_seed(seed: int, minutes: float, teacher: Path, work: Path) -> dict:
-    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work), "TEACHER": str(teacher)}
+def run_seed(seed: int, minutes: float, teacher: Path, work: Path, student_args: str | None, label: str) -> dict:
+    runs = work / (f"seed{seed}_{label}" if label else f"seed{seed}")
+    env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work), "TEACHER": str(teacher),
+           "RUNS": str(runs), **({"STUDENT_ARGS": student_args} if student_args is not None else {})}
     subprocess.run(["bash", str(REPO / "examples" / "distillation" / "run.sh")], check=True, env=env, cwd=REPO)
-    runs = work / f"seed{seed}"
     kept = sum(1 for _ in (work / "text" / "distilled.de").open(encoding="utf-8"))
     result = {"seed": seed, "minutes": minutes, "teacher": score(work, runs / "teacher.test.hyp.de"),
               "distilled_pairs_kept": kept}
@@ -53,6 +57,8 @@ def run_seed(seed: int, minutes: float, teacher: Path, work: Path) -> dict:
         result["distilled"]["ctranslate2_int8"] = score(work, ct2)
     result["speed"] = speed({"teacher": teacher, **{s: runs / s / "averaged.pt" for s in STUDENTS}},
                             work / "full", runs)
+    int8 = {who: result["speed"][who]["ctranslate2_int8"]["sentences_per_s"] for who in ("teacher", "distilled")}
+    result["distilled_int8_speedup_over_teacher_int8"] = round(int8["distilled"] / int8["teacher"], 2)
     return result
 
 
@@ -61,17 +67,22 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, required=True, help="The teacher checkpoint (averaged, tuned).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--minutes", type=float, default=20.0, help="Training minutes of each student.")
+    parser.add_argument("--student-args", help="The students' shape (the example's STUDENT_ARGS when absent).")
+    parser.add_argument("--label", default="", help="Names this student shape's results file and run folders.")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "distillation")
     args = parser.parse_args()
-    out = REPO / "benchmarks" / "results" / f"distillation_{args.minutes:g}min.json"
+    suffix = f"_{args.label}" if args.label else ""
+    out = REPO / "benchmarks" / "results" / f"distillation_{args.minutes:g}min{suffix}.json"
     runs = {run["seed"]: run for run in json.loads(out.read_text())["runs"]} if out.exists() else {}
     for seed in args.seeds:
         if seed in runs:
             continue
-        runs[seed] = run_seed(seed, args.minutes, args.teacher.resolve(), args.work)
+        runs[seed] = run_seed(seed, args.minutes, args.teacher.resolve(), args.work, args.student_args, args.label)
         results = [runs[s] for s in sorted(runs)]
         summary = {"benchmark": "examples/distillation/run.sh: Multi30k en-de", "machine": machine(),
-                   "teacher": str(args.teacher), "minutes_per_student": args.minutes, "seeds": sorted(runs),
+                   "teacher": str(args.teacher), "minutes_per_student": args.minutes,
+                   "student_args": args.student_args or "--decoder-layers 1 (the example's default)",
+                   "seeds": sorted(runs),
                    **{f"{who}_bleu_mean": round(statistics.mean(r[who]["bleu"] for r in results), 2)
                       for who in ("teacher", *STUDENTS)},
                    "runs": results}

@@ -9,6 +9,7 @@
 #   TEACHER=runs/big/averaged.pt bash examples/distillation/run.sh      # your own teacher (an ensemble: average it)
 #   STUDENT_ARGS="--encoder-layers 6 --decoder-layers 1" bash examples/distillation/run.sh
 #   VARIANTS="original distilled mixed" bash examples/distillation/run.sh   # mixed: original + teacher's targets
+#   RUNS=runs/d192 STUDENT_ARGS="--decoder-layers 1 --d-model 192 --d-ff 768" bash examples/distillation/run.sh
 #   SOURCE_LINES=2000 MINUTES=2 bash examples/distillation/run.sh        # a quick look: 2,000 sentences distilled
 #
 # A rerun goes on where a stopped one left off (the teacher's translation resumes from its last finished window).
@@ -72,7 +73,7 @@ case " $VARIANTS " in *" mixed "*)
 esac
 
 # 3. Each student the same minutes, averaged (best 5 by valid loss), scored with the paper's search.
-RUNS=$WORK/seed$SEED
+RUNS=${RUNS:-$WORK/seed$SEED}  # the students' runs; the teacher's translations above are shared by every RUNS
 for variant in $VARIANTS; do
   RESUME=$( [ -f "$RUNS/$variant/checkpoint_last.pt" ] && echo --resume || true )
   nmt train "$WORK/data/$variant" --arch "$STUDENT_ARCH" $STUDENT_ARGS --save-dir "$RUNS/$variant" \
