@@ -2,7 +2,7 @@
 speed of teacher and students.
 
     python benchmarks/distillation.py --teacher runs/multi30k-en-de/checkpoints/averaged.pt --minutes 20 --seeds 1
-    ... --student-args "--decoder-layers 1 --d-model 192 --d-ff 768" --label d192     # another student's shape
+    ... --student-args "--decoder-layers 1 --d-model 192 --d-ff 768" --label d192 --students distilled
 
 The teacher translates the training sources (beam, its tuned settings), pairs below the script's MIN_PER_TOKEN are
 dropped, and two students of the same shape (STUDENT_ARCH and STUDENT_ARGS of the script: small_corpus with a
@@ -10,8 +10,8 @@ one-layer decoder by default) train --minutes each, on the original targets and 
 test_2016_flickr (beam 4, length penalty 0.6); sentences/s of teacher and students by benchmarks/translate_speed.py
 (beam 4, 2 threads, PyTorch fp32 and CTranslate2 int8), and the aim's ratio: the distilled student's sentences/s
 in CTranslate2 int8 over the teacher's. Figures go to benchmarks/results/distillation_{MINUTES}min[_{LABEL}].json,
-rewritten after each seed; students of another --label train in their own folders and share the teacher's
-translations.
+rewritten after each seed. --students picks which of the two train; students of another --label train in their own
+folders and share the teacher's translations.
 """
 
 from __future__ import annotations
@@ -42,23 +42,26 @@ def speed(models: dict[str, Path], data: Path, work: Path) -> dict:
                    for contender in ("torch_fp32", "ctranslate2_int8")} for name in models}
 
 
-def run_seed(seed: int, minutes: float, teacher: Path, work: Path, student_args: str | None, label: str) -> dict:
-    runs = work / (f"seed{seed}_{label}" if label else f"seed{seed}")
+def run_seed(seed: int, args: argparse.Namespace) -> dict:
+    work, minutes, teacher, students = args.work, args.minutes, args.teacher.resolve(), args.students
+    runs = work / (f"seed{seed}_{args.label}" if args.label else f"seed{seed}")
     env = {**os.environ, "SEED": str(seed), "MINUTES": str(minutes), "WORK": str(work), "TEACHER": str(teacher),
-           "RUNS": str(runs), **({"STUDENT_ARGS": student_args} if student_args is not None else {})}
+           "RUNS": str(runs), "VARIANTS": " ".join(students),
+           **({"STUDENT_ARGS": args.student_args} if args.student_args is not None else {})}
     subprocess.run(["bash", str(REPO / "examples" / "distillation" / "run.sh")], check=True, env=env, cwd=REPO)
     kept = sum(1 for _ in (work / "text" / "distilled.de").open(encoding="utf-8"))
     result = {"seed": seed, "minutes": minutes, "teacher": score(work, runs / "teacher.test.hyp.de"),
               "distilled_pairs_kept": kept}
-    for student in STUDENTS:
+    for student in students:
         result[student] = {**score(work, runs / student / "test.hyp.de"), **last_training_record(runs / student)}
     ct2 = runs / "distilled" / "test.ct2-int8.hyp.de"
     if ct2.is_file():
         result["distilled"]["ctranslate2_int8"] = score(work, ct2)
-    result["speed"] = speed({"teacher": teacher, **{s: runs / s / "averaged.pt" for s in STUDENTS}},
+    result["speed"] = speed({"teacher": teacher, **{s: runs / s / "averaged.pt" for s in students}},
                             work / "full", runs)
-    int8 = {who: result["speed"][who]["ctranslate2_int8"]["sentences_per_s"] for who in ("teacher", "distilled")}
-    result["distilled_int8_speedup_over_teacher_int8"] = round(int8["distilled"] / int8["teacher"], 2)
+    if "distilled" in students:
+        int8 = {who: result["speed"][who]["ctranslate2_int8"]["sentences_per_s"] for who in ("teacher", "distilled")}
+        result["distilled_int8_speedup_over_teacher_int8"] = round(int8["distilled"] / int8["teacher"], 2)
     return result
 
 
@@ -68,6 +71,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--minutes", type=float, default=20.0, help="Training minutes of each student.")
     parser.add_argument("--student-args", help="The students' shape (the example's STUDENT_ARGS when absent).")
+    parser.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
+                        help="Which students train: on the original targets, on the teacher's, or both.")
     parser.add_argument("--label", default="", help="Names this student shape's results file and run folders.")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "distillation")
     args = parser.parse_args()
@@ -77,14 +82,14 @@ def main() -> None:
     for seed in args.seeds:
         if seed in runs:
             continue
-        runs[seed] = run_seed(seed, args.minutes, args.teacher.resolve(), args.work, args.student_args, args.label)
+        runs[seed] = run_seed(seed, args)
         results = [runs[s] for s in sorted(runs)]
         summary = {"benchmark": "examples/distillation/run.sh: Multi30k en-de", "machine": machine(),
                    "teacher": str(args.teacher), "minutes_per_student": args.minutes,
                    "student_args": args.student_args or "--decoder-layers 1 (the example's default)",
                    "seeds": sorted(runs),
                    **{f"{who}_bleu_mean": round(statistics.mean(r[who]["bleu"] for r in results), 2)
-                      for who in ("teacher", *STUDENTS)},
+                      for who in ("teacher", *args.students)},
                    "runs": results}
         out.write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(runs[seed]), flush=True)

@@ -63,13 +63,14 @@ if [ "$(cat "$TEXT/distilled.threshold" 2>/dev/null)" != "$MIN_PER_TOKEN $TEACHE
   echo "$MIN_PER_TOKEN $TEACHER" > "$TEXT/distilled.threshold"
 fi
 
-# 2. The students' data, all in the teacher's vocabulary: the original targets, the teacher's, or both.
+# 2. The students' data, all in the teacher's vocabulary: the original targets, the teacher's, or both, cleaned
+#    alike (the Multi30k recipe's length ratio of 3: captions are short).
 nmt prepare multi30k-en-de --vocab "$TEACHER" --out "$WORK/data/original" ${MIRROR:+--mirror "$MIRROR"}
 nmt prepare custom --src en --tgt de --train "$TEXT/distilled" --valid "$WORK/full/valid" --test "$WORK/full/test" \
-  --vocab "$TEACHER" --out "$WORK/data/distilled"
+  --vocab "$TEACHER" --max-ratio 3.0 --out "$WORK/data/distilled"
 case " $VARIANTS " in *" mixed "*)
   nmt prepare custom --src en --tgt de --train "$TEXT/train" --valid "$WORK/full/valid" --test "$WORK/full/test" \
-    --vocab "$TEACHER" --synthetic "$TEXT/distilled" --out "$WORK/data/mixed" ;;
+    --vocab "$TEACHER" --max-ratio 3.0 --synthetic "$TEXT/distilled" --out "$WORK/data/mixed" ;;
 esac
 
 # 3. Each student the same minutes, averaged (best 5 by valid loss), scored with the paper's search.
