@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from translate_speed import MULTI30K, THREADS
+from translate_speed import MULTI30K, SEARCH, THREADS
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     else:
         with gzip.open(MULTI30K / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as test:
             lines = test.read().splitlines()
-    search = SearchConfig(beam=4, lenpen=0.6, lenpen_style="length")
+    search = SearchConfig(**SEARCH)
     models = dict(spec.split("=", 1) for spec in args.model)
     engines = {name: CTranslate2Translator(Path(path), search, "cpu", 6000, "int8", THREADS)
                for name, path in models.items()}

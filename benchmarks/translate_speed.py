@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 THREADS = 2
+SEARCH = {"beam": 4, "lenpen": 0.6, "lenpen_style": "length"}  # the length penalty both decoders implement
 CONTENDERS = [("torch", "fp32"), ("torch", "int8"), ("ctranslate2", "fp32"), ("ctranslate2", "int8")]
 
 
@@ -49,7 +50,7 @@ def worker(engine: str, precision: str, model: Path, source: Path, reference: Pa
     from nmt.config import SearchConfig
 
     torch.set_num_threads(threads)
-    search = SearchConfig(beam=4, lenpen=0.6, lenpen_style="length")
+    search = SearchConfig(**SEARCH)
     quantize = "int8" if precision == "int8" else None
     started = time.perf_counter()
     if engine == "torch":

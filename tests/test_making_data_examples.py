@@ -54,6 +54,9 @@ def test_the_distillation_example_filters_the_teachers_output_and_exports_the_st
     assert result.returncode == 0, result.stderr[-3000:]
     kept = (work / "text" / "distilled.en").read_text().splitlines()
     assert 0 < len(kept) <= 300 and (work / "text" / "teacher.scores").read_text().count("\n") == 300
+    cleaning = {name: json.loads((work / "data" / name / "manifest.json").read_text())["cleaning"]["options"]
+                for name in ("original", "distilled")}
+    assert cleaning["distilled"] == cleaning["original"]  # the students' data cleaned alike
     students = work / "seed1"
     config = json.loads((students / "distilled" / "config.json").read_text())
     assert config["model"]["decoder_layers"] == 1  # the student's shallow decoder
