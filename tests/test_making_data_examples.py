@@ -61,6 +61,8 @@ def test_the_distillation_example_filters_the_teachers_output_and_exports_the_st
     config = json.loads((students / "distilled" / "config.json").read_text())
     assert config["model"]["decoder_layers"] == 1  # the student's shallow decoder
     assert (students / "distilled" / "ct2-int8" / "model.bin").is_file()
+    shortlist = json.loads((students / "distilled" / "ct2-int8" / "nmt.json").read_text())["shortlist"]
+    assert shortlist["data"] == str(work / "data" / "distilled") and 0 < shortlist["pairs"] <= len(kept)
     assert (students / "distilled" / "test.ct2-int8.hyp.de").read_text().count("\n") == 1000
     scored = (students / "scores.txt").read_text()
     assert "teacher.test.hyp.de" in scored and "original/test.hyp.de" in scored and "distilled/test.hyp.de" in scored

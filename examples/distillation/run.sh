@@ -3,7 +3,7 @@
 # local translation models are made: a teacher translates the training sources with beam search, its least likely
 # translations are dropped (`nmt logprob --keep-prefix`), and a student with a one-layer decoder learns from the
 # rest. For comparison the same student trains the same minutes on the original targets. Each is averaged and
-# scored on test_2016_flickr; the distilled student ends as a CTranslate2 int8 model, scored too.
+# scored on test_2016_flickr; the distilled student ends as a CTranslate2 int8 model with a shortlist, scored too.
 #
 #   bash examples/distillation/run.sh        # teacher: the README's model, trained first (20 min) if it is absent
 #   TEACHER=runs/big/averaged.pt bash examples/distillation/run.sh      # your own teacher (an ensemble: average it)
@@ -84,10 +84,12 @@ for variant in $VARIANTS; do
     --output "$RUNS/$variant/test.hyp.de"
 done
 
-# 4. The distilled student for deployment: CTranslate2 with int8 weights (needs nmt[ctranslate2]).
+# 4. The distilled student for deployment: CTranslate2 with int8 weights (needs nmt[ctranslate2]) and a lexical
+#    shortlist from its training data: each batch decodes over the target pieces its sources map to.
 if [ -f "$RUNS/distilled/averaged.pt" ]; then
   if "$(dirname "$(command -v nmt)")/python" -c "import ctranslate2" 2>/dev/null; then
-    nmt export ctranslate2 "$RUNS/distilled/averaged.pt" "$RUNS/distilled/ct2-int8" --quantization int8 --force
+    nmt export ctranslate2 "$RUNS/distilled/averaged.pt" "$RUNS/distilled/ct2-int8" --quantization int8 \
+      --shortlist "$WORK/data/distilled" --force
     nmt translate --engine ctranslate2 --checkpoint "$RUNS/distilled/ct2-int8" --quantize int8 --beam 4 \
       --lenpen 0.6 --input "$WORK/full/test.en" --output "$RUNS/distilled/test.ct2-int8.hyp.de"
   else

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from nmt.cli.app import app, command, console, dry_run
-from nmt.cli.options import ExportCheckpoint
+from nmt.cli.options import ExportCheckpoint, config_number
+from nmt.export.shortlist import ShortlistConfig
 
 export_app = typer.Typer(help="Write a trained model in another toolkit's format.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
@@ -25,13 +26,25 @@ def export_ctranslate2_command(
         help="Store weights as int8, int8_float32, float16, ... (default: float32; translate can still quantize "
              "at load time).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT_DIR if an earlier export is there.")] = False,
+    shortlist: Annotated[Optional[Path], typer.Option(
+        help="A DATA_DIR prepared in the checkpoint's vocabulary (e.g. the training data): a lexical shortlist "
+             "built from its training split goes beside the model, and each batch then decodes over the target "
+             "pieces its sources map to (faster for small models; docs/synthetic-data.md).")] = None,
+    shortlist_frequent: Annotated[int, config_number(
+        ShortlistConfig, "frequent", "With --shortlist: the most frequent target pieces, allowed in every batch.")
+    ] = ShortlistConfig.frequent,
+    shortlist_per_source: Annotated[int, config_number(
+        ShortlistConfig, "per_source", "With --shortlist: target pieces each source piece allows (those most "
+                                       "often in the same training pairs).")] = ShortlistConfig.per_source,
 ) -> None:
     """A CTranslate2 model (its own spec API) with the SentencePiece model beside it, for `--engine ctranslate2`."""
     from nmt.export.ctranslate2 import export_ctranslate2
 
-    if dry_run("export ctranslate2", {"checkpoint": checkpoint, "out_dir": out_dir}):
+    if dry_run("export ctranslate2", {"checkpoint": checkpoint, "out_dir": out_dir, "shortlist": shortlist}):
         return
-    export_ctranslate2(checkpoint, out_dir, quantization=quantization, force=force)
+    config = ShortlistConfig(frequent=shortlist_frequent, per_source=shortlist_per_source)
+    export_ctranslate2(checkpoint, out_dir, quantization=quantization, force=force, shortlist=shortlist,
+                       shortlist_config=config)
     console.print(f"wrote {out_dir} (CTranslate2); try: nmt translate --engine ctranslate2 --checkpoint {out_dir}")
 
 

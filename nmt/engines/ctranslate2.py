@@ -16,6 +16,7 @@ from nmt.config import SearchConfig
 from nmt.engines.base import Translation, encode_lines, sampling_seed
 from nmt.errors import NmtError
 from nmt.export.ctranslate2 import import_ctranslate2, position_rows, read_marker
+from nmt.export.shortlist import VMAP_FILE
 from nmt.vocab import TargetLanguage, Vocab
 
 
@@ -51,6 +52,9 @@ class CTranslate2Translator:
         except ValueError as error:  # e.g. a compute type this device does not support
             raise NmtError(f"CTranslate2 cannot load {model_dir} on {device}: {error}") from None
         self.max_tokens = max_tokens
+        # A shortlist exported beside the model (nmt.export.shortlist): each batch's output layer covers only the
+        # target pieces its sources map to.
+        self.shortlist = (model_dir / VMAP_FILE).is_file()
         # The position table written at export bounds both sides: longer sources are cut (and counted), as the
         # torch engine does, and outputs end within it.
         self.positions = position_rows(model_dir)
@@ -85,7 +89,7 @@ class CTranslate2Translator:
                        max_decoding_length=min(int(longest * search.max_len_a + search.max_len_b),
                                                self.positions - 1),
                        min_decoding_length=max(0, search.min_len - 1),
-                       no_repeat_ngram_size=search.no_repeat_ngram_size)
+                       no_repeat_ngram_size=search.no_repeat_ngram_size, use_vmap=self.shortlist)
         if search.sampling:
             options.update(beam_size=1, sampling_topk=search.topk, sampling_topp=search.topp,
                            sampling_temperature=search.temperature)

@@ -23,6 +23,7 @@ from nmt.atomic import atomic_directory, write_bytes
 from nmt.checkpoint import load_model
 from nmt.errors import NmtError
 from nmt.export.marker import check_export_folder, write_export_marker
+from nmt.export.shortlist import VMAP_FILE, ShortlistConfig, build_vocabulary_map
 from nmt.model.transformer import Transformer
 
 MAX_POSITIONS = 1024  # rows of the position table written for sinusoidal models
@@ -112,12 +113,17 @@ def _special_tokens(pieces: list[str], config) -> tuple[str, str, str]:
     return unk, pieces[config.bos_id], pieces[config.eos_id]
 
 
-def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None = None, force: bool = False) -> Path:
+def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None = None, force: bool = False,
+                       shortlist: Path | None = None, shortlist_config: ShortlistConfig | None = None) -> Path:
     """Write `checkpoint` as a CTranslate2 model folder (weights stored as `quantization`, default float32), with
-    its SentencePiece model(s) and nmt.json; `force` replaces an earlier export at `out_dir`. Returns `out_dir`."""
+    its SentencePiece model(s) and nmt.json; `force` replaces an earlier export at `out_dir`. With `shortlist` (a
+    prepared DATA_DIR in the checkpoint's vocabulary) the folder gets a vocabulary map built from its training
+    split, which the engine then decodes with (nmt.export.shortlist). Returns `out_dir`."""
     ctranslate2 = import_ctranslate2()
     check_export_folder(checkpoint, out_dir, force)
     model, vocab, payload = load_model(checkpoint, "cpu")
+    vocabulary_map, shortlist_facts = (build_vocabulary_map(shortlist, vocab, shortlist_config or ShortlistConfig())
+                                       if shortlist is not None else (None, None))
     spec = build_spec(model, [vocab.source.piece(i) for i in range(len(vocab))],
                       [vocab.target.piece(i) for i in range(vocab.target_size)])
 
@@ -135,11 +141,14 @@ def export_ctranslate2(checkpoint: Path, out_dir: Path, quantization: str | None
         files = vocab.file_entries()
         for name, data in files.values():
             write_bytes(partial / name, data)
+        if vocabulary_map is not None:
+            write_bytes(partial / VMAP_FILE, vocabulary_map.encode("utf-8"))
         write_export_marker(partial, "ctranslate2", checkpoint, {
             "vocab_files": {key: name for key, (name, _) in files.items()},
             "src": payload.get("src"), "tgt": payload.get("tgt"), "model_config": payload["model_config"],
             **({"pairs": payload["pairs"]} if payload.get("pairs") else {}),
-            "quantization": quantization or "float32", "search": payload.get("search")})
+            "quantization": quantization or "float32", "search": payload.get("search"),
+            **({"shortlist": shortlist_facts} if shortlist_facts else {})})
     return out_dir
 
 
