@@ -29,7 +29,7 @@ def export_ctranslate2_command(
     shortlist: Annotated[Optional[Path], typer.Option(
         help="A DATA_DIR prepared in the checkpoint's vocabulary (e.g. the training data): a lexical shortlist "
              "built from its training split goes beside the model, and each batch then decodes over the target "
-             "pieces its sources map to (faster for small models; docs/synthetic-data.md).")] = None,
+             "pieces its sources map to (faster for small models; docs/export.md).")] = None,
     shortlist_frequent: Annotated[int, config_number(
         ShortlistConfig, "frequent", "With --shortlist: the most frequent target pieces, allowed in every batch.")
     ] = ShortlistConfig.frequent,
