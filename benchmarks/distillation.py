@@ -2,16 +2,18 @@
 speed of teacher and students.
 
     python benchmarks/distillation.py --teacher runs/multi30k-en-de/checkpoints/averaged.pt --minutes 20 --seeds 1
-    ... --student-args "--decoder-layers 1 --d-model 192 --d-ff 768" --label d192 --students distilled
+    ... --student-args "--decoder-layers 1" --label d256 --students distilled
 
 The teacher translates the training sources (beam, its tuned settings), pairs below the script's MIN_PER_TOKEN are
 dropped, and two students of the same shape (STUDENT_ARCH and STUDENT_ARGS of the script: small_corpus with a
-one-layer decoder by default) train --minutes each, on the original targets and on the teacher's. BLEU and chrF on
-test_2016_flickr (beam 4, length penalty 0.6); sentences/s of teacher and students by benchmarks/translate_speed.py
-(beam 4, 2 threads, PyTorch fp32 and CTranslate2 int8), and the aim's ratio: the distilled student's sentences/s
-in CTranslate2 int8 over the teacher's. Figures go to benchmarks/results/distillation_{MINUTES}min[_{LABEL}].json,
-rewritten after each seed. --students picks which of the two train; students of another --label train in their own
-folders and share the teacher's translations.
+one-layer decoder, 192 wide, by default) train --minutes each, on the original targets and on the teacher's, and
+average their last 5 checkpoints. BLEU and chrF on test_2016_flickr (beam 4, length penalty 0.6); sentences/s of
+teacher and students by benchmarks/translate_speed.py (beam 4, 2 threads, PyTorch fp32 and CTranslate2 int8, each
+model in its own process, exported without a shortlist); then the aim's ratio, timed in turn in one process
+(benchmarks/interleaved_speed.py, 5 rounds): the distilled student as the example deploys it (CTranslate2 int8 with
+the shortlist of its training data) over the teacher in CTranslate2 int8, with both BLEU scores. Figures go to
+benchmarks/results/distillation_{MINUTES}min[_{LABEL}].json, rewritten after each seed. --students picks which of
+the two train; students of another --label train in their own folders and share the teacher's translations.
 """
 
 from __future__ import annotations
@@ -62,7 +64,23 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     if "distilled" in students:
         int8 = {who: result["speed"][who]["ctranslate2_int8"]["sentences_per_s"] for who in ("teacher", "distilled")}
         result["distilled_int8_speedup_over_teacher_int8"] = round(int8["distilled"] / int8["teacher"], 2)
+        result["aim"] = aim(teacher, runs / "distilled" / "ct2-int8", work, runs)
     return result
+
+
+def aim(teacher: Path, student: Path, work: Path, runs: Path) -> dict:
+    """The deployed student (int8, shortlist) against the teacher in CTranslate2 int8, timed in turn."""
+    teacher_ct2 = work / "teacher-ct2-int8"
+    subprocess.run([sys.executable, "-m", "nmt", "export", "ctranslate2", str(teacher), str(teacher_ct2),
+                    "--quantization", "int8", "--force"], check=True, cwd=REPO)
+    out = runs / "in_turn.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "interleaved_speed.py"), "--model",
+                    f"teacher={teacher_ct2}", "--model", f"student={student}", "--rounds", "5", "--output", str(out)],
+                   check=True, cwd=REPO / "benchmarks")
+    timed = json.loads(out.read_text())
+    return {"sentences_per_s": timed["sentences_per_s"], "bleu": timed["bleu"], "shortlist": timed["shortlist"],
+            "student_speedup": timed["ratio_over_teacher"]["student"],
+            "student_bleu_below_teacher": round(timed["bleu"]["teacher"] - timed["bleu"]["student"], 2)}
 
 
 def main() -> None:
@@ -86,7 +104,7 @@ def main() -> None:
         results = [runs[s] for s in sorted(runs)]
         summary = {"benchmark": "examples/distillation/run.sh: Multi30k en-de", "machine": machine(),
                    "teacher": str(args.teacher), "minutes_per_student": args.minutes,
-                   "student_args": args.student_args or "--decoder-layers 1 (the example's default)",
+                   "student_args": args.student_args or "the example's default STUDENT_ARGS",
                    "seeds": sorted(runs),
                    **{f"{who}_bleu_mean": round(statistics.mean(r[who]["bleu"] for r in results), 2)
                       for who in ("teacher", *args.students)},
