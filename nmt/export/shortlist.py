@@ -8,9 +8,10 @@ sources map to, plus the pieces mapped from the empty key, which every batch may
 
 The map is built from a prepared training split in the model's vocabulary (`nmt export ctranslate2 --shortlist
 DATA_DIR`): the `frequent` most frequent target pieces are always allowed; each source piece adds the `per_source`
-target pieces that most often share a training pair with it, the frequent ones aside. For a given source piece that
-order is its p(target piece present | source piece present); Marian ranks by fast_align's lexical table instead,
-which on Multi30k covered the valid references no better at the same shortlist size.
+target pieces that most often share a training pair with it, the frequent ones aside (counted over the first
+million pairs). For one source piece that order is its p(target piece present | source piece present). Marian ranks
+by a lexical translation table from word alignment (fast_align) instead; on Multi30k, IBM Model 1's table covered the
+valid references no better than these counts at the same shortlist size, so the simpler counts are used.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from nmt.ranges import check_ranges, within
 from nmt.vocab import Vocab
 
 VMAP_FILE = "vmap.txt"  # the name CTranslate2 looks for in a model folder
-CHUNK = 20_000  # training pairs counted at a time: bounds the memory of the co-occurrence pairs
+CHUNK = 50_000  # training pairs counted at a time: bounds the memory of the co-occurrence keys
 
 
 @dataclass(frozen=True)
 class ShortlistConfig:
     frequent: int = field(default=100, metadata=within(0, 10**6))  # target pieces every batch may produce
     per_source: int = field(default=20, metadata=within(1, 10**6))  # target pieces each source piece adds
-    max_pairs: int = field(default=2_000_000, metadata=within(1, 10**9))  # training pairs counted: the first ones
+    max_pairs: int = field(default=1_000_000, metadata=within(1, 10**9))  # training pairs counted: the first ones
 
     def validate(self) -> None:
         check_ranges(self, lambda name: f"--shortlist-{name.replace('_', '-')}")
@@ -53,21 +54,8 @@ def build_vocabulary_map(data_dir: Path, vocab: Vocab, config: ShortlistConfig) 
     pairs = min(len(train), config.max_pairs)
     if pairs == 0:
         raise NmtError(f"--shortlist {data_dir}: the training split is empty")
-    source_size, target_size = len(vocab), vocab.target_size
-    target_counts = np.zeros(target_size, dtype=np.int64)
-    keys, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    for start in range(0, pairs, CHUNK):
-        chunk = []
-        for index in range(start, min(start + CHUNK, pairs)):
-            source = np.unique(train.src[index].astype(np.int64))
-            target = train.tgt[index].astype(np.int64)
-            target_counts += np.bincount(target, minlength=target_size)
-            target = np.unique(target)
-            chunk.append((source[:, None] * target_size + target[None, :]).ravel())
-        # (source piece, target piece) keys with the pairs they share so far, merged with this chunk's
-        keys, inverse = np.unique(np.concatenate([keys, *chunk]), return_inverse=True)
-        counts = np.bincount(inverse, weights=np.concatenate([counts, np.ones(len(inverse) - len(counts))]),
-                             minlength=len(keys)).astype(np.int64)
+    target_size = vocab.target_size
+    target_counts, keys, counts = _count_pairs(train, pairs, target_size)
     frequent = [int(t) for t in np.argsort(-target_counts, kind="stable")[:config.frequent] if target_counts[t] > 0]
     sources, targets = keys // target_size, keys % target_size
     order = np.lexsort((targets, -counts, sources))  # by source piece, then most shared pairs first
@@ -79,12 +67,34 @@ def build_vocabulary_map(data_dir: Path, vocab: Vocab, config: ShortlistConfig) 
     lines = ["\t" + " ".join(_pieces(vocab.target.piece, frequent))]
     mapped, starts = np.unique(sources, return_index=True)
     for source, chosen in zip(mapped, np.split(targets, starts[1:])):
-        key = vocab.source.piece(int(source)) if source < source_size else ""
+        key = vocab.source.piece(int(source))
         if _plain(key):
             lines.append(f"{key}\t{' '.join(_pieces(vocab.target.piece, chosen.tolist()))}")
     facts = {"data": str(data_dir), "pairs": pairs, "frequent": len(frequent), "per_source": config.per_source,
              "source_pieces_mapped": len(lines) - 1}
     return "\n".join(lines) + "\n", facts
+
+
+def _count_pairs(train, pairs: int, target_size: int):
+    """Over the first PAIRS training pairs: each target piece's count, and each (source piece, target piece) key
+    (source * target_size + target) with the number of pairs holding both."""
+    import numpy as np
+
+    target_counts = np.zeros(target_size, dtype=np.int64)
+    keys, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    for start in range(0, pairs, CHUNK):
+        chunk = []
+        for index in range(start, min(start + CHUNK, pairs)):
+            source = np.unique(train.src[index].astype(np.int64))
+            target = train.tgt[index].astype(np.int64)
+            target_counts += np.bincount(target, minlength=target_size)
+            target = np.unique(target)
+            chunk.append((source[:, None] * target_size + target[None, :]).ravel())
+        # the keys counted so far, merged with this chunk's: each earlier key weighs its count, each new one 1
+        keys, inverse = np.unique(np.concatenate([keys, *chunk]), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([counts, np.ones(len(inverse) - len(counts))]),
+                             minlength=len(keys)).astype(np.int64)
+    return target_counts, keys, counts
 
 
 def _pieces(piece, ids: list[int]) -> list[str]:
