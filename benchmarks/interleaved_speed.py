@@ -50,13 +50,14 @@ def main() -> None:
     for engine in engines.values():
         engine.translate(lines[:50])  # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in engines}
-    bleu = {}
+    outputs = {}
     for _ in range(args.rounds):
         for name, engine in engines.items():
             started = time.perf_counter()
-            outputs = engine.translate(lines)
+            outputs[name] = engine.translate(lines)
             seconds[name].append(time.perf_counter() - started)
-            bleu[name] = round(sacrebleu.corpus_bleu([t[0].text for t in outputs], [references]).score, 2)
+    bleu = {name: round(sacrebleu.corpus_bleu([t[0].text for t in translated], [references]).score, 2)
+            for name, translated in outputs.items()}  # each round translates alike: the last one is scored
     rate = {name: round(len(lines) / statistics.median(times), 1) for name, times in seconds.items()}
     reference = next(iter(rate))
     result = {"benchmark": "CTranslate2 int8, beam 4, 2 threads, models timed in turn", "sentences": len(lines),
