@@ -126,8 +126,12 @@ def trained_checkpoint(copy_data, tmp_path_factory) -> Path:
     tiny = transformer_tiny()
     train = replace_fields(tiny.train, {"max_updates": 300, "save_interval_updates": 100, "valid_bleu": False})
     save_dir = tmp_path_factory.mktemp("copy-run")
-    torch.set_num_threads(2)
-    Trainer(copy_data, save_dir, tiny.model, train).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # trained once per process, before the tests that need it; then one thread again
+    try:
+        Trainer(copy_data, save_dir, tiny.model, train).run()
+    finally:
+        torch.set_num_threads(threads)
     return save_dir / "checkpoint_last.pt"
 
 

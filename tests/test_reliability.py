@@ -514,14 +514,14 @@ def test_process_substitution_works_for_every_file_a_translation_reads(trained_c
 
 
 def test_the_export_commands_of_the_docs_run_word_for_word(trained_checkpoint, tmp_path):
-    """docs/export.md's first commands, from a folder holding only checkpoints/averaged.pt: the exports/ folder
-    they write into is made as `mkdir -p` would make it."""
+    """docs/export.md's commands that export checkpoints/averaged.pt, from a folder holding only that file: the
+    exports/ folder they write into is made as `mkdir -p` would make it."""
     import re
     import shlex
     (tmp_path / "checkpoints").mkdir()
     shutil.copy(trained_checkpoint, tmp_path / "checkpoints" / "averaged.pt")
     text = (REPO / "docs" / "export.md").read_text()
-    commands = re.findall(r"^nmt export .*$", text, re.M)
+    commands = re.findall(r"^nmt export \S+ checkpoints/averaged\.pt .*$", text, re.M)
     assert len(commands) == 2, commands
     for command in commands:
         run_nmt(*shlex.split(command)[1:], cwd=tmp_path)
