@@ -10,8 +10,14 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-import torch
+# Set before torch loads its OpenMP runtime, which reads it once. The README's test command runs a test process per
+# core and some tests train or decode with two threads: OpenMP's threads, by default, spin while they wait for work, so
+# that two processes' threads on two cores each burn the cores the other needs (a fixture's training: 10 s alone,
+# 80 s beside another). Passive threads sleep instead. Subprocesses (servers, example scripts) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
