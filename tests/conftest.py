@@ -32,7 +32,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # fight over the cores. Tests that decode with more threads say so.
     torch.set_num_threads(1)
 
-# The test files that take longest, longest first (seconds of one test process, 2 cores; the rest take under 20 s).
+# The test files that take longest, longest first (by their seconds in one run of the README's test command on 2
+# cores: 324 s for the first down to 20 s for the last; every other file takes less).
 # The README's test command hands whole files to its test processes (--dist loadfile); handed out longest first, they
 # end together rather than one process running the end-to-end examples alone at the end.
 LONGEST_FILES = ["test_making_data_examples.py", "test_docs.py", "test_import_marian.py", "test_serve.py",
@@ -151,7 +152,7 @@ def trained_checkpoint(copy_data, tmp_path_factory) -> Path:
     train = replace_fields(tiny.train, {"max_updates": 300, "save_interval_updates": 100, "valid_bleu": False})
     save_dir = tmp_path_factory.mktemp("copy-run")
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # trained once per process, before the tests that need it; then one thread again
+    torch.set_num_threads(2)  # trained once per test process; its tests then run with the count it had
     try:
         Trainer(copy_data, save_dir, tiny.model, train).run()
     finally:
