@@ -13,7 +13,7 @@ model in its own process, exported without a shortlist); then the aim's ratio, t
 (benchmarks/interleaved_speed.py, 5 rounds): the distilled student as the example deploys it (CTranslate2 int8 with
 the shortlist of its training data) over the teacher in CTranslate2 int8, with both BLEU scores. Figures go to
 benchmarks/results/distillation_{MINUTES}min[_{LABEL}].json, rewritten after each seed. --students picks which of
-the two train; students of another --label train in their own folders and share the teacher's translations.
+the students train (`mixed`, on the original pairs and the teacher's together, only when asked); students of another --label train in their own folders and share the teacher's translations.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from back_translation import last_training_record, machine, score
 
 REPO = Path(__file__).resolve().parents[1]
-STUDENTS = ("original", "distilled")
+STUDENTS = ("original", "distilled", "mixed")  # mixed: the original pairs and the teacher's together
 
 
 def speed(models: dict[str, Path], data: Path, work: Path) -> dict:
@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--minutes", type=float, default=20.0, help="Training minutes of each student.")
     parser.add_argument("--student-args", help="The students' shape (the example's STUDENT_ARGS when absent).")
-    parser.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
-                        help="Which students train: on the original targets, on the teacher's, or both.")
+    parser.add_argument("--students", nargs="+", choices=STUDENTS, default=["original", "distilled"],
+                        help="Which students train: on the original targets, on the teacher's, on both together.")
     parser.add_argument("--label", default="", help="Names this student shape's results file and run folders.")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "distillation")
     args = parser.parse_args()
