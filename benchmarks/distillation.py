@@ -13,7 +13,8 @@ model in its own process, exported without a shortlist); then the aim's ratio, t
 (benchmarks/interleaved_speed.py, 5 rounds): the distilled student as the example deploys it (CTranslate2 int8 with
 the shortlist of its training data) over the teacher in CTranslate2 int8, with both BLEU scores. Figures go to
 benchmarks/results/distillation_{MINUTES}min[_{LABEL}].json, rewritten after each seed. --students picks which of
-the students train (`mixed`, on the original pairs and the teacher's together, only when asked); students of another --label train in their own folders and share the teacher's translations.
+the students train (`mixed`, on the original pairs and the teacher's together, only when asked); students of another
+--label train in their own folders and share the teacher's translations.
 """
 
 from __future__ import annotations
